@@ -1,0 +1,1 @@
+"""Benchmarks: each module measures areaser against a named peer in the same run and prints ratios."""

@@ -1,0 +1,173 @@
+"""Audio I/O: read any file soundfile reads as mono float32 at one sample rate.
+
+Functional core on plain arrays (like librosa): ``load_audio`` returns a 1-D
+``np.float32`` array in [-1, 1] at ``sr`` Hz. Every defect a user can hand us
+raises :class:`AudioError`, whose message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .fileio import atomic_path
+
+__all__ = [
+    "DEFAULT_SR",
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "load_audio",
+    "resample",
+    "to_mono",
+    "write_audio",
+    "is_lfs_pointer",
+]
+
+DEFAULT_SR = 16_000
+# Peak below this is treated as digital silence (16-bit LSB is ~3e-5).
+SILENCE_PEAK = 1e-6
+_LFS_MAGIC = b"version https://git-lfs"
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio. ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file (no samples decoded)."""
+
+    path: str
+    sample_rate: int
+    frames: int
+    channels: int
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def is_lfs_pointer(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a Git LFS pointer file (a small text stub, not audio)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_LFS_MAGIC)) == _LFS_MAGIC
+    except OSError:
+        return False
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    if is_lfs_pointer(path):
+        raise AudioError(path, "Git LFS pointer, not audio (fetch the real file with `git lfs pull`)")
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read the header of ``path``; raise :class:`AudioError` if it is not usable audio."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError
+        raise AudioError(path, f"not a readable audio file ({_short(e)})") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(path, "no audio samples (zero length)")
+    return AudioInfo(str(path), int(info.samplerate), int(info.frames), int(info.channels), str(info.format))
+
+
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """Average channels: ``[N, C] -> [N]``; a 1-D array is returned unchanged."""
+    return y.mean(axis=1) if y.ndim == 2 else y
+
+
+def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """Resample ``y`` (``[N]`` or ``[N, C]``) from ``orig_sr`` to ``sr`` Hz with soxr (HQ)."""
+    if orig_sr == sr:
+        return y
+    return soxr.resample(y, orig_sr, sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sr: int | None = DEFAULT_SR,
+    *,
+    mono: bool = True,
+    max_seconds: float | None = None,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """Load an audio file as float32 in [-1, 1].
+
+    Parameters
+    ----------
+    path : audio file in any format libsndfile reads (wav, flac, ogg, ...).
+    sr : target sample rate in Hz (default 16000); ``None`` keeps the file's rate.
+    mono : mix all channels to one (default). If False the result is ``[N, C]``.
+    max_seconds : refuse files longer than this (checked from the header, before decoding).
+    allow_silent : accept an all-zero file (default: refuse it).
+
+    Returns
+    -------
+    np.ndarray, float32, shape ``[N]`` (or ``[N, C]`` when ``mono=False``).
+
+    Raises
+    ------
+    AudioError : missing, empty, not audio, LFS pointer, zero length, too long,
+        NaN/Inf samples, or silent. The message names the file and the reason.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(path, f"too long: {info.duration_s:.1f} s exceeds the limit of {max_seconds:g} s")
+    try:
+        y, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(path, f"cannot decode audio ({_short(e)})") from None
+    if y.size == 0:
+        raise AudioError(path, "no audio samples (zero length)")
+    if not np.isfinite(y).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    if mono:
+        y = to_mono(y)
+    if sr is not None and file_sr != sr:
+        y = resample(y, file_sr, sr)
+    if not allow_silent and float(np.max(np.abs(y))) < SILENCE_PEAK:
+        raise AudioError(path, "silent: every sample is zero")
+    # float formats may exceed full scale; keep the documented range
+    np.clip(y, -1.0, 1.0, out=y)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def write_audio(path: str | os.PathLike, y: np.ndarray, sr: int, subtype: str | None = None) -> Path:
+    """Write ``y`` (``[N]`` or ``[N, C]`` float in [-1, 1]) to ``path`` atomically.
+
+    The format comes from the extension; wav defaults to 16-bit PCM.
+    """
+    path = Path(path)
+    if subtype is None and path.suffix.lower() == ".wav":
+        subtype = "PCM_16"
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(y, -1.0, 1.0), sr, subtype=subtype)
+    return path
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # libsndfile prefixes the path again; drop it to keep one clean line
+    return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
