@@ -1,0 +1,22 @@
+"""The console script itself: help, version, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import areaser
+
+AREASER = [str(Path(sys.executable).parent / "areaser")]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(AREASER + list(args), capture_output=True, text=True, timeout=120)
+
+
+def test_version_and_help() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"areaser {areaser.__version__}"
+    r = run("--help")
+    assert r.returncode == 0 and "Usage" in r.stdout
