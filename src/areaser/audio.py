@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -27,6 +28,7 @@ __all__ = [
     "to_mono",
     "write_audio",
     "is_lfs_pointer",
+    "stream_audio",
 ]
 
 DEFAULT_SR = 16_000
@@ -171,3 +173,64 @@ def _short(e: Exception) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     # libsndfile prefixes the path again; drop it to keep one clean line
     return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
+
+
+def stream_audio(
+    path: str | os.PathLike,
+    sr: int | None = DEFAULT_SR,
+    block_s: float = 30.0,
+    *,
+    max_seconds: float | None = None,
+    allow_silent: bool = False,
+) -> Iterator[np.ndarray]:
+    """Yield ``path`` as consecutive mono float32 blocks at ``sr`` Hz, decoding ``block_s`` s at a time.
+
+    The streaming twin of :func:`load_audio`: the same checks and the same result
+    once the blocks are concatenated (up to the resampler's streaming edges), but
+    memory is bounded by one block whatever the file's length. Channels are
+    averaged, then each block goes through one streaming soxr resampler (HQ), so
+    block borders leave no seams. Blocks are ``[M]`` with M about ``block_s * sr``
+    (the first and last may be shorter; none is empty).
+
+    Raises :class:`AudioError` for everything :func:`load_audio` refuses. Defects
+    found while decoding (NaN samples, an all-zero file) raise when they are met,
+    which may be after some blocks were already yielded.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(path, f"too long: {info.duration_s:.1f} s exceeds the limit of {max_seconds:g} s")
+    if block_s <= 0:
+        raise ValueError(f"block_s must be > 0, got {block_s}")
+    out_sr = info.sample_rate if sr is None else sr
+    stream = None if out_sr == info.sample_rate else soxr.ResampleStream(info.sample_rate, out_sr, 1, "float32", "HQ")
+    peak = 0.0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            blocks = f.blocks(blocksize=max(1, int(block_s * info.sample_rate)), dtype="float32", always_2d=True)
+            for y, last in _with_last(blocks):
+                if not np.isfinite(y).all():
+                    raise AudioError(path, "contains NaN or infinite samples")
+                y = np.ascontiguousarray(to_mono(y), dtype=np.float32)
+                if stream is not None:
+                    y = stream.resample_chunk(y, last=last)
+                peak = max(peak, float(np.max(np.abs(y)))) if y.size else peak
+                np.clip(y, -1.0, 1.0, out=y)
+                if y.size:
+                    yield y
+    except AudioError:
+        raise
+    except Exception as e:  # libsndfile errors in the middle of a damaged file
+        raise AudioError(path, f"cannot decode audio ({_short(e)})") from None
+    if not allow_silent and peak < SILENCE_PEAK:
+        raise AudioError(path, "silent: every sample is zero")
+
+
+def _with_last(it: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+    """Pair each item with a flag telling whether it is the last one."""
+    prev = next(it, None)
+    for item in it:
+        yield prev, False
+        prev = item
+    if prev is not None:
+        yield prev, True

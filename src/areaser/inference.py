@@ -1,0 +1,409 @@
+"""Inference on any audio: a trained model applied to files of any length, format, rate and channels.
+
+The path one file takes, in memory bounded by one decoded block whatever the file's length::
+
+    stream_audio (decode, mix to mono, resample; blocks)  ->  stream_windows (2 s windows, hop,
+    carry-over between blocks)  ->  silence skip (optional)  ->  batches of windows  ->  backend
+    (log-Mel + model + softmax)  ->  timeline  ->  decision (mean of window probabilities, argmax)
+
+The windows are those of :func:`areaser.segments.segment` with policy ``pad`` (a short file is
+padded to one window, an end-aligned last window covers the tail), and the decision is the
+paper's: average the windows' softmax outputs. A backend is any callable
+``windows [B, N] float32 -> probabilities [B, C]``; :class:`TorchBackend` runs the PyTorch model,
+:class:`areaser.export.OnnxBackend` an exported ONNX graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .audio import DEFAULT_SR, SILENCE_PEAK, AudioError, resample, stream_audio, to_mono
+from .segments import segment, window_starts
+
+__all__ = [
+    "InferenceConfig",
+    "Window",
+    "Prediction",
+    "Failure",
+    "WaveformClassifier",
+    "TorchBackend",
+    "Recognizer",
+    "stream_windows",
+    "window_db",
+]
+
+Source = Union[str, os.PathLike, np.ndarray]
+Backend = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a recording is cut and scored. Times in seconds.
+
+    ``win_s`` must be the window the model was trained on; ``hop_s`` defaults to the paper's
+    test hop. ``silence_db``: windows whose RMS level is below this many dB relative to full
+    scale are skipped (not scored, left out of the decision and the timeline); ``None`` scores
+    every window. ``batch_size`` windows go through the model at once; ``block_s`` seconds of
+    audio are decoded at a time.
+    """
+
+    win_s: float = 2.0
+    hop_s: float = 0.4
+    pad_mode: Literal["repeat", "zero"] = "repeat"
+    silence_db: float | None = None
+    batch_size: int = 32
+    block_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.win_s > 0 or not self.hop_s > 0:
+            raise ValueError(f"win_s and hop_s must be > 0 seconds, got win_s={self.win_s}, hop_s={self.hop_s}")
+        if self.silence_db is not None and self.silence_db >= 0:
+            raise ValueError(f"silence_db is a level below full scale: give a negative number (e.g. -50), got {self.silence_db}")
+        if self.batch_size < 1 or not self.block_s > 0:
+            raise ValueError(f"batch_size must be >= 1 and block_s > 0, got {self.batch_size}, {self.block_s}")
+
+
+@dataclass
+class Window:
+    """One scored window: its span in the recording (s) and the class probabilities ``[C]``."""
+
+    start_s: float
+    end_s: float
+    probabilities: np.ndarray
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Recognizer.predict` says about one recording.
+
+    ``probabilities [C]`` is the mean of the scored windows' probabilities and ``label`` its
+    argmax; ``timeline`` lists the scored windows in time order; ``skipped`` counts windows left
+    out as silence.
+    """
+
+    source: str
+    label: str
+    classes: tuple[str, ...]
+    probabilities: np.ndarray
+    timeline: list[Window]
+    duration_s: float
+    skipped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    def to_dict(self, timeline: bool = True) -> dict:
+        """JSON-ready dict (what ``POST /v1/predict`` returns and ``predict -o x.jsonl`` writes)."""
+        probs = lambda p: {c: round(float(v), 6) for c, v in zip(self.classes, p)}  # noqa: E731
+        d = {
+            "source": self.source,
+            "label": self.label,
+            "probabilities": probs(self.probabilities),
+            "duration_s": round(self.duration_s, 4),
+            "windows": len(self.timeline),
+            "skipped": self.skipped,
+        }
+        if timeline:
+            d["timeline"] = [
+                {"start_s": round(w.start_s, 4), "end_s": round(w.end_s, 4),
+                 "label": self.classes[int(np.argmax(w.probabilities))], "probabilities": probs(w.probabilities)}
+                for w in self.timeline
+            ]
+        return d
+
+
+@dataclass
+class Failure:
+    """A recording that could not be scored: ``error`` is one line naming the file and the reason."""
+
+    source: str
+    error: str
+    exception: Exception | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return False
+
+    def raise_(self) -> None:
+        raise self.exception if self.exception is not None else AudioError(None, self.error)
+
+    def to_dict(self, timeline: bool = True) -> dict:
+        return {"source": self.source, "error": self.error}
+
+
+def window_db(windows: np.ndarray) -> np.ndarray:
+    """RMS level of each window ``[B, N]`` in dB relative to full scale ``[B]`` (silence: -200)."""
+    power = np.mean(np.square(windows, dtype=np.float64), axis=-1)
+    return 10.0 * np.log10(np.maximum(power, 1e-20))
+
+
+def stream_windows(
+    blocks: Iterable[np.ndarray],
+    sr: int,
+    win_s: float = 2.0,
+    hop_s: float = 0.4,
+    pad_mode: Literal["repeat", "zero"] = "repeat",
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Cut a signal that arrives in blocks into windows: yields ``(start_s, window [win])``.
+
+    The windows are exactly ``segment(np.concatenate(blocks), sr, win_s, hop_s, 'pad')``'s, but
+    only one block plus one window is ever held: samples no later window needs are dropped as
+    blocks arrive. Regular windows are yielded as soon as their samples are in; the end-aligned
+    last window (or the padded window of a signal shorter than one window) once the signal ends.
+    """
+    win, hop = int(round(win_s * sr)), int(round(hop_s * sr))
+    buf, buf_start, n, k = np.zeros(0, dtype=np.float32), 0, 0, 0  # buf[0] is sample buf_start
+    for block in blocks:
+        buf = np.concatenate([buf, np.asarray(block, dtype=np.float32)])
+        n += len(block)
+        while k * hop + win <= n:
+            s = k * hop - buf_start
+            yield k * hop / sr, buf[s : s + win]
+            k += 1
+        # keep what the next regular window and a possible end-aligned one need
+        keep = max(buf_start, min(k * hop, n - win))
+        buf, buf_start = buf[keep - buf_start :], keep
+    if n == 0:
+        return
+    if n < win:
+        windows, _ = segment(buf, sr, win_s, hop_s, "pad", pad_mode=pad_mode)
+        yield 0.0, windows[0]
+        return
+    # what is left of segment()'s plan: only the end-aligned window can follow the regular ones
+    for start in window_starts(n, sr, win_s, hop_s, "pad")[k:]:
+        s = int(start) - buf_start
+        yield int(start) / sr, buf[s : s + win]
+
+
+class WaveformClassifier(nn.Module):
+    """Waveform windows to class probabilities: ``[B, N] -> [B, C]`` (log-Mel, model, softmax).
+
+    The one module behind both backends: :class:`TorchBackend` runs it, and
+    :func:`areaser.export.export_onnx` exports it, so the two cannot drift apart.
+    """
+
+    def __init__(self, features: nn.Module, model: nn.Module):
+        super().__init__()
+        self.features = features
+        self.model = model
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return torch.softmax(self.model(self.features(wave)), dim=-1)
+
+
+class TorchBackend:
+    """Run a :class:`WaveformClassifier` in PyTorch (CPU, eval mode, no autograd)."""
+
+    name = "torch"
+
+    def __init__(self, classifier: WaveformClassifier):
+        self.classifier = classifier.eval()
+
+    @torch.inference_mode()
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """``windows [B, N]`` float32 -> probabilities ``[B, C]`` float32."""
+        return self.classifier(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
+
+
+@dataclass
+class _Pending:
+    """Book-keeping of one source while its windows are in flight."""
+
+    source: str
+    starts: list[float] = field(default_factory=list)
+    probs: list[np.ndarray | None] = field(default_factory=list)
+    in_flight: int = 0
+    n_samples: int = 0
+    skipped: int = 0
+    finished: bool = False
+    error: AudioError | None = None
+
+
+class Recognizer:
+    """Speech emotion recognition on recordings of any length, format, rate and channel count.
+
+    Build one with :meth:`load` (a trained run directory) or from a backend. Then
+    :meth:`predict` scores one file or array and :meth:`predict_many` many files, batching
+    windows across files for throughput.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        classes: Sequence[str],
+        sr: int = DEFAULT_SR,
+        config: InferenceConfig = InferenceConfig(),
+        name: str = "model",
+    ):
+        self.backend = backend
+        self.classes = tuple(classes)
+        self.sr = int(sr)
+        self.config = config
+        self.name = name
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | os.PathLike,
+        *,
+        backend: Literal["torch", "onnx"] = "torch",
+        onnx_path: str | os.PathLike | None = None,
+        threads: int | None = None,
+        **overrides,
+    ) -> "Recognizer":
+        """Load a trained model from its run directory (safetensors weights + JSON config).
+
+        ``backend='onnx'`` runs ``onnx_path`` (default ``model_dir/model.onnx``, written by
+        ``areaser export``) with ONNX Runtime instead of PyTorch. ``threads`` caps the CPU
+        threads of the backend. ``overrides`` replace :class:`InferenceConfig` fields
+        (``hop_s``, ``silence_db``, ``batch_size``, ...).
+        """
+        raise NotImplementedError("loading run directories lands with the training module")
+
+    def with_config(self, **overrides) -> "Recognizer":
+        """A recognizer sharing this one's backend with some :class:`InferenceConfig` fields replaced."""
+        return Recognizer(self.backend, self.classes, self.sr, replace(self.config, **overrides), self.name)
+
+    # ------------------------------------------------------------------ predict
+
+    def predict(self, source: Source, sample_rate: int | None = None) -> Prediction:
+        """Score one recording: a path to any file soundfile reads, or an array.
+
+        Parameters
+        ----------
+        source : path, or samples ``[N]`` or ``[N, C]`` (float in [-1, 1], or integer PCM).
+        sample_rate : the array's rate in Hz (default: the model's, 16000); files carry their own.
+
+        Returns
+        -------
+        :class:`Prediction`: label, mean probabilities ``[C]``, per-window timeline.
+
+        Raises
+        ------
+        AudioError : the file or array is not usable audio (message names it and the reason).
+        """
+        if sample_rate is not None and not isinstance(source, np.ndarray):
+            raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
+        result = next(self._iter([source], sample_rate))
+        if isinstance(result, Failure):
+            result.raise_()
+        return result
+
+    def predict_many(
+        self,
+        sources: Iterable[Source],
+        *,
+        errors: Literal["raise", "return"] = "return",
+    ) -> Iterator[Prediction | Failure]:
+        """Score many recordings, batching windows across them; yields one result per source, in order.
+
+        A source that fails yields a :class:`Failure` (``errors='return'``, default) so one bad file
+        never stops a run, or raises :class:`AudioError` (``errors='raise'``). Results come as soon
+        as all of a source's windows are scored, so a progress bar can follow them.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        for result in self._iter(sources, None):
+            if errors == "raise" and isinstance(result, Failure):
+                result.raise_()
+            yield result
+
+    # ------------------------------------------------------------------ internals
+
+    def _blocks(self, source: Source, sample_rate: int | None, entry: _Pending) -> Iterator[np.ndarray]:
+        """Decoded mono blocks at the model rate; counts samples into ``entry``."""
+        if isinstance(source, np.ndarray):
+            blocks: Iterable[np.ndarray] = [_array_to_mono(source, sample_rate or self.sr, self.sr)]
+        else:
+            blocks = stream_audio(source, self.sr, self.config.block_s)
+        for block in blocks:
+            entry.n_samples += len(block)
+            yield block
+
+    def _iter(self, sources: Iterable[Source], sample_rate: int | None) -> Iterator[Prediction | Failure]:
+        cfg = self.config
+        order: deque[_Pending] = deque()
+        batch: list[tuple[_Pending, int, np.ndarray]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            probs = self.backend(np.stack([w for _, _, w in batch]))
+            for (entry, i, _), p in zip(batch, probs):
+                entry.probs[i] = p
+                entry.in_flight -= 1
+            batch.clear()
+
+        def ready() -> Iterator[Prediction | Failure]:
+            while order and order[0].finished and order[0].in_flight == 0:
+                yield self._finish(order.popleft())
+
+        for source in sources:
+            entry = _Pending("<array>" if isinstance(source, np.ndarray) else str(source))
+            order.append(entry)
+            try:
+                windows = stream_windows(self._blocks(source, sample_rate, entry), self.sr, cfg.win_s, cfg.hop_s, cfg.pad_mode)
+                for start_s, w in windows:
+                    if cfg.silence_db is not None and window_db(w[None])[0] < cfg.silence_db:
+                        entry.skipped += 1
+                        continue
+                    entry.starts.append(start_s)
+                    entry.probs.append(None)
+                    entry.in_flight += 1
+                    batch.append((entry, len(entry.probs) - 1, w))
+                    if len(batch) >= cfg.batch_size:
+                        flush()
+                        yield from ready()
+            except AudioError as e:
+                entry.error = e
+            entry.finished = True
+            yield from ready()
+        flush()
+        yield from ready()
+
+    def _finish(self, entry: _Pending) -> Prediction | Failure:
+        if entry.error is not None:
+            return Failure(entry.source, str(entry.error), entry.error)
+        duration = entry.n_samples / self.sr
+        if not entry.probs:
+            reason = (
+                f"every window is below the silence threshold of {self.config.silence_db:g} dBFS"
+                if entry.skipped else "no audio samples (zero length)"
+            )
+            err = AudioError(entry.source, reason)
+            return Failure(entry.source, str(err), err)
+        probs = np.stack(entry.probs)
+        mean = probs.mean(axis=0)
+        timeline = [
+            Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)
+        ]
+        return Prediction(
+            entry.source, self.classes[int(np.argmax(mean))], self.classes, mean, timeline, duration, entry.skipped
+        )
+
+
+def _array_to_mono(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """Validate an in-memory recording ``[N]`` or ``[N, C]`` and bring it to mono float32 at ``sr``."""
+    y = np.asarray(y)
+    if y.ndim not in (1, 2) or y.size == 0:
+        raise AudioError("<array>", f"expected samples [N] or [N, channels], got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.integer):
+        y = y.astype(np.float32) / float(-np.iinfo(y.dtype).min)  # integer PCM to [-1, 1)
+    elif not np.issubdtype(y.dtype, np.floating):
+        raise AudioError("<array>", f"expected float or integer samples, got dtype {y.dtype}")
+    y = to_mono(y.astype(np.float32, copy=False))
+    if not np.isfinite(y).all():
+        raise AudioError("<array>", "contains NaN or infinite samples")
+    if float(np.max(np.abs(y))) < SILENCE_PEAK:
+        raise AudioError("<array>", "silent: every sample is zero")
+    y = resample(y, int(orig_sr), sr)
+    return np.clip(y, -1.0, 1.0).astype(np.float32, copy=False)
