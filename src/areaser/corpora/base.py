@@ -1,0 +1,206 @@
+"""Shared pieces of the corpus loaders: the scan result, file probing, count checks.
+
+A loader turns a user's local copy of a corpus into a manifest (one row per
+usable utterance) and never crashes on a defective copy: every file it cannot
+use becomes a :class:`Skipped` entry with the reason, and a count that differs
+from the documented full corpus becomes a warning (subsets are legitimate).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from ..audio import SILENCE_PEAK, AudioError, AudioInfo, audio_info
+from ..manifest import make_manifest
+
+__all__ = [
+    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT",
+    "check_root", "find_wavs", "probe", "track", "check_counts", "scan_files", "collect",
+]
+
+T = TypeVar("T")
+
+# macOS copies carry "._name" AppleDouble files next to every real file. They are
+# reported as skipped (not hidden) so the user sees why the file count is off.
+APPLEDOUBLE = "macOS metadata file (._*), not audio"
+SILENT = "silent: every sample is zero"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file a loader could not use, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class CorpusScan:
+    """What a loader found: the manifest of usable utterances, skipped files, warnings."""
+
+    manifest: pd.DataFrame
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class CorpusError(ValueError):
+    """The root does not exist or does not hold the corpus' layout."""
+
+    def __init__(self, root: str | os.PathLike, expected: str):
+        self.root = str(root)
+        super().__init__(f"{root}: {expected}")
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    """``root`` as an absolute Path; :class:`CorpusError` if it is not a folder."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise CorpusError(root, "does not exist")
+    if not path.is_dir():
+        raise CorpusError(root, "is not a folder")
+    return path.resolve()
+
+
+def find_wavs(root: Path, expected: str) -> list[Path]:
+    """Every ``*.wav`` (any case) under ``root``, sorted; :class:`CorpusError` if none."""
+    wavs = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
+    if not wavs:
+        raise CorpusError(root, f"no .wav files found; expected {expected}")
+    return wavs
+
+
+def _is_silent(path: Path) -> bool:
+    # Stops at the first block holding a non-zero sample, so a normal file costs
+    # one short read; only a truly silent file is read to the end.
+    with sf.SoundFile(str(path)) as f:
+        for block in f.blocks(blocksize=16384, dtype="float32"):
+            if block.size and float(np.max(np.abs(block))) >= SILENCE_PEAK:
+                return False
+    return True
+
+
+def probe(path: Path, check_silent: bool = True) -> AudioInfo | str:
+    """Header facts of ``path``, or the reason it cannot be used.
+
+    Reasons: macOS ``._*`` file, Git LFS pointer, empty or unreadable file
+    (from :func:`areaser.audio.audio_info`), and with ``check_silent`` digital
+    silence (every sample below :data:`areaser.audio.SILENCE_PEAK`).
+    """
+    if path.name.startswith("._"):
+        return APPLEDOUBLE
+    try:
+        info = audio_info(path)
+        if check_silent and _is_silent(path):
+            return SILENT
+    except AudioError as e:
+        return e.reason
+    except Exception as e:  # libsndfile can fail mid-file on a truncated copy
+        return f"cannot decode audio ({type(e).__name__}: {e})"
+    return info
+
+
+def track(items: Iterable[T], description: str, progress: bool, total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a rich progress bar on stderr when ``progress`` is true."""
+    if not progress:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import track as rich_track
+
+    yield from rich_track(items, description=description, total=total, transient=True, console=Console(stderr=True))
+
+
+def check_counts(corpus: str, found: Mapping[str, int], expected: Mapping[str, int]) -> list[str]:
+    """One warning if ``found`` differs from the documented full-corpus ``expected`` counts."""
+    if all(found.get(k, 0) == v for k, v in expected.items()):
+        return []
+
+    def fmt(counts: Mapping[str, int]) -> str:
+        return ", ".join(f"{k} {counts.get(k, 0):,}" for k in expected)
+
+    return [
+        f"{corpus}: found {fmt(found)}; a complete copy has {fmt(expected)} "
+        "(fine for a subset, otherwise the copy is incomplete)"
+    ]
+
+
+# parse(path) -> row fields (utt_id, speaker, session, gender, label, raw_label, ...) or a skip reason
+Parser = Callable[[Path], "dict[str, object] | str"]
+
+
+def scan_files(
+    root: str | os.PathLike,
+    corpus: str,
+    parse: Parser,
+    expected: Mapping[str, int],
+    layout: str,
+    *,
+    progress: bool = True,
+    check_silent: bool = True,
+) -> CorpusScan:
+    """Load a corpus whose facts are all in its file names (every corpus but IEMOCAP).
+
+    Every wav file under ``root`` is parsed by ``parse`` and the rest is :func:`collect`'s.
+    """
+    root = check_root(root)
+    wavs = find_wavs(root, layout)
+    return collect(root, corpus, ((p, parse(p)) for p in wavs), len(wavs), expected, layout,
+                   progress=progress, check_silent=check_silent)
+
+
+def collect(
+    root: Path,
+    corpus: str,
+    items: Iterable[tuple[Path, "dict[str, object] | str"]],
+    n_items: int,
+    expected: Mapping[str, int],
+    layout: str,
+    *,
+    progress: bool = True,
+    check_silent: bool = True,
+    require_match: bool = True,
+) -> CorpusScan:
+    """Turn ``(path, parsed row or skip reason)`` pairs into a :class:`CorpusScan`.
+
+    Each file is probed (:func:`probe`); the first file of an utterance id wins and
+    later copies are skipped as duplicates. ``expected`` holds the documented full
+    counts: ``"files"`` (distinct utterances plus files whose names do not parse)
+    and optionally per raw label. With ``require_match``, :class:`CorpusError` if no
+    name parses at all (the root holds some other corpus).
+    """
+    records: list[dict[str, object]] = []
+    skipped: list[Skipped] = []
+    first: dict[str, str] = {}
+    raw_counts: Counter[str] = Counter()
+    n_unparsed = 0
+    for path, row in track(items, f"scanning {corpus}", progress, total=n_items):
+        if path.name.startswith("._"):
+            skipped.append(Skipped(str(path), APPLEDOUBLE))
+            continue
+        if isinstance(row, str):
+            skipped.append(Skipped(str(path), row))
+            n_unparsed += 1
+            continue
+        uid = str(row["utt_id"])
+        if uid in first:
+            skipped.append(Skipped(str(path), f"duplicate of {first[uid]}"))
+            continue
+        first[uid] = str(path)
+        raw_counts[str(row["raw_label"])] += 1
+        info = probe(path, check_silent)
+        if isinstance(info, str):
+            skipped.append(Skipped(str(path), info))
+            continue
+        records.append({**row, "path": str(path), "corpus": corpus, "duration_s": info.duration_s})
+    if require_match and not first:
+        raise CorpusError(root, f"none of its {n_items} files is a {corpus} utterance; expected {layout}")
+    found = {"files": len(first) + n_unparsed, **raw_counts}
+    return CorpusScan(make_manifest(records), skipped, check_counts(corpus, found, expected))

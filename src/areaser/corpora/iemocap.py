@@ -1,0 +1,123 @@
+"""IEMOCAP_full_release: labels from the EmoEvaluation files, audio from sentences/wav.
+
+Layout (``root`` is the folder holding ``Session1`` .. ``Session5``)::
+
+    Session{1..5}/sentences/wav/<dialog>/<utterance>.wav
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt      only *.txt directly in that folder
+
+A label line is ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]``;
+header (``%``), annotator (``C-E1:``, ``A-E2:``, ...) and blank lines are ignored.
+Speaker ``Ses01F`` = session + the letter before the utterance number (not the
+dialog's letter, which says who leads the dialog); improvised if the dialog name
+holds ``impro``. Skipped, with the reason: label lines whose wav is missing, wav
+files without a label line or with an unparseable name, ``._*`` files, LFS
+pointers, unreadable and silent audio.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from ..manifest import make_manifest
+from .base import APPLEDOUBLE, CorpusError, CorpusScan, Skipped, check_counts, check_root, probe, track
+
+RAW_TO_CANONICAL = {
+    "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry",
+    "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust",
+    "oth": "other", "xxx": "undecided",
+}
+# Documented counts of a complete copy: the standard 4-class raw labels over all sessions.
+EXPECTED = {"total": 5531, "neu": 1708, "ang": 1103, "sad": 1084, "hap": 595, "exc": 1041}
+
+UTT_RE = re.compile(r"^(?P<dialog>Ses(?P<ses>\d\d)[FM]_\w+)_(?P<spk>[FM])(?P<num>\d{3})$")
+LINE_RE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]\s*$")
+LAYOUT = "IEMOCAP_full_release with Session1..Session5 folders (sentences/wav, dialog/EmoEvaluation)"
+
+
+def _sessions(root: Path) -> list[Path]:
+    found = sorted(p for p in root.glob("Session*") if p.is_dir())
+    if not found and (root / "IEMOCAP_full_release").is_dir():  # the folder above the release
+        found = sorted(p for p in (root / "IEMOCAP_full_release").glob("Session*") if p.is_dir())
+    if not found:
+        raise CorpusError(root, f"no Session* folders; expected {LAYOUT}")
+    return found
+
+
+def read_labels(txt: Path, skipped: list[Skipped], warnings: list[str]) -> dict[str, str]:
+    """``{utterance id: raw label}`` from one EmoEvaluation file."""
+    labels: dict[str, str] = {}
+    with open(txt, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.startswith("["):  # header, annotator and blank lines
+                continue
+            m = LINE_RE.match(line.strip())
+            if not m:
+                warnings.append(f"{txt}:{n}: malformed label line ignored: {line.strip()[:60]!r}")
+                continue
+            uid, raw = m.group(3), m.group(4)
+            if not UTT_RE.match(uid):
+                skipped.append(Skipped(f"{txt}:{n}", f"unparseable utterance id {uid!r}"))
+            elif raw not in RAW_TO_CANONICAL:
+                skipped.append(Skipped(f"{txt}:{n}", f"unknown label {raw!r} for {uid}"))
+            elif uid in labels:
+                warnings.append(f"{txt}:{n}: {uid} labelled twice, first label kept")
+            else:
+                labels[uid] = raw
+    return labels
+
+
+def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool = True) -> CorpusScan:
+    """Scan an IEMOCAP_full_release copy; see the module docstring for what is skipped."""
+    root = check_root(root)
+    skipped: list[Skipped] = []
+    warnings: list[str] = []
+    labels: dict[str, tuple[str, Path]] = {}  # uid -> (raw label, label file)
+    wavs: dict[str, Path] = {}
+    for sess in _sessions(root):
+        evaluation = sess / "dialog" / "EmoEvaluation"
+        if not evaluation.is_dir():
+            warnings.append(f"{sess}: no dialog/EmoEvaluation folder, its utterances have no labels")
+        for txt in sorted(evaluation.glob("*.txt")):  # not recursive: Categorical/, Attribute/ hold other files
+            if txt.name.startswith("._"):
+                skipped.append(Skipped(str(txt), APPLEDOUBLE))
+                continue
+            for uid, raw in read_labels(txt, skipped, warnings).items():
+                labels.setdefault(uid, (raw, txt))
+        for wav in sorted((sess / "sentences" / "wav").glob("*/*.wav")):
+            if wav.name.startswith("._"):
+                skipped.append(Skipped(str(wav), APPLEDOUBLE))
+            elif not UTT_RE.match(wav.stem):
+                skipped.append(Skipped(str(wav), "unparseable name: expected <dialog>_<F|M><NNN>.wav"))
+            else:
+                wavs[wav.stem] = wav
+    if not labels:
+        raise CorpusError(root, f"no label lines in Session*/dialog/EmoEvaluation/*.txt; expected {LAYOUT}")
+
+    skipped += [Skipped(str(w), "no label line in EmoEvaluation") for u, w in sorted(wavs.items()) if u not in labels]
+    records = []
+    for uid in track(sorted(labels), "scanning iemocap", progress):
+        raw, txt = labels[uid]
+        m = UTT_RE.match(uid)
+        assert m is not None  # read_labels only keeps parseable ids
+        wav = wavs.get(uid)
+        if wav is None:
+            expected_wav = txt.parent.parent.parent / "sentences" / "wav" / m["dialog"] / f"{uid}.wav"
+            skipped.append(Skipped(str(expected_wav), f"wav missing (labelled in {txt.name})"))
+            continue
+        info = probe(wav, check_silent)
+        if isinstance(info, str):
+            skipped.append(Skipped(str(wav), info))
+            continue
+        records.append({
+            "utt_id": uid, "path": str(wav), "corpus": "iemocap",
+            "speaker": f"Ses{m['ses']}{m['spk']}", "session": f"Ses{m['ses']}", "gender": m["spk"],
+            "label": RAW_TO_CANONICAL[raw], "raw_label": raw, "duration_s": info.duration_s,
+            "improvised": "impro" in m["dialog"],
+        })
+    found = Counter(raw for raw, _ in labels.values() if raw in EXPECTED)
+    found["total"] = sum(found.values())
+    warnings += check_counts("iemocap 4-class labels", found, EXPECTED)
+    return CorpusScan(make_manifest(records), skipped, warnings)

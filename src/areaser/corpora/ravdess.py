@@ -1,0 +1,40 @@
+"""RAVDESS, speech part: ``Actor_XX/MM-VV-EE-II-SS-RR-AA.wav`` (48 kHz).
+
+Fields: modality (03 audio), vocal channel (01 speech, 02 song: skipped), emotion,
+intensity, statement, repetition, actor 01-24 (odd = male). Speaker ids are
+``ravdess_07``; no sessions. 1,440 speech files in a complete copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .base import CorpusScan, scan_files
+
+EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fear", "07": "disgust", "08": "surprise",
+}
+EXPECTED = {"files": 1440, "01": 96, **{e: 192 for e in EMOTIONS if e != "01"}}
+NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(0[12])-(0[12])-(0[12])-(\d\d)$")
+LAYOUT = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (e.g. Actor_01/03-01-05-01-02-01-01.wav)"
+
+
+def parse(path: Path) -> dict[str, object] | str:
+    m = NAME_RE.match(path.stem)
+    if not m or m[3] not in EMOTIONS or not 1 <= int(m[7]) <= 24:
+        return f"unparseable name: expected {LAYOUT}"
+    if m[2] != "01":
+        return "song (vocal channel 02), not part of the speech corpus"
+    actor = int(m[7])
+    return {
+        "utt_id": path.stem, "speaker": f"ravdess_{actor:02d}", "gender": "M" if actor % 2 else "F",
+        "label": EMOTIONS[m[3]], "raw_label": m[3],
+    }
+
+
+def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool = True) -> CorpusScan:
+    """Scan a RAVDESS speech copy (``Audio_Speech_Actors_01-24`` or the folder above it)."""
+    return scan_files(root, "ravdess", parse, EXPECTED, LAYOUT, progress=progress, check_silent=check_silent)
