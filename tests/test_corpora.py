@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from areaser.cli import app
 from areaser.corpora import CORPORA, CorpusError, load_corpus
-from areaser.corpora.base import APPLEDOUBLE, SILENT
+from areaser.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT
 from areaser.labels import CANONICAL
 from areaser.manifest import COLUMNS, read_manifest
 
@@ -239,18 +239,25 @@ def test_tess_labels_from_names_and_duplicates(tmp_path: Path) -> None:
     tone(data / "OAF_Fear" / "OAF_neat_Fear.wav", sr=24414)
     tone(data / "OAF_angry" / "OAF_back.wav", sr=24414)  # no emotion
     # Some copies hold the whole set twice in a nested folder.
-    tone(tmp_path / "tess toronto emotional speech set data" / data.name / "OAF_angry" / "OAF_back_angry.wav",
-         sr=24414)
+    nested = tmp_path / "tess toronto emotional speech set data" / data.name
+    tone(nested / "OAF_angry" / "OAF_back_angry.wav", sr=24414)
+    put(data / "YAF_angry" / "YAF_dog_angry.wav", LFS)  # broken in the first copy, fine in the second
+    tone(nested / "YAF_angry" / "YAF_dog_angry.wav", sr=24414)
     scan = load_corpus("tess", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
     assert dict(df["label"]) == {"OAF_back_angry": "angry", "OAF_back_neutral": "neutral", "YAF_bean_ps": "surprise",
-                                 "YAF_dog_sad": "sad", "OAF_neat_fear": "fear"}
+                                 "YAF_dog_sad": "sad", "OAF_neat_fear": "fear", "YAF_dog_angry": "angry"}
     assert set(df["gender"]) == {"F"} and set(df["speaker"]) == {"tess_OAF", "tess_YAF"}
+    assert df.loc["OAF_back_angry", "path"] == str(data / "OAF_angry" / "OAF_back_angry.wav")
+    assert df.loc["YAF_dog_angry", "path"] == str(nested / "YAF_angry" / "YAF_dog_angry.wav")
     why = {s.path: s.reason for s in scan.skipped}
-    assert len(why) == 2
-    dup = [r for p, r in why.items() if p.endswith("OAF_back_angry.wav")]
-    assert len(dup) == 1 and dup[0].startswith("duplicate of ")
+    assert why == {
+        str(nested / "OAF_angry" / "OAF_back_angry.wav"): DUPLICATE,
+        str(data / "YAF_angry" / "YAF_dog_angry.wav"): why[str(data / "YAF_angry" / "YAF_dog_angry.wav")],
+        str(data / "OAF_angry" / "OAF_back.wav"): why[str(data / "OAF_angry" / "OAF_back.wav")],
+    }
+    assert "LFS pointer" in why[str(data / "YAF_angry" / "YAF_dog_angry.wav")]
     assert reasons(scan)["OAF_back.wav"].startswith("unparseable")
 
 
@@ -267,8 +274,9 @@ def test_savee_both_layouts(tmp_path: Path) -> None:
     assert dict(df["label"]) == {"DC_a01": "angry", "DC_sa02": "sad", "JE_su15": "surprise", "JK_n30": "neutral",
                                  "KL_h03": "happy"}
     assert set(df["gender"]) == {"M"} and df.loc["JE_su15", "speaker"] == "savee_JE"
-    assert sorted(s.reason.split(":")[0].split(" of ")[0] for s in scan.skipped) == [
-        "duplicate", "unparseable name", "unparseable name"]
+    why = {str(Path(s.path).relative_to(tmp_path)): s.reason.split(":")[0] for s in scan.skipped}
+    assert why == {"DC_a01.wav": DUPLICATE, "AudioData/DC/x01.wav": "unparseable name",
+                   "AudioData/XX/a01.wav": "unparseable name"}
 
 
 @pytest.mark.parametrize("name", ["ravdess", "cremad", "emodb", "tess", "savee"])

@@ -104,8 +104,11 @@ def scan(
             _print_counts(count_table(df, "session"), "utterances per label and session")
     if result.skipped:
         console.print(f"[bold]skipped {len(result.skipped):,} file(s)[/], by reason:", highlight=False)
-        for reason, n in Counter(s.reason for s in result.skipped).most_common():
+        by_reason = Counter(s.reason for s in result.skipped).most_common()
+        for reason, n in by_reason[:10]:
             console.print(f"  {n:>6,}  {reason}", highlight=False)
+        if len(by_reason) > 10:
+            console.print(f"  {sum(n for _, n in by_reason[10:]):>6,}  {len(by_reason) - 10} other reasons")
         for s in result.skipped[:show_skipped]:
             console.print(f"  {s.path}: {s.reason}", highlight=False, soft_wrap=True)
         if len(result.skipped) > show_skipped:

@@ -22,7 +22,7 @@ from ..audio import SILENCE_PEAK, AudioError, AudioInfo, audio_info
 from ..manifest import make_manifest
 
 __all__ = [
-    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT",
+    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT", "DUPLICATE",
     "check_root", "find_wavs", "probe", "track", "check_counts", "scan_files", "collect",
 ]
 
@@ -32,6 +32,8 @@ T = TypeVar("T")
 # reported as skipped (not hidden) so the user sees why the file count is off.
 APPLEDOUBLE = "macOS metadata file (._*), not audio"
 SILENT = "silent: every sample is zero"
+# Constant reasons group well in a summary; the copy in use is in the manifest.
+DUPLICATE = "duplicate utterance id (an earlier usable file with the same id is used)"
 
 
 @dataclass(frozen=True)
@@ -170,16 +172,16 @@ def collect(
 ) -> CorpusScan:
     """Turn ``(path, parsed row or skip reason)`` pairs into a :class:`CorpusScan`.
 
-    Each file is probed (:func:`probe`); the first file of an utterance id wins and
-    later copies are skipped as duplicates. ``expected`` holds the documented full
+    Each file is probed (:func:`probe`); the first usable file of an utterance id
+    wins and later copies are skipped as duplicates. ``expected`` holds the documented full
     counts: ``"files"`` (distinct utterances plus files whose names do not parse)
     and optionally per raw label. With ``require_match``, :class:`CorpusError` if no
     name parses at all (the root holds some other corpus).
     """
     records: list[dict[str, object]] = []
     skipped: list[Skipped] = []
-    first: dict[str, str] = {}
-    raw_counts: Counter[str] = Counter()
+    used: set[str] = set()  # ids already in the manifest
+    raw_labels: dict[str, str] = {}  # every parsed id (usable or not) -> raw label, for the counts
     n_unparsed = 0
     for path, row in track(items, f"scanning {corpus}", progress, total=n_items):
         if path.name.startswith("._"):
@@ -190,17 +192,17 @@ def collect(
             n_unparsed += 1
             continue
         uid = str(row["utt_id"])
-        if uid in first:
-            skipped.append(Skipped(str(path), f"duplicate of {first[uid]}"))
+        raw_labels[uid] = str(row["raw_label"])
+        if uid in used:
+            skipped.append(Skipped(str(path), DUPLICATE))
             continue
-        first[uid] = str(path)
-        raw_counts[str(row["raw_label"])] += 1
         info = probe(path, check_silent)
         if isinstance(info, str):
             skipped.append(Skipped(str(path), info))
             continue
+        used.add(uid)
         records.append({**row, "path": str(path), "corpus": corpus, "duration_s": info.duration_s})
-    if require_match and not first:
+    if require_match and not raw_labels:
         raise CorpusError(root, f"none of its {n_items} files is a {corpus} utterance; expected {layout}")
-    found = {"files": len(first) + n_unparsed, **raw_counts}
+    found = {"files": len(raw_labels) + n_unparsed, **Counter(raw_labels.values())}
     return CorpusScan(make_manifest(records), skipped, check_counts(corpus, found, expected))

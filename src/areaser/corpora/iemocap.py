@@ -61,7 +61,7 @@ def read_labels(txt: Path, skipped: list[Skipped], warnings: list[str]) -> dict[
             if not UTT_RE.match(uid):
                 skipped.append(Skipped(f"{txt}:{n}", f"unparseable utterance id {uid!r}"))
             elif raw not in RAW_TO_CANONICAL:
-                skipped.append(Skipped(f"{txt}:{n}", f"unknown label {raw!r} for {uid}"))
+                skipped.append(Skipped(f"{txt}:{n}", f"unknown label {raw!r}"))
             elif uid in labels:
                 warnings.append(f"{txt}:{n}: {uid} labelled twice, first label kept")
             else:
@@ -105,7 +105,7 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
         wav = wavs.get(uid)
         if wav is None:
             expected_wav = txt.parent.parent.parent / "sentences" / "wav" / m["dialog"] / f"{uid}.wav"
-            skipped.append(Skipped(str(expected_wav), f"wav missing (labelled in {txt.name})"))
+            skipped.append(Skipped(str(expected_wav), "wav missing (the utterance has a label line)"))
             continue
         info = probe(wav, check_silent)
         if isinstance(info, str):
