@@ -1,0 +1,228 @@
+"""Reports: JSON for machines, Markdown + PNG for people, written into the run directory.
+
+``write_run_report(run_dir, report)`` writes ``report.json``, ``report.md``,
+``confusion.png`` and ``curves.png`` for one training run; ``write_cv_report(cv_dir,
+summary)`` does the same for a set of folds or seeds with mean +- std. The Markdown
+embeds the pictures by relative path, so the folder can be moved or zipped whole.
+Every file goes through :mod:`areaser.fileio` (atomic).
+
+A run ``report`` dict holds (what :func:`areaser.training.train` produces): ``name``,
+``classes``, ``test`` (:func:`areaser.metrics.classification_metrics`), ``history`` (one
+row per epoch: ``epoch``, ``train_loss``, ``dev_loss``, ``dev_wa``, ``dev_ua``, and
+``test_wa`` / ``test_ua`` when the test set was tracked), ``selected_epoch``, and
+optionally ``paper_and_honest`` (:func:`areaser.metrics.paper_and_honest`), ``info``
+(free key -> value facts shown in a table).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .fileio import atomic_path, atomic_write_json, atomic_write_text
+
+__all__ = ["plot_confusion", "plot_curves", "write_run_report", "write_cv_report", "pct"]
+
+
+def pct(x: float) -> str:
+    """0.7312 -> '73.12'."""
+    return f"{100 * x:.2f}"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+    """Confusion matrix (rows = reference, columns = prediction), counts and row %; PNG at ``path``."""
+    plt = _pyplot()
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.3 * len(classes) + 2, 1.1 * len(classes) + 1.5), dpi=100)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(cm[i, j])}\n{100 * norm[i, j]:.0f}%", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title or "confusion matrix (utterances)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike, selected_epoch: int | None = None) -> Path:
+    """Learning curves: losses (left) and dev / test WA, UA per epoch (right); PNG at ``path``."""
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    ep = [r["epoch"] for r in history]
+    for key, style in (("train_loss", "-"), ("dev_loss", "--")):
+        if history and key in history[0]:
+            a1.plot(ep, [r[key] for r in history], style, marker=".", label=key.replace("_", " "))
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("loss")
+    a1.legend()
+    for key, style in (("dev_wa", "-"), ("dev_ua", "-"), ("test_wa", ":"), ("test_ua", ":")):
+        if history and key in history[0]:
+            a2.plot(ep, [100 * r[key] for r in history], style, marker=".", label=key.replace("_", " ").upper())
+    if selected_epoch is not None:
+        for a in (a1, a2):
+            a.axvline(selected_epoch, color="grey", lw=0.8, ls="--")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("%")
+    a2.legend(fontsize=8)
+    fig.suptitle("learning curves" + (f" (selected epoch {selected_epoch})" if selected_epoch is not None else ""))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _metrics_md(m: Mapping) -> list[str]:
+    classes = m["classes"]
+    out = [
+        _table(["utterances", "WA %", "UA %", "macro-F1 %"], [[m["n"], pct(m["wa"]), pct(m["ua"]), pct(m["macro_f1"])]]),
+        "",
+        "Per class:",
+        "",
+        _table(
+            ["class", "precision %", "recall %", "F1 %", "support"],
+            [[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]] for c, v in m["per_class"].items()],
+        ),
+        "",
+        "Confusion matrix (rows = reference, columns = predicted):",
+        "",
+        _table([""] + list(classes), [[c] + list(row) for c, row in zip(classes, m["confusion"])]),
+    ]
+    if m.get("per_speaker"):
+        out += [
+            "",
+            "Per speaker:",
+            "",
+            _table(["speaker", "accuracy %", "utterances"], [[k, pct(v["accuracy"]), v["n"]] for k, v in m["per_speaker"].items()]),
+        ]
+    return out
+
+
+def _paper_honest_md(ph: Mapping) -> list[str]:
+    p, h = ph["paper"], ph["honest"]
+    return [
+        "## Paper's way vs honest way",
+        "",
+        "The test set was scored after every epoch. **Paper's way** (the authors' code): maxWA and maxUA are "
+        "separate maxima over epochs of *test* scores, and the kept model is the epoch with the best test WA + UA: "
+        "the test set chooses the model, so these numbers are optimistic. **Honest way**: the epoch is chosen on the "
+        f"dev split (`{h['monitor']}`) and its test scores are reported.",
+        "",
+        _table(
+            ["reading", "WA %", "UA %", "epoch(s)"],
+            [
+                ["paper: maxWA / maxUA (separate maxima)", pct(p["max_wa"]), pct(p["max_ua"]), f"{p['max_wa_epoch']} / {p['max_ua_epoch']}"],
+                ["paper: kept model (best test WA+UA)", pct(p["kept_wa"]), pct(p["kept_ua"]), p["kept_epoch"]],
+                ["honest: epoch chosen on dev", pct(h["wa"]), pct(h["ua"]), h["epoch"]],
+            ],
+        ),
+        "",
+    ]
+
+
+def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md``, ``confusion.png``, ``curves.png`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
+    atomic_write_json(paths["json"], report)
+    test = report["test"]
+    paths["confusion"] = plot_confusion(test["confusion"], test["classes"], run_dir / "confusion.png",
+                                        f"{report.get('name', '')} test".strip())
+    history = report.get("history") or []
+    if history:
+        paths["curves"] = plot_curves(history, run_dir / "curves.png", report.get("selected_epoch"))
+    md = [f"# Run report: {report.get('name', run_dir.name)}", ""]
+    if report.get("info"):
+        md += [_table(["", ""], [[k, v] for k, v in report["info"].items()]), ""]
+    sel = report.get("selected_epoch")
+    md += [f"## Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}", ""]
+    md += _metrics_md(test) + ["", "![confusion matrix](confusion.png)", ""]
+    if report.get("paper_and_honest"):
+        md += _paper_honest_md(report["paper_and_honest"])
+    if history:
+        md += ["## Learning curves", "", "![learning curves](curves.png)", ""]
+        keys = [k for k in history[0] if k != "epoch"]
+        md += [_table(["epoch"] + keys, [[r["epoch"]] + [_fmt(r[k]) for k in keys] for r in history]), ""]
+    atomic_write_text(paths["md"], "\n".join(md))
+    return paths
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Path]:
+    """Aggregate report over folds / seeds.
+
+    ``summary`` holds ``name``, ``protocol``, ``classes``, ``folds`` (list of
+    ``{"name", "test_group", "dir", "wa", "ua", "macro_f1", "epoch"}`` plus optional
+    ``paper_max_wa`` / ``paper_max_ua``), ``aggregate`` (:func:`areaser.metrics.summarise_runs`
+    output), ``confusion`` (summed over folds) and optionally ``info``.
+    """
+    cv_dir = Path(cv_dir)
+    paths = {"json": cv_dir / "report.json", "md": cv_dir / "report.md"}
+    atomic_write_json(paths["json"], summary)
+    paths["confusion"] = plot_confusion(summary["confusion"], summary["classes"], cv_dir / "confusion.png",
+                                        "test, summed over folds")
+    agg = summary["aggregate"]
+    paper = "paper_max_wa" in summary["folds"][0]
+    md = [f"# Cross-validation report: {summary.get('name', cv_dir.name)}", ""]
+    if summary.get("info"):
+        md += [_table(["", ""], [[k, v] for k, v in summary["info"].items()]), ""]
+    header = ["fold", "held out", "epoch (dev)", "WA %", "UA %", "macro-F1 %"]
+    if paper:
+        header += ["paper maxWA %", "paper maxUA %"]
+    rows = []
+    for f in summary["folds"]:
+        row = [f"[{f['name']}]({f['dir']}/report.md)", f["test_group"], f["epoch"], pct(f["wa"]), pct(f["ua"]), pct(f["macro_f1"])]
+        if paper:
+            row += [pct(f["paper_max_wa"]), pct(f["paper_max_ua"])]
+        rows.append(row)
+
+    def ms(k: str) -> str:
+        return f"{pct(agg[k]['mean'])} +- {pct(agg[k]['std'])}" if k in agg else ""
+
+    last = ["**mean +- std**", "", "", ms("wa"), ms("ua"), ms("macro_f1")]
+    if paper:
+        last += [ms("paper_max_wa"), ms("paper_max_ua")]
+    md += ["## Per fold (test set)", "", _table(header, rows + [last]), ""]
+    md += ["Standard deviation is the sample std over folds (n - 1).", ""]
+    if paper:
+        md += [
+            "**Labels.** *WA / UA*: honest way, the epoch is chosen on each fold's dev split, then scored on test. "
+            "*paper maxWA / maxUA*: the paper's way, separate maxima over epochs of test scores (the test set "
+            "chooses the epoch; optimistic, not comparable with honest numbers).",
+            "",
+        ]
+    md += ["## Confusion matrix (all folds)", "", "![confusion matrix](confusion.png)", ""]
+    atomic_write_text(paths["md"], "\n".join(md))
+    return paths
