@@ -373,4 +373,4 @@ def test_scan_builtin_corpus_reads_back_what_the_generator_wrote(builtin_corpus:
     for col in ("path", "speaker", "session", "gender", "label", "raw_label", "improvised"):
         assert scanned[col].tolist() == written[col].tolist(), col
     assert np.allclose(scanned["duration_s"], written["duration_s"], atol=1e-3)
-    assert "skipped" not in res.output
+    assert "0 files skipped" in res.output and "by reason" not in res.output
