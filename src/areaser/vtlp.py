@@ -311,7 +311,7 @@ def augment_manifest(
     Idempotent: finished copies are kept, so an interrupted run resumes; settings are
     recorded in ``out_dir/augment.json`` and a run with other settings is refused.
 
-    Returns the manifest of the copies.
+    Returns the manifest of the copies; ``attrs['written']`` counts the files this call wrote.
     """
     import json
 
@@ -331,16 +331,14 @@ def augment_manifest(
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != settings:
-            raise ValueError(
-                f"{out_dir}: holds copies made with other settings ({old}); "
-                "use another output folder or delete this one"
-            )
+            shown = ", ".join(f"{k}={v}" for k, v in old.items())
+            raise ValueError(f"{out_dir}: holds copies made with other settings ({shown}); use another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, settings)
 
     sources = make_manifest(manifest)
     sources = sources[sources["source_id"] == ""]
-    rows = []
+    rows, written = [], 0
     jobs = [(r, k) for r in sources.to_dict("records") for k in range(1, copies + 1)]
     ctx = _progress(progress, len(jobs))
     with ctx as bar:
@@ -358,14 +356,16 @@ def augment_manifest(
                 if peak > 1.0:  # rescale rather than clip
                     y = y * (0.99 / peak)
                 write_audio(path, y, DEFAULT_SR)
+                written += 1
             rows.append(
                 {**row, "utt_id": utt_id, "path": str(path), "source_id": row["utt_id"],
-                 "duration_s": _duration(path), "vtlp_factor": round(alpha, 6)}
+                 "duration_s": _duration(path), "vtlp_factor": round(alpha, 4)}
             )
             if bar is not None:
                 bar.advance(task)
     out = make_manifest(pd.DataFrame(rows, columns=list(sources.columns) + ["vtlp_factor"]))
     write_manifest(out, out_dir / "manifest.csv")
+    out.attrs["written"] = written
     return out
 
 
