@@ -330,7 +330,7 @@ def test_generic_csv(tmp_path: Path) -> None:
     assert why["c.wav"].startswith("unknown label") and why["missing.wav"] == "file not found"
     # with a header, extra columns are read by name
     put(tmp_path / "h.csv", b"path,label,speaker,gender\naudio/e.wav,Sadness,s9,female\n")
-    df = load_corpus("generic", tmp_path / "h.csv", progress=False).manifest
+    df = load_corpus("generic", tmp_path / "h.csv").manifest  # with the (rich, stderr) progress bar
     assert (df.loc[0, "label"], df.loc[0, "speaker"], df.loc[0, "gender"]) == ("sad", "s9", "F")
     put(tmp_path / "bad.csv", b"a,b,c,d,e\n")
     with pytest.raises(CorpusError, match="5 columns"):

@@ -7,8 +7,8 @@
 
 Every loader takes ``root`` plus the options ``progress`` (rich bar on stderr,
 default True) and ``check_silent`` (skip digitally silent files, default True).
-Layouts and naming follow ``docs/corpora.md``; each module's docstring says what
-it reads and how speaker ids are formed.
+Each module's docstring gives the layout and naming it reads (the real ones),
+what it skips, and how its speaker ids are formed.
 """
 
 from __future__ import annotations
