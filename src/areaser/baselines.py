@@ -24,7 +24,9 @@ of an unvoiced utterance). :func:`make_classifier` returns an sklearn pipeline
 (median imputation -> standardisation -> logistic regression or RBF SVM, both
 with balanced class weights because UA is the headline metric).
 :func:`fit_predict` trains on one fold and returns test-set class probabilities,
-so the baseline is scored by the same metrics code as the neural models.
+so the baseline is scored by the same metrics code as the neural models, and
+:func:`train_baseline` runs it on a :class:`areaser.training.TrainConfig` fold with the
+run directory and report of :func:`areaser.training.train`.
 
 Model names that select it anywhere a model name is taken: ``egemaps-lr`` and
 ``egemaps-svm`` (:data:`BASELINES`).
@@ -50,6 +52,7 @@ __all__ = [
     "extract_features",
     "make_classifier",
     "fit_predict",
+    "train_baseline",
 ]
 
 _STATS6 = ("mean", "std", "p20", "p50", "p80", "range")
@@ -308,3 +311,70 @@ def fit_predict(
     if len(x_test):
         proba[:, model.classes_] = model.predict_proba(x_test)
     return proba
+
+
+# ----------------------------------------------------------------------------- a run, like a neural one
+
+
+def train_baseline(config, *, log=print) -> dict:
+    """Train and score a baseline on one fold of a :class:`areaser.training.TrainConfig`.
+
+    The twin of :func:`areaser.training.train` for ``config.model`` in :data:`BASELINES`:
+    the same fold (``prepare_fold``), the same metrics (``classification_metrics``), the
+    same run directory (``config.json``, ``report.json``, ``report.md``, ``confusion.png``)
+    and report dict, so tables and cross-validation treat both alike. The classifier
+    learns from the fold's ``train`` part (augmented copies included, if any); the ``dev``
+    part is left unused, as it only picks the epoch of a neural model. A run whose
+    ``report.json`` exists with the same config is returned as it is.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from .metrics import classification_metrics
+    from .reports import write_run_report
+    from .training import ConfigError, TrainConfig, prepare_fold
+
+    say = log or (lambda s: None)
+    c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
+    if not is_baseline(c.model):
+        raise ConfigError(f"model {c.model!r} is not a classical baseline ({', '.join(BASELINES)})")
+    run_dir = Path(c.out_dir) / c.name
+    report_path = run_dir / "report.json"
+    if report_path.is_file():
+        old = json.loads(report_path.read_text())
+        if old.get("config") == c.to_dict():
+            say(f"{run_dir}: already finished (report.json exists)")
+            return old
+    prep = prepare_fold(c)
+    bcfg = get_baseline(c.model, seed=c.seed)
+    t0 = time.perf_counter()
+    train, test = prep.parts["train"], prep.parts["test"]
+    x_train = extract_features(list(train["path"]), bcfg, c.features.sr, progress=c.progress)
+    x_test = extract_features(list(test["path"]), bcfg, c.features.sr, progress=c.progress)
+    t_feat = time.perf_counter() - t0
+    proba = fit_predict(x_train, train["y"].to_numpy(), x_test, len(prep.classes), bcfg)
+    metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), prep.classes, list(test["speaker"]))
+    report = {
+        "name": c.name,
+        "classes": list(prep.classes),
+        "fold": prep.fold.name,
+        "test_group": prep.fold.test_group,
+        "selected_epoch": None,
+        "test": metrics,
+        "history": [],
+        "config": c.to_dict(),
+        "info": {
+            "manifest": c.manifest,
+            "protocol / fold": f"{c.protocol} / {prep.fold.name} (held out: {prep.fold.test_group})",
+            "label set": c.label_set,
+            "model": f"{c.model} ({len(FEATURE_NAMES)} eGeMAPS-like functionals, {bcfg.classifier}, C={bcfg.C:g})",
+            "utterances train / dev (unused) / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
+            "feature extraction + training time": f"{t_feat:.1f} s + {time.perf_counter() - t0 - t_feat:.1f} s",
+        },
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    c.save(run_dir / "config.json")
+    write_run_report(run_dir, report)
+    say(f"test: WA {100 * metrics['wa']:.2f} %, UA {100 * metrics['ua']:.2f} %; report {run_dir / 'report.md'}")
+    return report
