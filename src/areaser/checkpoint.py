@@ -1,0 +1,255 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+Loading a model never executes code: a checkpoint is a ``.safetensors`` file (raw tensors)
+whose header metadata holds a JSON document (config, classes, epoch, the structure of the
+state); a ``.json`` sidecar repeats that document for people and tools. The safetensors
+file alone is the source of truth, so one atomic rename makes a checkpoint complete.
+
+Two kinds of file, one format:
+
+* weights (``best.safetensors``): a flat ``state_dict`` (keys ``features.*``, ``model.*``)
+  any safetensors tool can read; ``header["config"]`` rebuilds the modules.
+* training state (``last.safetensors``): Lightning's whole checkpoint dict (weights, Adam
+  moments, loop counters, callback states), its tensors stored under their path in the
+  tree (``optimizer_states/0/state/3/exp_avg``) and its structure in the JSON.
+  :class:`SafetensorsCheckpointIO` plugs this into Lightning, so resuming is Lightning's
+  own restore, fed from safetensors.
+
+Run directory layout (:func:`run_paths`)::
+
+    runs/<name>/config.json              the TrainConfig
+                split.json               utterance ids of train / dev / test
+                checkpoints/last.*       state after the last completed epoch (resume)
+                checkpoints/best.*       weights of the epoch chosen on dev
+                metrics.csv              one row per epoch
+                tensorboard/             TensorBoard event files
+                report.{json,md}, confusion.png, curves.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .fileio import atomic_path, atomic_write_json
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "run_paths",
+    "save_tree",
+    "load_tree",
+    "save_weights",
+    "load_weights",
+    "read_header",
+    "SafetensorsCheckpointIO",
+    "LoadedRun",
+    "load_run",
+]
+
+FORMAT = "areaser-checkpoint/1"
+_META_KEY = "areaser"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names the file and the reason."""
+
+
+def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """Every file of a run directory, by role (see the module docstring)."""
+    d = Path(run_dir)
+    ck = d / "checkpoints"
+    return {
+        "dir": d, "config": d / "config.json", "split": d / "split.json", "metrics": d / "metrics.csv",
+        "last": ck / "last.safetensors", "best": ck / "best.safetensors", "tensorboard": d / "tensorboard",
+        "report_json": d / "report.json", "report_md": d / "report.md",
+    }
+
+
+# ----------------------------------------------------------------------------- tree <-> (JSON, tensors)
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = path or "root"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        return _encode(torch.from_numpy(np.ascontiguousarray(obj)), tensors, path)
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else {"__float__": repr(obj)}
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors, f"{path}/{k}" if path else k) for k, v in obj.items()}
+        return {"__dict__": [[_encode(k, tensors, f"{path}/key{i}"), _encode(v, tensors, f"{path}/{k}")]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} at {path or 'root'!r} without pickle")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict) -> Path:
+    header = {"format": FORMAT, **header}
+    text = json.dumps(header, allow_nan=False)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: text})
+    atomic_write_json(path.with_suffix(".json"), header)  # for people; the .safetensors is the truth
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON document stored in a checkpoint's safetensors header."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
+    if _META_KEY not in meta:
+        raise CheckpointError(f"{path}: no areaser header (not written by areaser)")
+    header = json.loads(meta[_META_KEY])
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r} (expected {FORMAT})")
+    return header
+
+
+def _read_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def save_tree(path: str | os.PathLike, tree: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> Path:
+    """Store a nested dict of tensors and plain values (a Lightning checkpoint); no pickle."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode(dict(tree), tensors, "")
+    return _write(Path(path), tensors, {**(header or {}), "kind": "tree", "tree": skeleton})
+
+
+def load_tree(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Inverse of :func:`save_tree`: ``(tree, header)``."""
+    path = Path(path)
+    header = read_header(path)
+    if header.get("kind") != "tree":
+        raise CheckpointError(f"{path}: holds weights only, not a training state")
+    return _decode(header.pop("tree"), _read_tensors(path, map_location)), header
+
+
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], header: Mapping[str, Any]) -> Path:
+    """Store a flat ``state_dict`` with a JSON ``header`` (config, classes, epoch, scores)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    return _write(Path(path), tensors, {**header, "kind": "weights"})
+
+
+def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Inverse of :func:`save_weights`: ``(state_dict, header)``."""
+    path = Path(path)
+    header = read_header(path)
+    if header.get("kind") != "weights":
+        raise CheckpointError(f"{path}: not a weights file (kind {header.get('kind')!r})")
+    return _read_tensors(path, map_location), header
+
+
+def _checkpoint_io_base():
+    from lightning.pytorch.plugins.io import CheckpointIO
+
+    return CheckpointIO
+
+
+class SafetensorsCheckpointIO(_checkpoint_io_base()):
+    """Lightning ``CheckpointIO`` that writes :func:`save_tree` files instead of pickles."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:  # noqa: D102
+        save_tree(path, checkpoint, {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")})
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:  # noqa: D102
+        tree, _ = load_tree(path, "cpu")
+        return tree
+
+    def remove_checkpoint(self, path) -> None:  # noqa: D102
+        for p in (Path(path), Path(path).with_suffix(".json")):
+            p.unlink(missing_ok=True)
+
+
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run directory.
+
+    ``features`` (:class:`areaser.features.LogMel`) turns waveforms ``[B, N]`` into log-Mel
+    ``[B, n_mels, T]``; ``model`` turns those into logits ``[B, C]``; both in eval mode.
+    """
+
+    features: torch.nn.Module
+    model: torch.nn.Module
+    classes: tuple[str, ...]
+    config: dict
+    header: dict
+    path: Path
+
+    @property
+    def sr(self) -> int:
+        return int(self.features.config.sr)
+
+    @property
+    def win_s(self) -> float:
+        return float(self.config["segments"]["win_s"])
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
+    """Rebuild the model of a run directory (``which='best'`` or ``'last'``) from safetensors + JSON.
+
+    ``run_dir`` may also be a ``.safetensors`` weights file directly.
+    """
+    from .training import build_modules
+
+    p = Path(run_dir)
+    path = p if p.suffix == ".safetensors" else run_paths(p)[which]
+    if which == "last" and p.suffix != ".safetensors":
+        tree, header = load_tree(path)
+        state = tree["state_dict"]
+    else:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no trained model here (is {p} a run directory of `areaser train`?)")
+        state, header = load_weights(path)
+    config = header["config"]
+    classes = tuple(header["classes"])
+    features, model = build_modules(config, len(classes))
+    sd_f = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    sd_m = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    features.load_state_dict(sd_f, strict=True)
+    model.load_state_dict(sd_m, strict=True)
+    return LoadedRun(features.eval(), model.eval(), classes, config, header, path)

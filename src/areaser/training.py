@@ -1,0 +1,988 @@
+"""Training: one dataclass config -> one Lightning run -> one run directory.
+
+The path of a run (:func:`train`)::
+
+    TrainConfig -> manifest + protocol fold (splits) -> checks -> windows in memory (data)
+        -> SERModule (LogMel on the batch, VTLP per example, model) under Lightning
+        -> per epoch: dev (and test, when tracked) scored per utterance, history row,
+           best.safetensors when dev improves, last.safetensors always
+        -> test scored with the dev-chosen weights -> report (reports)
+
+Everything a run needs is in :class:`TrainConfig`; it is saved as ``config.json`` and
+inside every checkpoint. Checkpoints are safetensors + JSON (:mod:`areaser.checkpoint`),
+never pickles. A run interrupted by a crash or Ctrl-C resumes from its last completed
+epoch and ends with the same weights as an uninterrupted run: the data order, dropout and
+VTLP factors of an epoch are seeded from ``(seed, epoch, rank)`` only.
+
+Presets (``preset``):
+
+``default``
+    logits + cross-entropy, epoch chosen on the dev split, early stopping on dev.
+``faithful``
+    the authors' code: the ``faithful`` model, softmax outputs fed to a probability loss
+    (Keras ``SparseCategoricalCrossentropy`` on probabilities, clipped at 1e-7), windows
+    dropped as the paper does (``policy='drop'``), no early stopping, and the test set
+    scored after every epoch so the paper's maxWA / maxUA can be reported beside the
+    honest dev-chosen numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+
+from .features import FeatureConfig
+from .fileio import atomic_write_json, atomic_write_text
+from .segments import SegmentConfig
+from .vtlp import VTLPConfig
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "TRAIN_PRESETS",
+    "build_modules",
+    "prepare_fold",
+    "train",
+    "cross_validate",
+    "evaluate_run",
+    "predict_windows",
+    "score_windows",
+]
+
+
+class ConfigError(ValueError):
+    """A config or input that cannot be trained on; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. ``None`` fields take the protocol's default.
+
+    Data: ``manifest`` (CSV), ``extra_manifests`` (e.g. ``areaser augment`` copies, merged
+    before splitting; copies follow their source), ``copies`` (use at most this many copies
+    per source; ``None`` = all), ``protocol`` / ``fold`` / ``seed`` (:mod:`areaser.splits`),
+    ``label_set`` (``None``: the protocol's, ``4class`` for loso, ``4class-exc`` for xu2021).
+
+    Model and features: ``model`` preset name with ``model_overrides``; ``features``,
+    ``segments``, ``vtlp`` as their own dataclasses (``vtlp.impl='melwarp'`` warps on the
+    fly; ``'none'`` turns it off; ``'stft'`` / ``'legacy-time'`` rewrite audio and are used
+    through ``areaser augment`` copies).
+
+    Optimisation: Adam (``lr`` 1e-4, ``batch_size`` 32, as the paper), ``loss`` (``ce`` on
+    logits, or ``softmax-nll``: the authors' probability loss), ``class_weights``
+    (``none``, ``balanced`` or a list), ``epochs`` (``None``: protocol's, else 30),
+    ``patience`` (early stopping on ``monitor``; ``None`` = off), ``monitor`` (``dev_ua``,
+    ``dev_wa``, ``dev_f1`` or ``dev_loss``), ``decision`` (``prob``: mean of window
+    probabilities, the paper; ``logits``), ``track_test`` (score test after every epoch for
+    the paper's reading; ``None``: the protocol's).
+
+    Hardware: ``accelerator`` (``cpu``, ``cuda``, ``auto``), ``devices``, ``num_nodes``,
+    ``strategy`` (``auto``, ``ddp``, ...), ``num_workers``, ``threads`` (torch CPU threads per
+    process; ``None`` = torch's choice), ``deterministic`` (``auto``: on for CPU).
+
+    Output: ``out_dir`` / ``name`` (the run directory), ``progress`` (rich bar),
+    ``tensorboard``.
+    """
+
+    manifest: str = ""
+    extra_manifests: list[str] = field(default_factory=list)
+    copies: int | None = None
+    protocol: str = "loso"
+    fold: int = 0
+    seed: int = 0
+    label_set: str | None = None
+    preset: str = "default"
+    model: str = "paper"
+    model_overrides: dict = field(default_factory=dict)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    vtlp: VTLPConfig = field(default_factory=VTLPConfig)
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    loss: str = "ce"
+    class_weights: str | list = "none"
+    monitor: str = "dev_ua"
+    patience: int | None = 15
+    decision: str = "prob"
+    track_test: bool | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    deterministic: bool | str = "auto"
+    out_dir: str = "runs"
+    name: str = ""
+    progress: bool = True
+    tensorboard: bool = True
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (nested configs as dicts, tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. ``config.json``); unknown keys anywhere are refused by name."""
+        return _from_dict(cls, d, "config")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with protocol defaults filled in and every choice checked."""
+        from .labels import get_label_set
+        from .splits import get_protocol
+
+        try:
+            p = get_protocol(self.protocol)
+            get_label_set(self.label_set or p.label_set)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        c = replace(
+            self,
+            label_set=self.label_set or p.label_set,
+            epochs=self.epochs if self.epochs is not None else (p.epochs or 30),
+            track_test=self.track_test if self.track_test is not None else p.paper_report,
+            name=self.name or f"{self.model}-{self.protocol}-fold{self.fold + 1}",
+        )
+        _check_choice("loss", c.loss, ("ce", "softmax-nll"))
+        _check_choice("monitor", c.monitor, ("dev_ua", "dev_wa", "dev_f1", "dev_loss"))
+        _check_choice("decision", c.decision, ("prob", "logits"))
+        _check_choice("preset", c.preset, tuple(TRAIN_PRESETS))
+        if isinstance(c.class_weights, str):
+            _check_choice("class_weights", c.class_weights, ("none", "balanced"))
+        if c.epochs < 1 or c.batch_size < 1 or not c.lr > 0:
+            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0 (got {c.epochs}, {c.batch_size}, {c.lr})")
+        if c.vtlp.impl in ("stft", "legacy-time"):
+            raise ConfigError(
+                f"vtlp.impl {c.vtlp.impl!r} rewrites audio: make copies with `areaser augment --impl {c.vtlp.impl}` "
+                "and pass them with extra_manifests; on the fly only 'melwarp' or 'none' apply"
+            )
+        if not c.manifest:
+            raise ConfigError("no manifest given (the CSV written by `areaser scan` or `areaser synth`)")
+        return c
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "default": {},
+    "faithful": {
+        "model": "faithful",
+        "loss": "softmax-nll",
+        "segments": {"policy": "drop"},
+        "patience": None,
+        "track_test": True,
+    },
+}
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], where: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(known)}")
+    kwargs = {}
+    defaults = cls()
+    for k, v in d.items():
+        default = getattr(defaults, k)
+        if is_dataclass(default) and not is_dataclass(v):
+            v = _from_dict(type(default), v, f"{where}.{k}")
+        elif not _type_ok(str(known[k].type), v):
+            raise ConfigError(f"{where}.{k}: expected {known[k].type}, got {v!r}")
+        if isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _type_ok(annotation: str, v: Any) -> bool:
+    """Does JSON value ``v`` fit a field annotated ``annotation`` (a string, e.g. ``'int | None'``)?
+
+    Only plain types are checked; other annotations (Literal aliases) are left to the
+    dataclass' own validation.
+    """
+    names = {t.strip() for t in annotation.replace("Optional[", "").replace("]", "").split("|")}
+    checks = {
+        "None": lambda x: x is None,
+        "bool": lambda x: isinstance(x, bool),
+        "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+        "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+        "str": lambda x: isinstance(x, str),
+        "list": lambda x: isinstance(x, list),
+        "dict": lambda x: isinstance(x, dict),
+    }
+    plain = {n.split("[")[0] for n in names}
+    if "tuple" in plain:
+        return isinstance(v, (list, tuple))
+    if not plain <= set(checks):
+        return True
+    return any(checks[n](v) for n in plain)
+
+
+def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = None, **overrides) -> TrainConfig:
+    """Defaults < ``preset`` < ``base`` (a config or a partial dict, e.g. a JSON file) < ``overrides``.
+
+    Override keys may be dotted (``vtlp.impl="none"``). Unknown keys are refused.
+    """
+    d = TrainConfig().to_dict()
+    if preset is not None:
+        if preset not in TRAIN_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
+        d = _merge(d, {**TRAIN_PRESETS[preset], "preset": preset})
+    if base is not None:
+        d = _merge(d, base.to_dict() if isinstance(base, TrainConfig) else base)
+    for k, v in overrides.items():
+        d = _merge(d, _dotted(k, v))
+    return TrainConfig.from_dict(d)
+
+
+def _dotted(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "model_overrides":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def build_modules(config: TrainConfig | Mapping, n_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(LogMel, model)`` for a config (a :class:`TrainConfig` or its dict)."""
+    from .features import LogMel
+    from .models import build_model
+
+    c = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    features = LogMel(c.features, fhi=c.vtlp.fhi)
+    try:
+        model = build_model(c.model, n_classes=n_classes, n_mels=c.features.n_mels, **c.model_overrides)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"model {c.model!r} with overrides {c.model_overrides}: {e}") from None
+    return features, model
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def compute_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``ce``: cross-entropy on logits. ``softmax-nll``: the authors' loss, -log of the softmax
+    probability clipped to [1e-7, 1 - 1e-7] (Keras on probabilities)."""
+    if kind == "ce":
+        return F.cross_entropy(logits, y, weight=weight)
+    p = logits.softmax(-1).clamp(1e-7, 1 - 1e-7)
+    return F.nll_loss(p.log(), y, weight=weight)
+
+
+class SERModule(L.LightningModule):
+    """The model under training: ``features`` (LogMel, VTLP per example) then ``model``.
+
+    Its ``state_dict`` keys are ``features.*`` and ``model.*``, the layout of
+    ``best.safetensors`` and of :class:`areaser.inference.WaveformClassifier`.
+    """
+
+    def __init__(self, config: TrainConfig, classes: Sequence[str], class_weights: torch.Tensor | None,
+                 eval_sets: Mapping[str, Any], n_train: int):
+        super().__init__()
+        self.cfg = config
+        self.classes = tuple(classes)
+        self.features, self.model = build_modules(config, len(classes))
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.eval_sets = dict(eval_sets)  # name -> WindowSet (precomputed log-Mel)
+        self.n_train = n_train
+        self.epoch_stats: dict = {}
+        self.eval_stats: dict = {}
+        self.ddp_check: dict = {}
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.model(self.features(wave))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # ------------------------------------------------------------------ training
+
+    def on_train_start(self) -> None:
+        self.ddp_check = {"world_size": self.trainer.world_size, "init_in_sync": self._replicas_agree()}
+
+    def on_train_epoch_start(self) -> None:
+        self._seen = torch.zeros(self.n_train, dtype=torch.long)
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._loss_n = 0
+        self._t0 = time.perf_counter()
+
+    def training_step(self, batch, batch_idx):
+        wave, y, idx = batch
+        # randomness of a step is a function of (seed, epoch, step, rank) alone: resuming replays it
+        key = (self.cfg.seed, self.current_epoch, batch_idx, self.global_rank)
+        torch.manual_seed(_seed(*key, 0))  # dropout
+        warp = None
+        if self.cfg.vtlp.impl == "melwarp":
+            from .vtlp import sample_factors
+
+            warp = sample_factors(len(y), self.cfg.vtlp, torch.Generator().manual_seed(_seed(*key, 1))).to(self.device)
+        logits = self.model(self.features(wave, warp))
+        loss = compute_loss(logits, y, self.cfg.loss, self.class_weights)
+        self._seen.index_add_(0, idx.cpu(), torch.ones_like(idx.cpu()))
+        self._loss_sum += loss.detach().double().cpu() * len(y)
+        self._loss_n += len(y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        seen = self._reduce(self._seen)
+        loss = self._reduce(torch.stack([self._loss_sum, torch.tensor(float(self._loss_n), dtype=torch.float64)]))
+        secs = time.perf_counter() - self._t0
+        self.epoch_stats = {
+            "train_loss": float(loss[0] / loss[1]),
+            "train_windows": int(seen.sum()),  # all processes together, DDP padding included
+            "train_windows_distinct": int((seen > 0).sum()),
+            "train_s": round(secs, 3),
+        }
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size == 1:
+            return t
+        dt = t.dtype
+        return self.trainer.strategy.reduce(t.to(self.device, torch.float64), reduce_op="sum").cpu().to(dt)
+
+    def on_train_end(self) -> None:
+        self.ddp_check["final_in_sync"] = self._replicas_agree()
+
+    def _replicas_agree(self) -> bool:
+        """All processes hold the same weights (always true without DDP)."""
+        if self.trainer.world_size == 1:
+            return True
+        with torch.no_grad():
+            s = torch.stack([p.double().sum() for p in self.parameters()]).sum().reshape(1)
+            g = self.all_gather(s.to(self.device))
+        return bool((g == g.reshape(-1)[0]).all())
+
+    # ------------------------------------------------------------------ evaluation
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {name: [] for name in self.eval_sets}
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        feats, idx = batch
+        logits = self.model(self.features.normalize(feats))
+        self._val[list(self.eval_sets)[dataloader_idx]].append((idx.cpu(), logits.float().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        out = {}
+        for name, ws in self.eval_sets.items():
+            parts = self._val[name]
+            idx = torch.cat([p[0] for p in parts])
+            logits = torch.empty(len(ws), len(self.classes))
+            logits[idx] = torch.cat([p[1] for p in parts])
+            m = score_windows(ws, logits, self.classes, self.cfg.decision)
+            out.update({f"{name}_loss": float(F.cross_entropy(logits, ws.labels)), f"{name}_wa": m["wa"],
+                        f"{name}_ua": m["ua"], f"{name}_f1": m["macro_f1"]})
+        self.eval_stats = out
+        if self.trainer.world_size > 1:  # every process scores the whole set: they must agree
+            v = torch.tensor([out["dev_ua"], out["dev_loss"]], device=self.device, dtype=torch.float64)
+            g = self.all_gather(v)
+            self.ddp_check["eval_in_sync"] = self.ddp_check.get("eval_in_sync", True) and bool((g == v).all())
+        self.log_dict(out, sync_dist=True)
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+
+
+@torch.no_grad()
+def predict_windows(features: torch.nn.Module, model: torch.nn.Module, ws, batch_size: int = 128) -> torch.Tensor:
+    """Logits ``[n_windows, C]`` of a :class:`areaser.data.WindowSet` (eval mode, no warp)."""
+    features.eval()
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(ws), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(ws)))
+        x = ws.feats[idx].to(device) if ws.feats is not None else features.raw(ws.waves(idx).to(device))
+        out.append(model(features.normalize(x)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def score_windows(ws, logits: torch.Tensor, classes: Sequence[str], decision: str = "prob",
+                  speakers: bool = False) -> dict:
+    """Utterance-level metrics of window ``logits`` (:func:`areaser.metrics.classification_metrics`)."""
+    from .metrics import classification_metrics, utterance_probs
+
+    probs = utterance_probs(logits, ws.utt_index, ws.n_utts, decision)
+    y = ws.utterances["y"].to_numpy()
+    spk = ws.utterances["speaker"].tolist() if speakers else None
+    return classification_metrics(y, probs.argmax(1), classes, spk)
+
+
+# ----------------------------------------------------------------------------- data preparation
+
+
+@dataclass
+class PreparedFold:
+    """A fold ready to load: the rows of each part, the classes, the fold itself."""
+
+    parts: dict[str, pd.DataFrame]
+    classes: tuple[str, ...]
+    fold: Any
+    n_folds: int
+
+
+def read_manifests(config: TrainConfig) -> pd.DataFrame:
+    """The manifest plus ``extra_manifests`` (augmented copies), checked; ids must stay unique."""
+    from .manifest import ManifestError, make_manifest, read_manifest, validate_manifest
+
+    frames = [read_manifest(config.manifest)] + [read_manifest(p) for p in config.extra_manifests]
+    df = make_manifest(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
+    problems = validate_manifest(df, check_files=False)
+    if problems:
+        raise ManifestError("manifests " + ", ".join([config.manifest, *config.extra_manifests]), problems)
+    if config.copies is not None:  # keep the first `copies` copies of every source
+        rank = df.groupby("source_id").cumcount() + 1
+        df = df[(df["source_id"] == "") | (rank <= config.copies)].reset_index(drop=True)
+    return df
+
+
+def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> PreparedFold:
+    """Select, split and check one fold; every input problem is raised here, before training."""
+    from .labels import get_label_set
+    from .splits import SplitError, check_fold, get_protocol, make_folds, select_utterances, split_frame
+
+    c = config
+    try:
+        df = read_manifests(c) if df is None else df
+        protocol = get_protocol(c.protocol)
+        sel = select_utterances(df, protocol, c.label_set)
+        folds = make_folds(sel, protocol, c.seed)
+        if not 0 <= c.fold < len(folds):
+            raise ConfigError(f"fold {c.fold} out of range: protocol {c.protocol!r} has {len(folds)} folds (0..{len(folds) - 1})")
+        fold = folds[c.fold]
+        parts = split_frame(sel, fold, use_copies=True)
+        classes = get_label_set(c.label_set).classes
+        check_fold(parts, classes, fold.name)
+    except SplitError as e:
+        raise ConfigError(str(e)) from None
+    return PreparedFold(parts, classes, fold, len(folds))
+
+
+def _class_weights(c: TrainConfig, labels: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+    if isinstance(c.class_weights, list):
+        if len(c.class_weights) != n_classes:
+            raise ConfigError(f"class_weights has {len(c.class_weights)} values for {n_classes} classes")
+        return torch.tensor(c.class_weights, dtype=torch.float32)
+    if c.class_weights == "balanced":  # n / (C * n_c) over training windows
+        counts = torch.bincount(labels, minlength=n_classes).float()
+        return (counts.sum() / (n_classes * counts.clamp_min(1))).float()
+    return None
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class RunCheckpoint(Checkpoint):
+    """Per-epoch bookkeeping: history row, ``best`` weights on dev improvement, ``last`` state.
+
+    A Lightning ``Checkpoint`` callback (so Lightning adds no pickling checkpoint of its own).
+    It runs at the end of each training epoch, after validation and early stopping. Its
+    state (history, best score) travels inside ``last.safetensors``, so a resumed run
+    continues the same history.
+    """
+
+    def __init__(self, paths: dict[str, Path], header: dict, monitor: str):
+        self.paths = paths
+        self.header = header
+        self.monitor = monitor
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.history: list[dict] = []
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        from .checkpoint import save_weights
+
+        row = {"epoch": trainer.current_epoch + 1, **module.epoch_stats, **module.eval_stats}
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
+        score = row[self.monitor]
+        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        if better:
+            self.best_score, self.best_epoch = float(score), row["epoch"]
+            if trainer.is_global_zero:
+                save_weights(self.paths["best"], module.state_dict(), {**self.header, "epoch": row["epoch"], "scores": row})
+        if trainer.is_global_zero:
+            _write_history(self.paths["metrics"], self.history)
+        trainer.save_checkpoint(str(self.paths["last"]))
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """Rows of a run's ``metrics.csv`` with numbers parsed."""
+    if not Path(path).is_file():
+        return []
+    df = pd.read_csv(path)
+    return [{k: (int(v) if k in ("epoch", "train_windows", "train_windows_distinct") else float(v)) for k, v in r.items()}
+            for r in df.to_dict("records")]
+
+
+class RichEpochs(Callback):
+    """Rich progress: a bar over epochs (with the dev score) and one over the current epoch's batches.
+
+    Draws into ``bar`` (a ``rich.progress.Progress``); ``overall_task`` (cv: all folds) is
+    advanced once per epoch.
+    """
+
+    def __init__(self, bar, label: str, overall_task=None):
+        self.bar = bar
+        self.label = label
+        self.overall = overall_task
+        self.epochs = self.batches = None
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.epochs = self.bar.add_task(self.label, total=trainer.max_epochs, completed=trainer.current_epoch, info="")
+            self.batches = self.bar.add_task("", total=trainer.num_training_batches, info="")
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if self.batches is not None:
+            self.bar.reset(self.batches, total=trainer.num_training_batches,
+                           description=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+            self.loss_sum, self.n = 0.0, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.batches is not None:
+            self.loss_sum, self.n = self.loss_sum + float(outputs["loss"]), self.n + 1
+            self.bar.update(self.batches, advance=1, info=f"loss {self.loss_sum / self.n:.3f}")
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if self.epochs is None:
+            return
+        dev = module.eval_stats.get("dev_ua")
+        info = f"loss {self.loss_sum / max(self.n, 1):.3f}" + (f"  dev UA {100 * dev:.1f} %" if dev is not None else "")
+        self.bar.update(self.epochs, advance=1, info=info)
+        if self.overall is not None:
+            self.bar.advance(self.overall)
+
+    def on_train_end(self, trainer, module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.batches is not None:
+            self.bar.remove_task(self.batches)
+            self.batches = None
+
+
+def make_progress():
+    """The rich progress display used by train / cv (description, bar, counts, time, info)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
+
+
+def _same_run(old: Mapping, new: Mapping) -> list[str]:
+    """Config keys that differ in ways that make resuming meaningless."""
+    free = {"epochs", "patience", "progress", "tensorboard", "num_workers", "threads", "devices", "num_nodes",
+            "strategy", "accelerator", "name", "out_dir", "deterministic"}
+    return sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
+
+
+def train(
+    config: TrainConfig | Mapping,
+    *,
+    resume: bool | None = None,
+    callbacks: Sequence[Any] = (),
+    bar=None,
+    overall_task=None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Train one fold and write its run directory; return the report dict.
+
+    ``resume``: ``None`` (default) resumes when the run directory has a last checkpoint and
+    returns the stored report of a finished run; ``True`` requires a checkpoint; ``False``
+    starts over (old checkpoints and logs of that run are removed). ``callbacks`` are extra
+    Lightning callbacks. ``bar`` / ``overall_task``: an outer rich ``Progress`` to draw into
+    (``cross_validate`` passes its own). Raises :class:`ConfigError`, :class:`ManifestError`
+    or :class:`AudioError` before any training when the input is unusable.
+    """
+    from .checkpoint import SafetensorsCheckpointIO, run_paths
+    from .data import SERDataModule, load_windows
+
+    say = log or (lambda s: None)
+    c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
+    paths = run_paths(Path(c.out_dir) / c.name)
+    rank0 = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+    # ---- decide: fresh, resume, or already finished
+    if paths["config"].is_file():
+        old = json.loads(paths["config"].read_text())
+        diff = _same_run(old, c.to_dict())
+        if diff and resume is not False:
+            raise ConfigError(
+                f"{paths['dir']} holds a run with another config (differs in {', '.join(diff)}); "
+                "choose another --name, or --restart to overwrite it"
+            )
+    if resume is False and paths["dir"].exists() and rank0:
+        for key in ("last", "best", "metrics", "report_json", "report_md", "split"):
+            for p in (paths[key], paths[key].with_suffix(".json")) if key in ("last", "best") else (paths[key],):
+                p.unlink(missing_ok=True)
+        shutil.rmtree(paths["tensorboard"], ignore_errors=True)
+    has_last = paths["last"].is_file() and resume is not False
+    if resume is True and not has_last:
+        raise ConfigError(f"nothing to resume: {paths['last']} does not exist")
+    if has_last and paths["report_json"].is_file() and resume is None:
+        say(f"{paths['dir']}: already finished (report.json exists); --restart to train it again")
+        return json.loads(paths["report_json"].read_text())
+
+    # ---- inputs: everything that can be wrong is found before training
+    prep = prepare_fold(c)
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    L.seed_everything(c.seed, workers=True, verbose=False)
+    probe, _ = build_modules(c, len(prep.classes))  # checks the model config early
+    say(f"run {paths['dir']}: fold {prep.fold.name} ({c.fold + 1}/{prep.n_folds}), utterances "
+        + ", ".join(f"{k} {len(v)}" for k, v in prep.parts.items()))
+    own_bar = make_progress() if bar is None and c.progress and rank0 else None
+    bar = bar or own_bar
+    try:
+        if own_bar is not None:
+            own_bar.start()
+        t_load = time.perf_counter()
+        sets = {}
+        tick = _load_progress(bar, sum(len(v) for v in prep.parts.values()))
+        for part in ("train", "dev", "test"):
+            sets[part] = load_windows(prep.parts[part], c.segments, train=(part == "train"), sr=c.features.sr,
+                                      progress=tick)
+            if not len(sets[part]):
+                raise ConfigError(f"fold {prep.fold.name}: no {part} windows (segments.policy dropped every utterance)")
+        if c.features.norm == "dataset":  # statistics from un-warped training windows
+            probe.fit_stats(_raw_chunks(probe, sets["train"]))
+        for part in ("dev", "test"):
+            sets[part].precompute(probe)
+        say(f"loaded {sum(len(s) for s in sets.values()):,} windows in {time.perf_counter() - t_load:.1f} s: "
+            + ", ".join(f"{k} {len(v):,}" for k, v in sets.items()))
+        eval_sets = {k: sets[k] for k in (("dev", "test") if c.track_test else ("dev",))}
+
+        weights = _class_weights(c, sets["train"].labels, len(prep.classes))
+        module = SERModule(c, prep.classes, weights, eval_sets, len(sets["train"]))
+        module.features.load_state_dict(probe.state_dict())
+        dm = SERDataModule(sets["train"], eval_sets, c.batch_size, c.seed, c.num_workers)
+
+        header = {"config": c.to_dict(), "classes": list(prep.classes), "fold": prep.fold.name}
+        if rank0:
+            paths["dir"].mkdir(parents=True, exist_ok=True)
+            c.save(paths["config"])
+            atomic_write_json(paths["split"], {"fold": prep.fold.name, "test_group": prep.fold.test_group,
+                                               **{k: list(v["utt_id"]) for k, v in prep.parts.items()}})
+        ckpt = RunCheckpoint(paths, header, c.monitor)
+        cbs: list[Any] = [ckpt, *callbacks]
+        if c.patience is not None:
+            cbs.append(EarlyStopping(monitor=c.monitor, mode=ckpt.mode, patience=c.patience))
+        if bar is not None:
+            cbs.append(RichEpochs(bar, c.name if overall_task is None else prep.fold.name, overall_task))
+        logger: Any = False
+        if c.tensorboard:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            logger = TensorBoardLogger(save_dir=str(paths["dir"]), name="tensorboard", version="")
+        deterministic = (c.accelerator == "cpu") if c.deterministic == "auto" else c.deterministic
+        trainer = L.Trainer(
+            default_root_dir=str(paths["dir"]), max_epochs=c.epochs, accelerator=c.accelerator, devices=c.devices,
+            num_nodes=c.num_nodes, strategy=c.strategy, deterministic=deterministic, logger=logger, callbacks=cbs,
+            plugins=[SafetensorsCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=1,
+        )
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            trainer.fit(module, datamodule=dm, ckpt_path=str(paths["last"]) if has_last else None)
+        fit_s = time.perf_counter() - t0
+    finally:
+        if own_bar is not None:
+            own_bar.stop()
+    if not trainer.is_global_zero:
+        return {}
+
+    # ---- final scoring with the dev-chosen weights
+    from .checkpoint import load_weights
+
+    test_ws = sets["test"]
+    state, best_header = load_weights(paths["best"])
+    module.load_state_dict(state)
+    module.to("cpu")
+    report = _report(c, prep, ckpt.history, int(best_header["epoch"]), module, test_ws, sets["train"], fit_s,
+                     module.ddp_check if trainer.world_size > 1 else None)
+    from .reports import write_run_report
+
+    write_run_report(paths["dir"], report)
+    say(f"test: WA {100 * report['test']['wa']:.2f} %, UA {100 * report['test']['ua']:.2f} % "
+        f"(epoch {report['selected_epoch']} chosen on dev); report {paths['report_md']}")
+    return report
+
+
+def _load_progress(bar, total: int):
+    """A callback for :func:`areaser.data.load_windows` that advances one 'load audio' task."""
+    if bar is None:
+        return None
+    task = bar.add_task("load audio", total=total, info="")
+    state = {"done": 0}
+
+    def tick(done: int, n: int) -> None:
+        state["done"] += 1
+        bar.advance(task)
+        if state["done"] == total:
+            bar.remove_task(task)
+
+    return tick
+
+
+def _raw_chunks(features, ws, batch: int = 256):
+    for i in range(0, len(ws), batch):
+        yield features.raw(ws.waves(torch.arange(i, min(i + batch, len(ws)))))
+
+
+def _report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_epoch: int, module, test_ws,
+            train_ws, fit_s: float, ddp: dict | None) -> dict:
+    from .metrics import paper_and_honest
+
+    ws = test_ws
+    if ws.feats is None:
+        ws.precompute(module.features)
+    logits = predict_windows(module.features, module.model, ws)
+    test = score_windows(ws, logits, prep.classes, c.decision, speakers=True)
+    epochs_run = len(history)
+    windows = sum(r["train_windows"] for r in history)
+    secs = sum(r["train_s"] for r in history)
+    report = {
+        "name": c.name,
+        "classes": list(prep.classes),
+        "fold": prep.fold.name,
+        "test_group": prep.fold.test_group,
+        "selected_epoch": selected_epoch,
+        "test": test,
+        "history": history,
+        "config": c.to_dict(),
+        "info": {
+            "manifest": c.manifest,
+            "protocol / fold": f"{c.protocol} / {prep.fold.name} (held out: {prep.fold.test_group})",
+            "label set": c.label_set,
+            "preset / model": f"{c.preset} / {c.model}",
+            "VTLP": c.vtlp.impl,
+            "utterances train / dev / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
+            "test utterances dropped (too short)": ws.dropped,
+            "train windows per epoch": len(train_ws),
+            "epochs run / selected": f"{epochs_run} / {selected_epoch} (on {c.monitor})",
+            "training time": f"{fit_s:.1f} s",
+            "training throughput": f"{windows / secs:.1f} windows/s" if secs > 0 else "",
+        },
+    }
+    if c.track_test and history and "test_ua" in history[0]:
+        report["paper_and_honest"] = paper_and_honest(history, c.monitor)
+    if ddp:
+        report["ddp"] = ddp
+        report["info"]["processes (DDP)"] = ddp["world_size"]
+    return report
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+
+def cross_validate(
+    config: TrainConfig | Mapping,
+    folds: Sequence[int] | None = None,
+    *,
+    resume: bool | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Train every fold (or ``folds``) of the protocol in turn; write the aggregate report.
+
+    Fold runs live in ``out_dir/name/<fold name>/``; the summary in ``out_dir/name/report.*``.
+    A fold whose report exists is not trained again, so a half-finished cv resumes.
+    """
+    from .metrics import summarise_runs
+    from .reports import write_cv_report
+
+    c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config))
+    c = replace(c, name=c.name or f"{c.model}-{c.protocol}")
+    base = replace(c, fold=0).resolved()  # checks choices before anything runs
+    prep = prepare_fold(base)
+    chosen = list(range(prep.n_folds)) if folds is None else list(folds)
+    bad = [f for f in chosen if not 0 <= f < prep.n_folds]
+    if bad:
+        raise ConfigError(f"fold(s) {bad} out of range: protocol {c.protocol!r} has {prep.n_folds} folds")
+    fold_cfgs = []
+    for i in chosen:
+        fc = replace(c, fold=i, name="", out_dir=str(Path(c.out_dir) / c.name))
+        fc = replace(fc, name=prepare_fold(fc.resolved()).fold.name)
+        fold_cfgs.append(fc)
+    cv_dir = Path(c.out_dir) / c.name
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cv_dir / "cv.json", {"config": c.to_dict(), "folds": [f.name for f in fold_cfgs]})
+    bar = make_progress() if c.progress else None
+    reports = []
+    try:
+        if bar is not None:
+            bar.start()
+        overall = bar.add_task("all folds", total=len(fold_cfgs) * base.epochs, info="") if bar is not None else None
+        for fc in fold_cfgs:
+            r = train(fc, resume=resume, bar=bar, overall_task=overall, log=log)
+            if not r:  # non-zero DDP rank
+                return {}
+            reports.append(r)
+            if bar is not None:
+                done = sum(len(x["history"]) for x in reports)
+                bar.update(overall, completed=done, total=done + (len(fold_cfgs) - len(reports)) * base.epochs)
+    finally:
+        if bar is not None:
+            bar.stop()
+    summary = summarise_cv(c, reports, [f.name for f in fold_cfgs])
+    paths = write_cv_report(cv_dir, summary)
+    agg = summary["aggregate"]
+    if log:
+        log(f"{c.protocol}: WA {100 * agg['wa']['mean']:.2f} +- {100 * agg['wa']['std']:.2f} %, "
+            f"UA {100 * agg['ua']['mean']:.2f} +- {100 * agg['ua']['std']:.2f} % over {len(reports)} fold(s); "
+            f"report {paths['md']}")
+    return summary
+
+
+def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str]) -> dict:
+    """Aggregate fold reports into the cv summary :func:`areaser.reports.write_cv_report` draws."""
+    from .metrics import summarise_runs
+
+    rows = []
+    for r, d in zip(reports, dirs):
+        row = {"name": r["fold"], "test_group": r["test_group"], "dir": d, "epoch": r["selected_epoch"],
+               "wa": r["test"]["wa"], "ua": r["test"]["ua"], "macro_f1": r["test"]["macro_f1"]}
+        if "paper_and_honest" in r:
+            row["paper_max_wa"] = r["paper_and_honest"]["paper"]["max_wa"]
+            row["paper_max_ua"] = r["paper_and_honest"]["paper"]["max_ua"]
+        rows.append(row)
+    keys = ["wa", "ua", "macro_f1"] + (["paper_max_wa", "paper_max_ua"] if "paper_max_wa" in rows[0] else [])
+    confusion = np.sum([np.asarray(r["test"]["confusion"]) for r in reports], axis=0).tolist()
+    return {
+        "name": c.name,
+        "protocol": c.protocol,
+        "classes": reports[0]["classes"],
+        "folds": rows,
+        "aggregate": summarise_runs(rows, keys),
+        "confusion": confusion,
+        "info": {"manifest": c.manifest, "protocol": c.protocol, "preset / model": f"{c.preset} / {c.model}",
+                 "VTLP": c.vtlp.impl, "folds": len(rows)},
+    }
+
+
+# ----------------------------------------------------------------------------- re-evaluation
+
+
+def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None = print) -> dict:
+    """Score a run directory again from its ``best.safetensors`` and rewrite its report.
+
+    A cross-validation directory (``cv.json``) re-evaluates every fold and the aggregate.
+    """
+    from .checkpoint import load_run, run_paths
+    from .data import load_windows
+    from .reports import write_cv_report, write_run_report
+
+    run_dir = Path(run_dir)
+    if (run_dir / "cv.json").is_file():
+        meta = json.loads((run_dir / "cv.json").read_text())
+        reports = [evaluate_run(run_dir / name, log) for name in meta["folds"]]
+        c = TrainConfig.from_dict(meta["config"])
+        summary = summarise_cv(c, reports, meta["folds"])
+        write_cv_report(run_dir, summary)
+        return summary
+    paths = run_paths(run_dir)
+    if not paths["config"].is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
+    if not paths["best"].is_file():
+        raise ConfigError(f"{run_dir}: no best.safetensors yet (the run has not finished an epoch)")
+    c = TrainConfig.load(paths["config"]).resolved()
+    prep = prepare_fold(c)
+    run = load_run(run_dir)
+    ws = load_windows(prep.parts["test"], c.segments, train=False, sr=c.features.sr)
+    history = read_history(paths["metrics"])
+    module = _Evaluated(run.features, run.model)
+    report = _report(c, prep, history, int(run.header["epoch"]), module, ws, ws, 0.0, None)
+    old = json.loads(paths["report_json"].read_text()) if paths["report_json"].is_file() else {}
+    for key in ("training time", "training throughput", "train windows per epoch"):  # facts of the training
+        if key in old.get("info", {}):
+            report["info"][key] = old["info"][key]
+    write_run_report(run_dir, report)
+    if log:
+        log(f"{run_dir}: test WA {100 * report['test']['wa']:.2f} %, UA {100 * report['test']['ua']:.2f} %")
+    return report
+
+
+@dataclass
+class _Evaluated:
+    features: torch.nn.Module
+    model: torch.nn.Module
