@@ -49,6 +49,8 @@ __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLA
 
 GENERATOR = "areaser.synth"  # marks a folder as ours in synth_config.json
 _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's definition: keep it fixed)
+# Bump when the rendering changes: a corpus written by another version is rebuilt, not reused.
+RENDER_VERSION = 1
 
 
 class SynthError(ValueError):
@@ -89,10 +91,10 @@ PROFILES: dict[str, EmotionProfile] = {
     "neutral": EmotionProfile(),
     "happy": EmotionProfile(f0_st=3.0, range_x=1.8, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04,
                             pause_x=0.85, jitter=0.004),
-    "angry": EmotionProfile(f0_st=2.5, range_x=1.4, rate_x=1.12, level_db=7.0, tilt=1.0, pause_x=0.6,
-                            jitter=0.006, drive=0.6),
-    "sad": EmotionProfile(f0_st=-2.0, range_x=0.5, rate_x=0.8, level_db=-5.0, tilt=-1.0, breath=0.3,
-                          pause_x=1.8, wordgap=2.0, jitter=0.003),
+    "angry": EmotionProfile(f0_st=2.5, range_x=1.4, rate_x=1.12, level_db=6.0, tilt=1.0, pause_x=0.6,
+                            jitter=0.006, drive=0.5),
+    "sad": EmotionProfile(f0_st=-2.5, range_x=0.45, rate_x=0.78, level_db=-6.0, tilt=-1.2, breath=0.35,
+                          pause_x=2.0, wordgap=2.0, jitter=0.003),
     "fear": EmotionProfile(f0_st=4.5, range_x=1.2, rate_x=1.18, level_db=0.0, tilt=-0.2, breath=0.25,
                            pause_x=1.2, jitter=0.015),
     "surprise": EmotionProfile(f0_st=4.0, range_x=2.2, rate_x=1.0, level_db=3.0, tilt=0.3, pause_x=1.0,
@@ -191,7 +193,9 @@ class SynthConfig:
             raise SynthError("; ".join(problems))
 
     def to_json(self) -> dict:
-        return {"generator": GENERATOR, "version": __version__, **json.loads(json.dumps(asdict(self)))}
+        """The config as written to ``synth_config.json`` (with the generator's name and versions)."""
+        return {"generator": GENERATOR, "version": __version__, "render_version": RENDER_VERSION,
+                **json.loads(json.dumps(asdict(self)))}
 
 
 # ----------------------------------------------------------------------------- plan (main process)
@@ -299,7 +303,7 @@ def plan(cfg: SynthConfig) -> list[Utterance]:
                     label = "excited" if rng.random() < cfg.excited_share else "happy"
                 else:
                     label = emotion
-                strength = spk.expressiveness * rng.uniform(0.3, 1.3) * cfg.expressiveness
+                strength = spk.expressiveness * rng.uniform(0.45, 1.3) * cfg.expressiveness
                 strength *= {"excited": 1.15, "happy": 0.85}.get(label, 1.0)
                 utts.append(Utterance(
                     utt_id=utt_id, session=s, dialog=dialog, speaker=spk, emotion=emotion, blend=blend,
@@ -405,14 +409,21 @@ def render(u: Utterance, cfg: SynthConfig) -> tuple[np.ndarray, str]:
     pieces: list[np.ndarray] = []
     words: list[str] = []
     total = lead + trail
-    for k, i in enumerate(rng.permutation(len(bank))[:8]):
-        pitch = int(np.clip(pitch0 - 2.5 * k + rng.normal(0, 2.0) * v, 0, 100))  # declination over phrases
+    tries = rng.permutation(len(bank))[:12]
+    for k, i in enumerate(tries):
+        last_try = k == len(tries) - 1
+        gap_s = rng.uniform(0.12, 0.4) * pause_x if pieces else 0.0
+        # espeak speaks about 8.1 characters per second per 60 wpm: skip what clearly cannot fit
+        guess = len(bank[i]) * 8.1 / (rate * 1.0) + bank[i].count(" ") * wordgap * 0.01
+        if total + gap_s + 0.85 * guess > limit and not (last_try and not pieces):
+            continue
+        pitch = int(np.clip(pitch0 - 2.5 * len(pieces) + rng.normal(0, 2.0) * v, 0, 100))  # declination
         prosody = Prosody(rate=espeak_rate, pitch=pitch, range=int(np.clip(range_ * np.exp(rng.normal(0, 0.1)), 0, 100)),
                           wordgap=wordgap)
         y = _speak(tts, bank[i], spk.voice, prosody)
-        gap = np.zeros(int(tts.sr * alpha * rng.uniform(0.12, 0.4) * pause_x)) if pieces else np.zeros(0)
+        gap = np.zeros(int(tts.sr * alpha * gap_s))
         if total + out_len(len(gap) + len(y)) > limit:
-            if pieces or k < 7:
+            if pieces or not last_try:
                 continue  # too long here: try a shorter one
             y = y[: int((limit - total) * tts.sr * alpha)]  # last resort: cut
         pieces += [gap, y]
