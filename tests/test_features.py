@@ -72,6 +72,16 @@ def test_warp_factor_one_is_the_plain_transform(corpus_windows):
         log_mel(w, warp=torch.ones(3))
 
 
+def test_transform_is_differentiable_and_equal_with_grad(corpus_windows):
+    w = torch.from_numpy(corpus_windows[:4]).clone().requires_grad_(True)
+    out = LogMel()(w, torch.full((4,), 0.9))
+    out.sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    w2 = torch.from_numpy(corpus_windows[:4])
+    torch.testing.assert_close(LogMel()(w.detach()), LogMel()(w2))
+    torch.testing.assert_close(LogMel()(w).detach(), LogMel()(w2))  # the autograd path computes the same
+
+
 def test_utterance_norm_pools_the_windows_of_one_utterance():
     rng = np.random.default_rng(0)
     wave = torch.from_numpy(rng.standard_normal((3, SR)).astype(np.float32)) * torch.tensor([[0.1], [1.0], [0.3]])
@@ -115,11 +125,22 @@ def test_config_round_trip_and_validation():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu(corpus_windows):
-    w = torch.from_numpy(corpus_windows[:16])
+def test_cuda_matches_cpu():
+    """Plain and warped log-Mel on CUDA equal the CPU values (speech-like harmonics plus noise)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * SR) / SR
+    f0 = rng.uniform(90, 250, (16, 1))
+    voiced = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 30))
+    w = torch.from_numpy((0.1 * voiced + 0.01 * rng.standard_normal((16, 2 * SR))).astype(np.float32))
     factors = torch.linspace(0.8, 1.2, 16)
-    m = LogMel()
-    cpu = m(w, factors)
-    gpu = m.to("cuda")(w.cuda(), factors.cuda())
-    assert gpu.device.type == "cuda"
-    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=0)
+    m = LogMel(FeatureConfig(norm="utterance"))
+    cpu_plain, cpu_warp = m(w), m(w, factors)
+    m = m.to("cuda")
+    gpu_plain, gpu_warp = m(w.cuda()), m(w.cuda(), factors.cuda())
+    assert gpu_plain.device.type == "cuda"
+    torch.testing.assert_close(gpu_plain.cpu(), cpu_plain, atol=1e-3, rtol=0)
+    torch.testing.assert_close(gpu_warp.cpu(), cpu_warp, atol=1e-3, rtol=0)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    from areaser.vtlp import sample_factors
+
+    assert sample_factors(8, generator=gen, device="cuda").device.type == "cuda"

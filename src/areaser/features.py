@@ -144,31 +144,65 @@ def _as_batch(wave: Tensor | np.ndarray) -> Tensor:
     return wave.float()  # the window and basis are float32
 
 
+@lru_cache(maxsize=16)
+def _bands(config: FeatureConfig, group: int = 16) -> tuple[tuple[int, int, int, int], ...]:
+    """``(first_mel, end_mel, first_bin, end_bin)`` per group of ``group`` filters.
+
+    A Slaney filter covers only the bins between its neighbours' centres, so the mel product
+    runs group by group over the bins the group touches: 13 % of the dense multiply-adds at
+    the paper's settings, the same sums (only zeros are skipped).
+    """
+    nz = _basis_np(config) > 0
+    out = []
+    for m in range(0, config.n_mels, group):
+        cols = np.flatnonzero(nz[m:m + group].any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
+        out.append((m, min(m + group, config.n_mels), lo, hi))
+    return tuple(out)
+
+
+# CPU batches are cut into chunks that stay in cache: per-window cost grows ~3x from 8 to 256.
+_CPU_CHUNK = 32
+
+
 def _compute(
     wave: Tensor, config: FeatureConfig, window: Tensor, basis: Tensor,
     mel_f: Tensor, bin_freqs: Tensor, warp: Tensor | None, fhi: float,
 ) -> Tensor:
     """The pipeline without normalisation: ``[B, N] -> [B, n_mels, frames]``."""
-    spec = torch.stft(
-        wave, n_fft=config.n_fft, hop_length=config.hop_length, window=window,
-        center=config.center, pad_mode=config.pad_mode, return_complex=True,
-    )
-    power = spec.real.square() + spec.imag.square()  # |X|^2 without a sqrt
-    if config.power != 2.0:
-        power = power.pow(config.power / 2.0)
-    if warp is None:
-        mel = torch.matmul(basis, power)
-    else:
+    if warp is not None:
         warp = torch.as_tensor(warp, device=wave.device).reshape(-1)
         if len(warp) != len(wave):
             raise ValueError(f"need one warp factor per example: {len(warp)} factors for {len(wave)} examples")
+    if wave.device.type == "cpu" and len(wave) > _CPU_CHUNK:
+        return torch.cat([
+            _compute(wave[i:i + _CPU_CHUNK], config, window, basis, mel_f, bin_freqs,
+                     None if warp is None else warp[i:i + _CPU_CHUNK], fhi)
+            for i in range(0, len(wave), _CPU_CHUNK)
+        ])
+    spec = torch.stft(
+        wave, n_fft=config.n_fft, hop_length=config.hop_length, window=window,
+        center=config.center, pad_mode=config.pad_mode, return_complex=True,
+    ).transpose(1, 2)  # [B, frames, freq]: torch computes frame by frame, so this is contiguous
+    ri = torch.view_as_real(spec)
+    power = torch.addcmul(ri[..., 0].square(), ri[..., 1], ri[..., 1])  # |X|^2 without a sqrt
+    if config.power != 2.0:
+        power = power.pow(config.power / 2.0)
+    grad = power.requires_grad  # in-place and out= shortcuts only where autograd is not tracking
+    if warp is None and grad:
+        mel = torch.cat([power[..., lo:hi] @ basis[m0:m1, lo:hi].T for m0, m1, lo, hi in _bands(config)], dim=-1)
+    elif warp is None:
+        mel = power.new_empty(*power.shape[:-1], config.n_mels)
+        for m0, m1, lo, hi in _bands(config):
+            torch.matmul(power[..., lo:hi], basis[m0:m1, lo:hi].T, out=mel[..., m0:m1])
+    else:
         # per-example filterbank H_m(warp(f)): energy at f lands in the band of warp(f)
         warped = warp_frequencies(bin_freqs[None, :], warp.to(bin_freqs.dtype)[:, None], config.sr, fhi)
         fb = filterbank_at(warped, mel_f, config.mel_norm).to(power.dtype)
-        mel = torch.einsum("bmf,bft->bmt", fb, power)
+        mel = torch.bmm(power, fb.transpose(1, 2))
     if config.log == "log10":
-        mel = torch.log10(torch.clamp(mel, min=config.amin))
-    return mel
+        mel = torch.log10(torch.clamp(mel, min=config.amin)) if grad else mel.clamp_(min=config.amin).log10_()
+    return mel.transpose(1, 2).contiguous()
 
 
 def normalize(

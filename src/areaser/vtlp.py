@@ -207,13 +207,14 @@ def vtlp_stft(
     zero-padded to 2048 points (7.8 Hz bins) so the interpolation samples each lobe finely.
     ``n_iter`` Griffin-Lim iterations then make the phases of noise-like parts consistent.
     """
-    y = np.asarray(y, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"vtlp_stft expects a 1-D signal, got shape {y.shape}")
     if not alpha > 0:
         raise ValueError(f"warp factor must be > 0, got {alpha}")
     hop = hop_length or win_length // 4
-    spec = librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win_length, center=True)  # [F, T]
+    stft_kw = dict(n_fft=n_fft, hop_length=hop, win_length=win_length)
+    spec = librosa.stft(y, **stft_kw)  # complex64 [F, T]
     n_bins = spec.shape[0]
     k = np.arange(n_bins)
     bin_hz = sr / n_fft
@@ -224,23 +225,24 @@ def vtlp_stft(
     frac = (src - j0)[:, None]
     mag = np.abs(spec)
     gain = np.sqrt(np.gradient(src_hz, k * bin_hz))[:, None]  # energy-preserving Jacobian
-    mag_out = gain * ((1 - frac) * mag[j0] + frac * mag[j0 + 1])
+    mag_out = (gain * ((1 - frac) * mag[j0] + frac * mag[j0 + 1])).astype(np.float32)
 
     # centre-referenced phase: the bins of one partial share it (a centred window's DFT adds -pi*k)
-    psi = np.angle(spec) + np.pi * k[:, None]
+    psi = np.angle(spec).astype(np.float64) + np.pi * k[:, None]
     dpsi = np.diff(psi, axis=1) - 2 * np.pi * k[:, None] * hop / n_fft
     dpsi = (dpsi + np.pi) % (2 * np.pi) - np.pi
     inst_hz = (k[:, None] + dpsi * n_fft / (2 * np.pi * hop)) * bin_hz  # [F, T-1]
     near = np.clip(np.rint(src).astype(int), 0, n_bins - 1)
-    advance = 2 * np.pi * hop / sr * warp_frequencies(inst_hz[near], alpha, sr, fhi)
+    advance = (2 * np.pi * hop / sr * warp_frequencies(inst_hz[near], alpha, sr, fhi)) % (2 * np.pi)
     psi_out = np.concatenate([psi[near, :1], psi[near, :1] + np.cumsum(advance, axis=1)], axis=1)
-    out = mag_out * np.exp(1j * (psi_out - np.pi * k[:, None]))
-    stft_kw = dict(n_fft=n_fft, hop_length=hop, win_length=win_length)
+    phase = ((psi_out - np.pi * k[:, None]) % (2 * np.pi)).astype(np.float32)
+    out = np.empty(spec.shape, np.complex64)  # mag * exp(i phase), ~15x faster than np.exp on complex
+    out.real, out.imag = mag_out * np.cos(phase), mag_out * np.sin(phase)
     for _ in range(n_iter):
         # Griffin-Lim steps from the vocoder's phases: noise has no coherent phase to carry
         # over, and without them the inverse STFT cancels ~70 % of its energy
-        resynth = librosa.istft(out, length=len(y), **stft_kw)
-        out = mag_out * np.exp(1j * np.angle(librosa.stft(resynth, **stft_kw)))
+        again = librosa.stft(librosa.istft(out, length=len(y), **stft_kw), **stft_kw)
+        out = mag_out * again / np.maximum(np.abs(again), 1e-12)
     return librosa.istft(out, length=len(y), **stft_kw).astype(np.float32)
 
 
