@@ -121,3 +121,27 @@ def test_config_and_input_validation() -> None:
     x = np.random.default_rng(0).standard_normal((8, 3))
     x[:, 0] = np.nan
     make_classifier().fit(x, np.arange(8) % 2)
+
+
+def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus, tmp_path) -> None:
+    import json
+
+    from areaser.baselines import train_baseline
+    from areaser.training import ConfigError, config_with
+
+    cfg = config_with(None, manifest=str(builtin_corpus / "manifest.csv"), model="egemaps-lr", fold=1,
+                      out_dir=str(tmp_path), name="bl", progress=False)
+    report = train_baseline(cfg, log=None)
+    run = tmp_path / "bl"
+    for f in ("config.json", "report.json", "report.md", "confusion.png"):
+        assert (run / f).is_file(), f
+    t = report["test"]
+    assert report["fold"].startswith("fold2") and t["classes"] == ["neutral", "happy", "sad", "angry"]
+    assert t["n"] == sum(map(sum, t["confusion"])) > 0 and 0.0 <= t["ua"] <= 1.0
+    assert set(t["per_speaker"]) == {report["test_group"] + "F", report["test_group"] + "M"}
+    # a finished run is read back, not trained again
+    mtime = (run / "report.json").stat().st_mtime_ns
+    assert train_baseline(cfg, log=None)["test"] == json.loads((run / "report.json").read_text())["test"]
+    assert (run / "report.json").stat().st_mtime_ns == mtime
+    with pytest.raises(ConfigError, match="not a classical baseline"):
+        train_baseline(config_with(cfg, model="paper"), log=None)
