@@ -195,10 +195,12 @@ def _features(manifest: pd.DataFrame) -> pd.DataFrame:
         f0, rms = f0[:n], rms[:n]
         loud = rms[rms > rms.max() * 0.1]
         f0 = f0[(rms > rms.max() * 0.1) & (f0 > 65) & (f0 < 480)]  # speech frames, F0 not at a bound
+        st = 12 * np.log2(f0) if len(f0) else np.full(1, np.nan)
+        st = st[np.abs(st - np.median(st)) < 7]  # drop octave errors of the tracker
         rows.append({
-            "speaker": r.speaker, "label": r.label, "gender": r.gender,
-            "f0_st": 12 * np.log2(np.median(f0)) if len(f0) else np.nan,
-            "f0_range_st": 12 * np.log2(np.percentile(f0, 90) / np.percentile(f0, 10)) if len(f0) > 5 else np.nan,
+            "utt_id": r.utt_id, "speaker": r.speaker, "label": r.label, "gender": r.gender,
+            "f0_st": np.median(st) if len(st) else np.nan,
+            "f0_range_st": np.subtract(*np.percentile(st, [75, 25])) if len(st) > 5 else np.nan,
             "level_db": 20 * np.log10(np.sqrt(np.mean(loud**2))),
         })
     df = pd.DataFrame(rows)
@@ -209,17 +211,29 @@ def _features(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def acoustics(manifest: pd.DataFrame) -> pd.DataFrame:
-    return _features(manifest[manifest["label"].isin(["neutral", "sad", "angry", "happy", "excited"])])
+def acoustics(builtin_corpus: Path, manifest: pd.DataFrame) -> pd.DataFrame:
+    df = _features(manifest[manifest["label"].isin(["neutral", "sad", "angry", "happy", "excited"])])
+    # speaking rate: characters of the transcription per second of audio
+    text = {}
+    for p in builtin_corpus.glob("Session*/dialog/transcriptions/*.txt"):
+        text.update((m[1], m[4]) for m in map(TRANSCRIPT_LINE.match, p.read_text().splitlines()))
+    dur = dict(zip(manifest["utt_id"], manifest["duration_s"]))
+    df["chars_per_s"] = [len(text[u]) / dur[u] for u in df["utt_id"]]
+    return df
 
 
 def test_emotions_differ_in_the_intended_direction(acoustics: pd.DataFrame) -> None:
-    m = acoustics.replace({"label": {"excited": "happy"}}).groupby("label")[["f0_rel", "f0_range_st", "level_rel"]].mean()
+    cols = ["f0_rel", "f0_range_st", "level_rel", "chars_per_s"]
+    m = acoustics.replace({"label": {"excited": "happy"}}).groupby("label")[cols].mean()
     # anger louder than neutral, louder than sadness; anger and happiness higher F0 than sadness
     assert m.loc["angry", "level_rel"] > m.loc["neutral", "level_rel"] > m.loc["sad", "level_rel"]
     assert m.loc["angry", "level_rel"] - m.loc["sad", "level_rel"] > 6.0
     assert m.loc["angry", "f0_rel"] > m.loc["sad", "f0_rel"] + 1.5
     assert m.loc["happy", "f0_rel"] > m.loc["neutral", "f0_rel"] > m.loc["sad", "f0_rel"]
+    # sadness is monotonous (narrow F0 range), anger and happiness are not
+    assert m.loc["sad", "f0_range_st"] + 0.5 < min(m.loc[c, "f0_range_st"] for c in ("neutral", "happy", "angry"))
+    # sadness slow, anger fast
+    assert m.loc["sad", "chars_per_s"] < m.loc["neutral", "chars_per_s"] < m.loc["angry", "chars_per_s"]
 
 
 def test_classes_overlap(acoustics: pd.DataFrame) -> None:

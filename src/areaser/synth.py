@@ -50,7 +50,7 @@ __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLA
 GENERATOR = "areaser.synth"  # marks a folder as ours in synth_config.json
 _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's definition: keep it fixed)
 # Bump when the rendering changes: a corpus written by another version is rebuilt, not reused.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 
 class SynthError(ValueError):
@@ -89,7 +89,7 @@ class EmotionProfile:
 # lax and breathy, long pauses; fear high F0, fast, breathy, tremor; ...
 PROFILES: dict[str, EmotionProfile] = {
     "neutral": EmotionProfile(),
-    "happy": EmotionProfile(f0_st=3.0, range_x=1.8, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04,
+    "happy": EmotionProfile(f0_st=3.0, range_x=2.2, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04,
                             pause_x=0.85, jitter=0.004),
     "angry": EmotionProfile(f0_st=2.5, range_x=1.4, rate_x=1.12, level_db=6.0, tilt=1.0, pause_x=0.6,
                             jitter=0.006, drive=0.5),
@@ -97,7 +97,7 @@ PROFILES: dict[str, EmotionProfile] = {
                           pause_x=2.0, wordgap=2.0, jitter=0.003),
     "fear": EmotionProfile(f0_st=4.5, range_x=1.2, rate_x=1.18, level_db=0.0, tilt=-0.2, breath=0.25,
                            pause_x=1.2, jitter=0.015),
-    "surprise": EmotionProfile(f0_st=4.0, range_x=2.2, rate_x=1.0, level_db=3.0, tilt=0.3, pause_x=1.0,
+    "surprise": EmotionProfile(f0_st=4.0, range_x=2.5, rate_x=1.0, level_db=3.0, tilt=0.3, pause_x=1.0,
                                jitter=0.004),
     "disgust": EmotionProfile(f0_st=-1.5, range_x=1.1, rate_x=0.82, level_db=1.0, tilt=0.4, breath=0.12,
                               pause_x=1.4, wordgap=1.0, drive=0.2),
