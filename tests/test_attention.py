@@ -1,0 +1,325 @@
+"""Area attention against brute-force enumeration of every area (float64, plain Python loops)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from areaser.attention import (
+    KEY_MODES,
+    LEARNED_KEY_MODES,
+    VALUE_MODES,
+    AreaAttention,
+    AreaKeyNet,
+    area_attention,
+    area_features,
+    area_max,
+    area_shapes,
+    count_areas,
+)
+
+TOL = dict(atol=1e-6, rtol=1e-6)
+SAMPLE_MODES = [m for m in KEY_MODES if m.startswith("sample")]
+
+
+# ----------------------------------------------------------------------------- brute force
+
+
+def enumerate_areas(height: int, width: int, max_h: int, max_w: int) -> list[tuple[int, int, list[int]]]:
+    """Every area as (h, w, flat cell indices), tensor2tensor order: shape (h, then w), row-major."""
+    areas = []
+    for h in range(1, max_h + 1):
+        for w in range(1, max_w + 1):
+            for i in range(height - h + 1):
+                for j in range(width - w + 1):
+                    cells = [(i + a) * width + (j + b) for a in range(h) for b in range(w)]
+                    areas.append((h, w, cells))
+    return areas
+
+
+def linear(x: torch.Tensor, layer: torch.nn.Linear | None) -> torch.Tensor:
+    return x if layer is None else x @ layer.weight.T + layer.bias
+
+
+def brute_force(att: AreaAttention, x: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
+    """What ``att(x)`` must compute, area by area. Noise (sample modes) drawn like the module draws it."""
+    B, C, H, W = x.shape
+    tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
+    q, k, v = (linear(tokens, p) for p in (att.q_proj, att.k_proj, att.v_proj))
+    d, heads = att.head_dim, att.heads
+    max_h, max_w = att.max_area
+    if att.layout == "rows":
+        memories = [(b, hd, [r * W + j for j in range(W)], 1, W) for b in range(B) for hd in range(heads) for r in range(H)]
+    else:
+        memories = [(b, hd, list(range(H * W)), H, W) for b in range(B) for hd in range(heads)]
+    areas_of = {(mh, mw): enumerate_areas(mh, mw, max_h, max_w) for _, _, _, mh, mw in memories}
+    noise = None
+    if noise_seed is not None:
+        torch.manual_seed(noise_seed)
+        n_areas = len(next(iter(areas_of.values())))
+        noise = torch.randn(len(memories), n_areas, d, dtype=x.dtype)
+    factor = (1 / math.sqrt(d) if att.scale else 1.0) / att.temperature
+    net = att.key_net
+    out = x.new_zeros(B, H * W, heads, v.shape[-1] // heads)
+    for n, (b, hd, pos, mh, mw) in enumerate(memories):
+        sl = slice(hd * d, (hd + 1) * d)
+        qs, ks = q[b, pos, sl], k[b, pos, sl]
+        vs = v[b, pos, hd * out.shape[-1] : (hd + 1) * out.shape[-1]]
+        keys, values = [], []
+        for a, (ah, aw, cells) in enumerate(areas_of[(mh, mw)]):
+            kb, vb = ks[cells], vs[cells]
+            mean = kb.mean(0)
+            std = torch.sqrt(torch.abs((kb * kb).mean(0) - mean * mean) + 1e-6)
+            if noise is not None:
+                mean = mean + std * noise[n, a]
+            mode = att.key_mode
+            if mode in ("mean", "sample"):
+                key = mean
+            elif mode == "max":
+                key = kb.amax(0)
+            else:
+                size = torch.cat([net.height_embed.weight[ah - 1], net.width_embed.weight[aw - 1]])
+                feat = {
+                    "concat": lambda: torch.cat([mean, std, size]),
+                    "max_concat": lambda: torch.cat([kb.amax(0), size]),
+                    "sum": lambda: size + mean + std,
+                    "sample_concat": lambda: torch.cat([mean, size]),
+                    "sample_sum": lambda: mean + size,
+                }[mode]()
+                key = linear(torch.relu(linear(feat, net.mlp[0])), net.mlp[2])
+            keys.append(key)
+            values.append({"sum": vb.sum(0), "mean": vb.mean(0), "max": vb.amax(0)}[att.value_mode])
+        weights = torch.softmax(qs @ torch.stack(keys).T * factor, dim=-1)
+        if att.top_k:
+            kth = weights.sort(dim=-1, descending=True).values[:, att.top_k - 1 : att.top_k]
+            weights = torch.where(weights >= kth, weights, torch.zeros_like(weights))
+            weights = weights / weights.sum(-1, keepdim=True)
+        out[b, pos, hd] = weights @ torch.stack(values)
+    out = linear(out.reshape(B, H * W, -1), att.out_proj)
+    return out.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
+
+def check_against_brute_force(att: AreaAttention, x: torch.Tensor, noise_seed: int | None = None) -> None:
+    """Values and gradients (input and every parameter) of att(x) equal the brute force."""
+    x = x.clone().requires_grad_(True)
+    grad_out = torch.randn(x.shape[0], att.dim, *x.shape[2:], dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    if noise_seed is not None:
+        torch.manual_seed(noise_seed)
+    ours = att(x)
+    theirs = brute_force(att, x, noise_seed)
+    torch.testing.assert_close(ours, theirs, **TOL)
+    params = [x, *att.parameters()]
+    g_ours = torch.autograd.grad((ours * grad_out).sum(), params, allow_unused=True)
+    g_theirs = torch.autograd.grad((theirs * grad_out).sum(), params, allow_unused=True)
+    for a, b in zip(g_ours, g_theirs):
+        if b is None:  # e.g. the height embedding in the rows layout
+            assert a is None or torch.count_nonzero(a) == 0
+        else:
+            torch.testing.assert_close(a, b, **TOL)
+
+
+def make(dim: int = 4, **kw) -> AreaAttention:
+    torch.manual_seed(0)
+    kw.setdefault("max_area", (2, 3))
+    kw.setdefault("block_elements", 400)  # several blocks even on tiny maps: exercises chunking
+    return AreaAttention(dim, **kw).double()
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(2, 4, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+# ----------------------------------------------------------------------------- areas
+
+
+def test_area_counts_match_the_paper():
+    assert [count_areas(64, 20, (3, w), layout="rows") for w in range(1, 6)] == [20, 39, 57, 74, 90]
+    assert count_areas(64, 20, (3, 3)) == 10_773
+    assert count_areas(64, 20, (3, 3)) == count_areas(64, 20, (3, 3), layout="2d")
+    feats = area_features(torch.zeros(1, 64 * 20, 1), 64, (3, 3))
+    assert feats.mean.shape == (1, 10_773, 1)
+    assert area_shapes(2, 5, (3, 3)) == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+
+
+def test_area_features_match_enumeration():
+    H, W, D = 4, 5, 3
+    mem = torch.randn(2, H * W, D, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    feats = area_features(mem, H, (3, 2))
+    areas = enumerate_areas(H, W, 3, 2)
+    assert feats.sum.shape == (2, len(areas), D)
+    for a, (h, w, cells) in enumerate(areas):
+        block = mem[:, cells]
+        torch.testing.assert_close(feats.sum[:, a], block.sum(1), **TOL)
+        torch.testing.assert_close(feats.mean[:, a], block.mean(1), **TOL)
+        std = torch.sqrt(torch.abs((block**2).mean(1) - block.mean(1) ** 2) + 1e-6)
+        torch.testing.assert_close(feats.std[:, a], std, **TOL)
+        torch.testing.assert_close(area_max(mem, H, (3, 2))[:, a], block.amax(1), **TOL)
+        assert (feats.heights[a].item(), feats.widths[a].item()) == (h, w)
+
+
+def test_areas_larger_than_the_map_are_skipped(x):
+    att = make(max_area=(3, 7))
+    check_against_brute_force(att, x[:, :, :2, :])  # 2 x 5 map: no 3-high areas, no 6- or 7-wide ones
+    assert count_areas(2, 5, (3, 7)) == sum((2 - h + 1) * (5 - w + 1) for h in (1, 2) for w in range(1, 6))
+
+
+# ----------------------------------------------------------------------------- every mode, both layouts
+
+
+@pytest.mark.parametrize("layout", ["2d", "rows"])
+@pytest.mark.parametrize("value_mode", VALUE_MODES)
+@pytest.mark.parametrize("key_mode", KEY_MODES)
+def test_matches_brute_force(x, key_mode, value_mode, layout):
+    att = make(key_mode=key_mode, value_mode=value_mode, layout=layout, project=True, scale=True, temperature=0.7)
+    att.eval()  # no noise, no dropout: deterministic
+    check_against_brute_force(att, x)
+
+
+@pytest.mark.parametrize("layout", ["2d", "rows"])
+@pytest.mark.parametrize("value_mode", VALUE_MODES)
+@pytest.mark.parametrize("key_mode", SAMPLE_MODES)
+def test_sample_noise_in_training_matches_brute_force(x, key_mode, value_mode, layout):
+    att = make(key_mode=key_mode, value_mode=value_mode, layout=layout)
+    att.train()
+    check_against_brute_force(att, x, noise_seed=7)
+
+
+@pytest.mark.parametrize("key_mode", ["mean", "max"])
+def test_top_k_matches_brute_force(x, key_mode):
+    att = make(key_mode=key_mode, top_k=5)
+    check_against_brute_force(att, x)
+
+
+@pytest.mark.parametrize("project", [False, True])
+def test_heads_match_brute_force(x, project):
+    att = make(heads=2, project=project, head_dim=3 if project else None)
+    check_against_brute_force(att, x)
+    assert att(x).shape == x.shape
+
+
+def test_large_logits_stay_exact():
+    """Logit gaps beyond the denormal floor (354 in float64, 44 in float32) change nothing visible,
+    and logits far beyond exp's range (float32 overflows at 88) do not overflow."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 16, 6, 7, dtype=torch.float64, generator=gen)
+    for value_mode in ("sum", "mean"):
+        att = make(16, value_mode=value_mode, max_area=(3, 3))
+        check_against_brute_force(att, 8 * x)  # float64, gaps up to ~2000
+        att = make(16, value_mode=value_mode, max_area=(3, 3), temperature=0.1)
+        want = brute_force(att, x)  # gaps up to ~300
+        got = att.float()(x.float()).double()
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- dropout and noise
+
+
+@pytest.mark.parametrize("key_mode", ["mean", "max"])  # fast path, generic path
+@pytest.mark.parametrize("value_mode", ["sum", "mean"])
+def test_dropout_gradients_are_exact(key_mode, value_mode):
+    """With a fixed seed dropout is a deterministic function: the backward (which regenerates or
+    replays the masks) must match finite differences."""
+    gen = torch.Generator().manual_seed(2)
+    q, k = (torch.randn(1, 12, 2, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(2))
+    v = torch.randn(1, 12, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def f(q, k, v):
+        torch.manual_seed(11)
+        return area_attention(q, k, v, 3, max_area=(2, 2), key_mode=key_mode, value_mode=value_mode,
+                              dropout=0.4, temperature=0.5, block_elements=100)  # fmt: skip
+
+    assert torch.autograd.gradcheck(f, (q, k, v), fast_mode=True)
+    assert not torch.allclose(f(q, k, v), area_attention(q, k, v, 3, max_area=(2, 2), key_mode=key_mode,
+                                                         value_mode=value_mode, temperature=0.5))  # fmt: skip
+
+
+def test_dropout_only_in_training_unless_asked(x):
+    plain = make(dropout=0.0).eval()
+    att = make(dropout=0.5)
+    att.eval()
+    torch.testing.assert_close(att(x), plain(x))
+    att.train()
+    assert not torch.allclose(att(x), att(x))
+    faithful = make(dropout=0.5, dropout_at_eval=True).eval()
+    assert not torch.allclose(faithful(x), faithful(x))
+
+
+def test_sample_noise_only_in_training_unless_asked(x):
+    att = make(key_mode="sample").eval()
+    torch.testing.assert_close(att(x), make(key_mode="mean")(x))
+    noisy = make(key_mode="sample", sample_at_eval=True).eval()
+    assert not torch.allclose(noisy(x), noisy(x))
+
+
+# ----------------------------------------------------------------------------- interface
+
+
+def test_functional_matches_module_layouts(x):
+    att = make(max_area=(2, 2)).eval()
+    tokens = x.permute(0, 2, 3, 1).reshape(2, 20, 4)
+    torch.testing.assert_close(att(x).permute(0, 2, 3, 1).reshape(2, 20, 4),
+                               area_attention(tokens, tokens, tokens, 4, max_area=(2, 2)))  # fmt: skip
+    rows = make(max_area=(2, 2), layout="rows").eval()
+    per_row = x.permute(0, 2, 3, 1).reshape(8, 5, 4)  # [B * H, W, C]
+    torch.testing.assert_close(rows(x).permute(0, 2, 3, 1).reshape(8, 5, 4),
+                               area_attention(per_row, per_row, per_row, 1, max_area=(1, 2)))  # fmt: skip
+
+
+def test_bad_arguments_say_what_is_wrong():
+    with pytest.raises(ValueError, match="key_mode"):
+        AreaAttention(4, key_mode="median")
+    with pytest.raises(ValueError, match="layout"):
+        AreaAttention(4, layout="3d")
+    with pytest.raises(ValueError, match="even"):
+        AreaKeyNet(5, "sum", (2, 2))
+    with pytest.raises(ValueError, match="multiple of height"):
+        area_attention(torch.zeros(1, 10, 2), torch.zeros(1, 10, 2), torch.zeros(1, 10, 2), 3)
+    with pytest.raises(ValueError, match="key_net"):
+        area_attention(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), 2, key_mode="concat")
+    with pytest.raises(ValueError, match=r"\[batch, 4, height, width\]"):
+        AreaAttention(4)(torch.zeros(1, 3, 2, 2))
+
+
+# ----------------------------------------------------------------------------- the PyPI package
+
+
+def _package_pair(key_mode, value_mode, layout, H, W, dim):
+    pkg = pytest.importorskip("area_attention")
+    ours = make(dim, key_mode=key_mode, value_mode=value_mode, layout=layout, max_area=(2, 3), scale=True).eval()
+    max_h = 1 if layout == "rows" else 2  # the package cannot take taller areas than its memory
+    mem_h = 1 if layout == "rows" else H
+    theirs = pkg.AreaAttention(dim, key_mode, value_mode, max_h, 3, mem_h, W).double().eval()
+    if key_mode in LEARNED_KEY_MODES:
+        theirs.area_height_embedding.weight.data.copy_(ours.key_net.height_embed.weight[:max_h])
+        theirs.area_width_embedding.weight.data.copy_(ours.key_net.width_embed.weight)
+        for i in (0, 2):
+            theirs.area_key_embedding[i].load_state_dict(ours.key_net.mlp[i].state_dict())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("layout", ["2d", "rows"])
+@pytest.mark.parametrize("value_mode", VALUE_MODES)
+@pytest.mark.parametrize("key_mode", KEY_MODES)
+def test_parity_with_area_attention_package(x, key_mode, value_mode, layout):
+    B, C, H, W = x.shape
+    ours, theirs = _package_pair(key_mode, value_mode, layout, H, W, C)
+    tokens = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+    mem = tokens.reshape(B * H, W, C) if layout == "rows" else tokens.reshape(B, H * W, C)
+    want = theirs(mem, mem, mem).reshape(B, H, W, C).permute(0, 3, 1, 2)
+    torch.testing.assert_close(ours(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_area_features_parity_with_package(x):
+    pkg = pytest.importorskip("area_attention")
+    mem = x.permute(0, 2, 3, 1).reshape(2, 20, 4)
+    theirs = pkg.AreaAttention(4, "mean", "sum", 2, 3, 4, 5)._compute_area_features(mem)
+    ours = area_features(mem, 4, (2, 3))
+    mean, std, total, heights, widths = theirs
+    for a, b in ((ours.mean, mean), (ours.std, std), (ours.sum, total)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in ((ours.heights, heights), (ours.widths, widths)):
+        assert torch.equal(a.expand(2, -1), b[..., 0].long())
