@@ -110,8 +110,8 @@ class Espeak:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
         ]
-        # buflength 0 = default 60 ms chunks; path = the espeak-ng-data folder of the wheel
-        sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), 0)
+        # 1 s chunks (default 60 ms: many more Python callbacks); path = the wheel's espeak-ng-data
+        sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 1000, data.encode(), 0)
         if sr <= 0:
             raise EspeakError(f"espeak_Initialize failed (data folder {data})")
         self.sr: int = int(sr)  # 22050 for the bundled voices

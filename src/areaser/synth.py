@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
-from scipy.fft import next_fast_len
 from scipy.signal import lfilter  # imported here, not in the forks: each fork would pay 0.5 s
 
 from . import __version__
@@ -50,7 +49,7 @@ __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLA
 GENERATOR = "areaser.synth"  # marks a folder as ours in synth_config.json
 _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's definition: keep it fixed)
 # Bump when the rendering changes: a corpus written by another version is rebuilt, not reused.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 
 
 class SynthError(ValueError):
@@ -343,13 +342,20 @@ def _one_pole(y: np.ndarray, cutoff_hz: float, sr: int) -> np.ndarray:
     return lfilter([1 - a], [1, -a], y)
 
 
+# 1/f ("pink") noise filter: J. O. Smith's 3-pole/3-zero fit, within 0.3 dB of -3 dB/octave above ~10 Hz
+_PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
+_PINK_A = [1.0, -2.494956002, 2.017265875, -0.522189400]
+
+
 def _coloured_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Unit-RMS background noise: white, pink or brown (1/f^beta power), sometimes with mains hum."""
-    beta = float(rng.choice([0.0, 1.0, 2.0]))
-    m = next_fast_len(n, real=True)  # an awkward n (a large prime factor) makes the FFT 10x slower
-    spec = np.fft.rfft(rng.standard_normal(m))
-    spec *= np.maximum(np.fft.rfftfreq(m, 1 / sr), 20.0) ** (-beta / 2)
-    noise = np.fft.irfft(spec, m)[:n]
+    """Unit-RMS background noise ``[n]``: white, pink or brown, sometimes with mains hum."""
+    colour = rng.choice(["white", "pink", "brown"])
+    noise = rng.standard_normal(n)
+    if colour == "pink":
+        noise = lfilter(_PINK_B, _PINK_A, noise)
+    elif colour == "brown":  # leaky integrator (-6 dB/octave) with a 20 Hz high-pass against drift
+        noise = lfilter([1.0], [1.0, -0.998], noise)
+        noise -= _one_pole(noise, 20.0, sr)
     noise /= noise.std() + 1e-12
     if rng.random() < 0.2:
         t = np.arange(n) / sr
