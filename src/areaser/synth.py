@@ -49,7 +49,7 @@ __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLA
 GENERATOR = "areaser.synth"  # marks a folder as ours in synth_config.json
 _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's definition: keep it fixed)
 # Bump when the rendering changes: a corpus written by another version is rebuilt, not reused.
-RENDER_VERSION = 3
+RENDER_VERSION = 4
 
 
 class SynthError(ValueError):
@@ -280,7 +280,9 @@ def plan(cfg: SynthConfig) -> list[Utterance]:
     for s, n_s in enumerate(per_session, start=1):
         # rendered emotions: balanced per session, a few blends for xxx/oth, shuffled
         n_blend = int(round(n_s * cfg.undecided_share))
-        emotions = [cfg.classes[i % len(cfg.classes)] for i in range(n_s - n_blend)] + ["<blend>"] * n_blend
+        full, rest = divmod(n_s - n_blend, len(cfg.classes))
+        extra = [cfg.classes[(s + k) % len(cfg.classes)] for k in range(rest)]  # rotates: no class always short
+        emotions = list(cfg.classes) * full + extra + ["<blend>"] * n_blend
         emotions = [emotions[i] for i in rng.permutation(n_s)]
         n_dialogs = max(1 if n_s < 4 else 2, int(round(n_s / cfg.utterances_per_dialog)))
         n_impro = int(round(n_dialogs * cfg.improvised_share))
