@@ -48,16 +48,16 @@ def test_same_seed_same_bytes_whatever_the_jobs(builtin_corpus: Path, tmp_path: 
 def test_other_seed_replaces_corpus_with_different_audio(builtin_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(builtin_corpus, out)
-    synthesize(out, SynthConfig(n_utterances=30, seed=1), progress=False)
+    synthesize(out, SynthConfig(n_utterances=20, seed=1), progress=False)
     new = read_manifest(out / "manifest.csv")
-    assert len(new) == 30
+    assert len(new) == 20
     # the older, larger corpus is gone entirely: no stale wav or label file survives
     on_disk = {p.stem for p in out.glob("Session*/sentences/wav/*/*.wav")}
     assert on_disk == set(new["utt_id"])
     assert {p.stem for p in out.glob("Session*/dialog/EmoEvaluation/*.txt")} == {u.rsplit("_", 1)[0] for u in on_disk}
     old = _files(builtin_corpus)
     changed = [k for k, v in _files(out).items() if k.endswith(".wav") and old.get(k) != v]
-    assert len(changed) == 30
+    assert len(changed) == 20
 
 
 def test_same_config_is_kept_not_rewritten(builtin_corpus: Path) -> None:
