@@ -151,6 +151,7 @@ def test_sessions_speakers_dialogs_and_labels(manifest: pd.DataFrame) -> None:
     assert (manifest["utt_id"].str[-4] == manifest["gender"]).all()
     dialogs = manifest["utt_id"].str.rsplit("_", n=1).str[0]
     assert (dialogs.str.contains("impro") == manifest["improvised"]).all()
+    assert (manifest.groupby(dialogs)["gender"].nunique() == 2).all()  # both speakers in every dialog
     for _, d in manifest.assign(dialog=dialogs).groupby("session"):
         assert d["improvised"].any() and (~d["improvised"]).any()  # both kinds in every session
         assert d["gender"].nunique() == 2

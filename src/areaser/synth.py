@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
@@ -49,7 +49,7 @@ __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLA
 GENERATOR = "areaser.synth"  # marks a folder as ours in synth_config.json
 _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's definition: keep it fixed)
 # Bump when the rendering changes: a corpus written by another version is rebuilt, not reused.
-RENDER_VERSION = 4
+RENDER_VERSION = 5
 
 
 class SynthError(ValueError):
@@ -314,7 +314,20 @@ def plan(cfg: SynthConfig) -> list[Utterance]:
                 ))
                 if rng.random() < 0.75:  # turns mostly alternate
                     turn = "M" if turn == "F" else "F"
+            _both_speakers(utts, len(chunk), speakers)
     return utts
+
+
+def _both_speakers(utts: list[Utterance], n: int, speakers: dict[str, Speaker]) -> None:
+    """Give a dialog's last turn to the other speaker if one speaker had every turn (IEMOCAP has both)."""
+    turns = utts[len(utts) - n:]
+    if n < 2 or len({u.speaker.gender for u in turns}) == 2:
+        return
+    last = turns[-1]
+    other = "M" if last.speaker.gender == "F" else "F"
+    utt_id = f"{last.dialog}_{other}000"
+    utts[-1] = replace(last, utt_id=utt_id, speaker=speakers[f"Ses{last.session:02d}{other}"],
+                       path=f"Session{last.session}/sentences/wav/{last.dialog}/{utt_id}.wav")
 
 
 # ----------------------------------------------------------------------------- render (worker)
