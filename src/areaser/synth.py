@@ -504,7 +504,6 @@ def _render_files(batch: list[Utterance], cfg: SynthConfig, root: str) -> list[t
 def _worker_init() -> None:
     from .espeak import Espeak
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Initialise once and load the English voice here; speak only in forks, so every fork starts
     # from this same state. Warm the numeric code too, so no fork pays for a first call.
     Espeak.get().set_voice("en-us")
@@ -599,8 +598,9 @@ def synthesize(
     ``out_dir`` must be new, empty, or a corpus this function wrote before: one with the same
     config is kept as it is, another is replaced. The corpus is built in a hidden sibling folder
     and moved into place when complete, so an interrupted run leaves nothing half-written.
-    ``jobs`` worker processes (default: 1 for small corpora, else the CPU count, at most 8); the
-    bytes written do not depend on it.
+    ``jobs`` worker processes (default: 1 up to 200 utterances, else the CPU count, at most 8); the
+    bytes written do not depend on it. The workers are spawned, so a script calling this must
+    guard its top level with ``if __name__ == "__main__":``.
     """
     from .manifest import make_manifest, write_manifest
 
