@@ -32,10 +32,13 @@ and a few settings per study.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shlex
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -130,7 +133,7 @@ def _vtlp_copies() -> Study:
         "vtlp-copies", "Offline VTLP copies vs on-the-fly VTLP",
         "The paper's second study: 0 to 7 VTLP-augmented copies of every training file (more copies, higher "
         "accuracy), against drawing a new warp factor per example and epoch inside the log-Mel front end.",
-        tuple(settings), ("copies0", "copies2", "melwarp"), xlabel="offline VTLP copies per training utterance",
+        tuple(settings), ("copies0", "copies1", "melwarp"), xlabel="offline VTLP copies per training utterance",
     )
 
 
@@ -148,7 +151,7 @@ def _area_features() -> Study:
         "The paper's third study: how an area's key is summarised (mean, max, or mean + std x noise 'sample') "
         "and how its value is (sum, mean, max); tensor2tensor's learned key modes (height / width embeddings "
         "and a 2-layer MLP) with the default sum value.",
-        tuple(settings), ("key-mean-value-sum", "key-max-value-mean", "key-sample-value-sum"),
+        tuple(settings), ("key-max-value-mean", "key-sample-value-max", "key-sum-value-sum"),
     )
 
 
@@ -164,7 +167,7 @@ def _layout() -> Study:
         "layout", "Attention layout and baselines",
         "What the authors' code computes (`faithful`) against what the paper describes (`paper`) and against "
         "no attention at all (`cnn`), with two classical baselines on the same folds.",
-        settings, ("faithful", "paper", "cnn", "egemaps-lr"),
+        settings, ("faithful", "cnn", "egemaps-lr"),
     )
 
 
@@ -181,7 +184,7 @@ def _vtlp_impl() -> Study:
         "VTLP as the project does it on the fly (`melwarp`), as a waveform rewrite (`stft`, one offline copy "
         "like the authors' committed script) and as the authors' nlpaug release really did it (`legacy-time`, "
         "frames warped in time).",
-        settings, ("none", "melwarp", "stft", "legacy-time"),
+        settings, ("melwarp", "stft", "legacy-time"),
     )
 
 
@@ -199,7 +202,8 @@ def get_study(name: str) -> Study:
 # tiny model and data for --quick (tests, demos): minutes become seconds
 QUICK_OVERRIDES: dict[str, Any] = {
     "model_overrides.channels": [4, 4, 8, 8, 8],
-    "features.n_mels": 32,
+    "features.n_mels": 16,  # with the 50 ms hop: an 8 x 10 attention map instead of 64 x 20
+    "features.hop_length": 800,
     "segments.test_hop_s": 1.0,
     "batch_size": 16,
     "patience": None,
@@ -378,7 +382,8 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
         torch.set_num_threads(threads)
     c = TrainConfig.from_dict(run.config)
     t0 = time.perf_counter()
-    report = train_baseline(c, log=None) if is_baseline(c.model) else train(c, log=None)
+    with _quiet():
+        report = train_baseline(c, log=None) if is_baseline(c.model) else train(c, log=None)
     elapsed = time.perf_counter() - t0
     test = report["test"]
     result = {
@@ -402,6 +407,23 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Hush Lightning's per-run banners and library warnings: a study runs hundreds of runs,
+    and its output is the progress bar and the table. Errors still raise."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _worker_init(threads: int) -> None:
     """Each worker: ``threads`` torch threads (1 when several workers share the cores)."""
     import torch
@@ -410,11 +432,23 @@ def _worker_init(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationConfig, progress: bool) -> None:
-    """Write the offline VTLP copies the pending runs need, once per implementation."""
+def _augment_chunk(sources, out: str, copies: int, impl: str) -> int:
+    """Worker: write the copies of a slice of the sources (top-level, so spawn can import it)."""
+    from .vtlp import VTLPConfig, augment_manifest
+
+    return len(augment_manifest(sources, out, copies=copies, config=VTLPConfig(impl=impl), seed=0))
+
+
+def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationConfig, progress: bool,
+                          jobs: int = 1) -> None:
+    """Write the offline VTLP copies the pending runs need, once per implementation.
+
+    With ``jobs > 1`` slices of the sources are copied in worker processes first; the
+    final call then finds every file written (augment_manifest keeps finished copies)
+    and only writes the manifest of them all.
+    """
     from .manifest import read_manifest
-    from .splits import get_protocol, select_utterances
-    from .training import TrainConfig
+    from .training import TrainConfig, prepare_fold
     from .vtlp import VTLPConfig, augment_manifest
 
     need: dict[str, int] = {}  # implementation -> most copies any pending run uses
@@ -423,12 +457,23 @@ def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationCon
             need[r.setting.copy_impl] = max(need.get(r.setting.copy_impl, 0), r.setting.copies)
     if not need:
         return
-    c = TrainConfig.from_dict(runs[0].config).resolved()
+    # copies are only ever trained on: make them for the training utterances of the folds to run
+    train_ids: set[str] = set()
+    done: set[tuple[int, int]] = set()
+    for r in runs:
+        if r.setting.copies and (r.fold, r.seed) not in done:  # a seed may change the split (xu2021, kfold)
+            done.add((r.fold, r.seed))
+            c = replace(TrainConfig.from_dict(r.config), extra_manifests=[], copies=None).resolved()
+            train_ids |= set(prepare_fold(c).parts["train"]["utt_id"])
     df = read_manifest(cfg.manifest)
-    sel = select_utterances(df[df["source_id"] == ""], get_protocol(c.protocol), c.label_set)
-    sources = df[df["utt_id"].isin(set(sel["utt_id"]))]
+    sources = df[df["utt_id"].isin(train_ids)]
     for impl, k in need.items():
         out = study_dir / "augment" / impl
+        if jobs > 1 and len(sources) >= 4 * jobs:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                                     initargs=(1,)) as pool:
+                chunks = [sources.iloc[i::jobs] for i in range(jobs)]
+                list(pool.map(_augment_chunk, chunks, [str(out)] * jobs, [k] * jobs, [impl] * jobs))
         augment_manifest(sources, out, copies=k, config=VTLPConfig(impl=impl), seed=0, progress=progress)
 
 
@@ -483,9 +528,9 @@ def run_study(
     atomic_write_json(meta, sig)
     todo = [r for r in runs if not r.result_path.is_file()]
     say(f"study {study.name}: {len(runs)} run(s) ({len(runs) - len(todo)} finished already), in {study_dir}")
-    _prepare_augmentation(study_dir, todo, cfg, progress)
-
     jobs = max(1, min(cfg.jobs or os.cpu_count() or 1, len(todo) or 1))
+    _prepare_augmentation(study_dir, todo, cfg, progress, jobs)
+
     done: list[dict] = []
     bar = _progress_bar() if progress and todo else None
     task = bar.add_task(study.name, total=len(todo), info="") if bar is not None else None
