@@ -43,60 +43,75 @@ def linear(x: torch.Tensor, layer: torch.nn.Linear | None) -> torch.Tensor:
     return x if layer is None else x @ layer.weight.T + layer.bias
 
 
+def membership(height: int, width: int, max_h: int, max_w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """0/1 matrix [areas, cells] of the enumerated areas, with their heights and widths."""
+    areas = enumerate_areas(height, width, max_h, max_w)
+    member = torch.zeros(len(areas), height * width, dtype=torch.bool)
+    for a, (_, _, cells) in enumerate(areas):
+        member[a, cells] = True
+    return member, torch.tensor([h for h, _, _ in areas]), torch.tensor([w for _, w, _ in areas])
+
+
 def brute_force(att: AreaAttention, x: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
-    """What ``att(x)`` must compute, area by area. Noise (sample modes) drawn like the module draws it."""
+    """What ``att(x)`` must compute, from the enumerated areas (membership matrices, no box ops).
+
+    Noise (sample modes) is drawn as the module draws it: one N(0, 1) tensor [memories, areas, d].
+    """
     B, C, H, W = x.shape
     tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
     q, k, v = (linear(tokens, p) for p in (att.q_proj, att.k_proj, att.v_proj))
     d, heads = att.head_dim, att.heads
+    dv = v.shape[-1] // heads
     max_h, max_w = att.max_area
     if att.layout == "rows":
-        memories = [(b, hd, [r * W + j for j in range(W)], 1, W) for b in range(B) for hd in range(heads) for r in range(H)]
+        memories = [(b, hd, [r * W + j for j in range(W)]) for b in range(B) for hd in range(heads) for r in range(H)]
+        member, hs, ws = membership(1, W, max_h, max_w)
     else:
-        memories = [(b, hd, list(range(H * W)), H, W) for b in range(B) for hd in range(heads)]
-    areas_of = {(mh, mw): enumerate_areas(mh, mw, max_h, max_w) for _, _, _, mh, mw in memories}
+        memories = [(b, hd, list(range(H * W))) for b in range(B) for hd in range(heads)]
+        member, hs, ws = membership(H, W, max_h, max_w)
+    count = member.sum(1, keepdim=True).to(x.dtype)
+    mf = member.to(x.dtype)
     noise = None
     if noise_seed is not None:
         torch.manual_seed(noise_seed)
-        n_areas = len(next(iter(areas_of.values())))
-        noise = torch.randn(len(memories), n_areas, d, dtype=x.dtype)
+        noise = torch.randn(len(memories), len(member), d, dtype=x.dtype)
     factor = (1 / math.sqrt(d) if att.scale else 1.0) / att.temperature
     net = att.key_net
-    out = x.new_zeros(B, H * W, heads, v.shape[-1] // heads)
-    for n, (b, hd, pos, mh, mw) in enumerate(memories):
-        sl = slice(hd * d, (hd + 1) * d)
-        qs, ks = q[b, pos, sl], k[b, pos, sl]
-        vs = v[b, pos, hd * out.shape[-1] : (hd + 1) * out.shape[-1]]
-        keys, values = [], []
-        for a, (ah, aw, cells) in enumerate(areas_of[(mh, mw)]):
-            kb, vb = ks[cells], vs[cells]
-            mean = kb.mean(0)
-            std = torch.sqrt(torch.abs((kb * kb).mean(0) - mean * mean) + 1e-6)
-            if noise is not None:
-                mean = mean + std * noise[n, a]
-            mode = att.key_mode
-            if mode in ("mean", "sample"):
-                key = mean
-            elif mode == "max":
-                key = kb.amax(0)
-            else:
-                size = torch.cat([net.height_embed.weight[ah - 1], net.width_embed.weight[aw - 1]])
-                feat = {
-                    "concat": lambda: torch.cat([mean, std, size]),
-                    "max_concat": lambda: torch.cat([kb.amax(0), size]),
-                    "sum": lambda: size + mean + std,
-                    "sample_concat": lambda: torch.cat([mean, size]),
-                    "sample_sum": lambda: mean + size,
-                }[mode]()
-                key = linear(torch.relu(linear(feat, net.mlp[0])), net.mlp[2])
-            keys.append(key)
-            values.append({"sum": vb.sum(0), "mean": vb.mean(0), "max": vb.amax(0)}[att.value_mode])
-        weights = torch.softmax(qs @ torch.stack(keys).T * factor, dim=-1)
+    out = x.new_zeros(B, H * W, heads, dv)
+    for n, (b, hd, pos) in enumerate(memories):
+        qs, ks = q[b, pos, hd * d : (hd + 1) * d], k[b, pos, hd * d : (hd + 1) * d]
+        vs = v[b, pos, hd * dv : (hd + 1) * dv]
+        mean = mf @ ks / count
+        std = torch.sqrt(torch.abs(mf @ (ks * ks) / count - mean * mean) + 1e-6)
+        kmax = ks[None].masked_fill(~member[..., None], -math.inf).amax(1)
+        if noise is not None:
+            mean = mean + std * noise[n]
+        mode = att.key_mode
+        if mode in ("mean", "sample"):
+            keys = mean
+        elif mode == "max":
+            keys = kmax
+        else:
+            size = torch.cat([net.height_embed.weight[hs - 1], net.width_embed.weight[ws - 1]], dim=1)
+            feat = {
+                "concat": lambda: torch.cat([mean, std, size], dim=1),
+                "max_concat": lambda: torch.cat([kmax, size], dim=1),
+                "sum": lambda: size + mean + std,
+                "sample_concat": lambda: torch.cat([mean, size], dim=1),
+                "sample_sum": lambda: mean + size,
+            }[mode]()
+            keys = linear(torch.relu(linear(feat, net.mlp[0])), net.mlp[2])
+        values = {
+            "sum": lambda: mf @ vs,
+            "mean": lambda: mf @ vs / count,
+            "max": lambda: vs[None].masked_fill(~member[..., None], -math.inf).amax(1),
+        }[att.value_mode]()
+        weights = torch.softmax(qs @ keys.T * factor, dim=-1)
         if att.top_k:
             kth = weights.sort(dim=-1, descending=True).values[:, att.top_k - 1 : att.top_k]
             weights = torch.where(weights >= kth, weights, torch.zeros_like(weights))
             weights = weights / weights.sum(-1, keepdim=True)
-        out[b, pos, hd] = weights @ torch.stack(values)
+        out[b, pos, hd] = weights @ values
     out = linear(out.reshape(B, H * W, -1), att.out_proj)
     return out.reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
@@ -123,8 +138,18 @@ def check_against_brute_force(att: AreaAttention, x: torch.Tensor, noise_seed: i
 def make(dim: int = 4, **kw) -> AreaAttention:
     torch.manual_seed(0)
     kw.setdefault("max_area", (2, 3))
-    kw.setdefault("block_elements", 400)  # several blocks even on tiny maps: exercises chunking
+    kw.setdefault("block_elements", 300)  # several blocks even on tiny maps: exercises chunking
     return AreaAttention(dim, **kw).double()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine every parallel region waits
+    for a descheduled thread: one thread keeps these tests fast everywhere."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -289,7 +314,7 @@ def test_bad_arguments_say_what_is_wrong():
 
 def _package_pair(key_mode, value_mode, layout, H, W, dim):
     pkg = pytest.importorskip("area_attention")
-    ours = make(dim, key_mode=key_mode, value_mode=value_mode, layout=layout, max_area=(2, 3), scale=True).eval()
+    ours = make(dim, key_mode=key_mode, value_mode=value_mode, layout=layout, scale=True, block_elements=None).eval()
     max_h = 1 if layout == "rows" else 2  # the package cannot take taller areas than its memory
     mem_h = 1 if layout == "rows" else H
     theirs = pkg.AreaAttention(dim, key_mode, value_mode, max_h, 3, mem_h, W).double().eval()

@@ -321,10 +321,10 @@ def _blocks(n: int, lq: int, per_query: int, budget: int) -> list[tuple[slice, s
 
 
 def _dropout_masks(keep: float, seed: int, device: torch.device) -> Callable[[Tensor], Tensor]:
-    """A mask maker whose draws repeat exactly when rebuilt with the same seed (for backward)."""
+    """A maker of 0/1 keep-masks whose draws repeat exactly when rebuilt with the same seed."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    return lambda like: torch.empty_like(like).bernoulli_(keep, generator=gen).div_(keep)
+    return lambda like: torch.empty_like(like).bernoulli_(keep, generator=gen)
 
 
 class _LinearAreaAttention(torch.autograd.Function):
@@ -336,6 +336,8 @@ class _LinearAreaAttention(torch.autograd.Function):
     positions as ``P``; the output is ``P^T v / denominator``. ``m`` is the largest position logit,
     which is also the largest area logit (a 1 x 1 area), so the exponentials never overflow.
     Backward recomputes each block and uses ``delta = dO . O`` for the softmax Jacobian.
+    Dropout masks are 0/1 draws from a generator seeded per call, replayed in the same order by
+    backward; their 1 / keep scale is applied once per block.
     """
 
     @staticmethod
@@ -353,13 +355,15 @@ class _LinearAreaAttention(torch.autograd.Function):
             s = torch.matmul(k[bs], q[bs, qs].transpose(1, 2)).mul_(factor)  # [nb, L, nq]
             m = s.amax(dim=1)
             s = s.sub_(m[:, None, :]).view(s.shape[0], H, W, -1)
+            clamp = bool(s.amin() < floor)  # box means >= the smallest position logit
             den = torch.zeros_like(m)
             weights = {}
             for shape, mean in _box_chain(s, max_h, max_w):
-                e = mean.clamp_min(floor).exp_()
+                e = mean.clamp_min(floor).exp_() if clamp else mean.exp()
                 den += e.sum(dim=(1, 2))
                 weights[shape] = e.mul_(masks(e)) if masks is not None else e
-            p = _box_adjoint(weights, H, W, value_op).div_(den[:, None, None, :])
+            scale = den if masks is None else den * (1.0 - dropout)
+            p = _box_adjoint(weights, H, W, value_op).div_(scale[:, None, None, :])
             out[bs, qs] = torch.matmul(p.view(p.shape[0], length, -1).transpose(1, 2), v[bs])
             shift[bs, qs] = m
             log_den[bs, qs] = den.log()
@@ -377,31 +381,36 @@ class _LinearAreaAttention(torch.autograd.Function):
         H, W = height, length // height
         value_op = "mean" if value_mean else "sum"
         floor = _floor(q.dtype)
+        keep = 1.0 - dropout
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        masks = _dropout_masks(1.0 - dropout, seed, q.device) if dropout > 0 else None
+        masks = _dropout_masks(keep, seed, q.device) if dropout > 0 else None
         for bs, qs in _blocks(n, lq, length, budget):
             go = grad_out[bs, qs]  # [nb, nq, Dv]
-            # log-weights per position: box means of s are the areas' log softmax weights
+            # box means of s are the areas' log softmax weights (forward's shift and log-denominator)
             s = torch.matmul(k[bs], q[bs, qs].transpose(1, 2)).mul_(factor)
-            lse = (shift[bs, qs] + log_den[bs, qs])[:, None, :]
-            s = s.sub_(lse).view(s.shape[0], H, W, -1)
+            s = s.sub_((shift[bs, qs] + log_den[bs, qs])[:, None, :]).view(s.shape[0], H, W, -1)
             low = (floor - log_den[bs, qs])[:, None, None, :]  # forward's clamp, same offset
+            clamp = bool((s.amin(dim=(1, 2), keepdim=True) < low).any())
             gp = torch.matmul(v[bs], go.transpose(1, 2)).view_as(s)  # dL/dP per position
             delta = (go * out[bs, qs]).sum(-1)[:, None, None, :]  # sum_a w_a dL/dw_a
-            if value_mean and masks is None:  # box means of (gp - delta) are dL/dw - delta directly
+            if masks is not None:  # dL/dw = mask * box(gp) / keep: fold 1/keep into gp
+                gp = gp.mul_(1.0 / keep)
+            elif value_mean:  # box means of (gp - delta) are dL/dw - delta directly
                 gp = gp.sub_(delta)
             scatter, grad_logit = {}, {}
             chains = zip(_box_chain(s, max_h, max_w), _box_chain(gp, max_h, max_w, value_op))
             for (shape, mean), (_, g) in chains:
-                wgt = torch.clamp(mean, min=low).exp_()  # softmax weights of this shape
+                wgt = torch.clamp(mean, min=low).exp_() if clamp else mean.exp()  # softmax weights
                 if masks is not None:
                     mask = masks(wgt)
-                    grad_logit[shape] = (g * mask).sub_(delta).mul_(wgt)
+                    grad_logit[shape] = torch.addcmul(-delta, g, mask).mul_(wgt)
                     scatter[shape] = wgt.mul_(mask)
                 else:
-                    grad_logit[shape] = wgt * g if value_mean else wgt * (g - delta)
+                    grad_logit[shape] = wgt * g if value_mean else (g - delta).mul_(wgt)
                     scatter[shape] = wgt
             p = _box_adjoint(scatter, H, W, value_op).view(s.shape[0], length, -1)
+            if masks is not None:
+                p = p.mul_(1.0 / keep)
             ds = _box_adjoint(grad_logit, H, W, "mean").view(s.shape[0], length, -1).mul_(factor)
             dq[bs, qs] = torch.matmul(ds.transpose(1, 2), k[bs])
             dk[bs] += torch.matmul(ds, q[bs, qs])

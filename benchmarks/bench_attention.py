@@ -1,0 +1,250 @@
+"""Area attention speed and peak memory against the `area-attention` package and plain attention.
+
+    python -m benchmarks.bench_attention [--device cpu|cuda] [--threads N] [--reps 3]
+                                         [--throughput] [--out results.json]
+
+The paper's case, forward + backward, all measured in one run on the same input: batch 32, a
+64 x 20 map of 80 channels, 2-D areas up to 3 x 3 (10,773 areas), mean keys, sum values, no
+projections (q = k = v = the map).
+
+* ``ours``: :func:`areaser.attention.area_attention` (fast linear path).
+* ``package``: ``area_attention.AreaAttention`` from PyPI (a PyTorch port of tensor2tensor's
+  area attention that materialises every area), the peer. One repetition: it is slow on CPU.
+* ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` over the 1,280 positions: the
+  floor (area attention still has to normalise over 8.4 times as many targets).
+
+Each case runs in its own subprocess so peak memory is its own: on CPU the peak resident set
+size (``ru_maxrss``) above the RSS before the first call, on CUDA ``max_memory_allocated`` above
+the allocation before it. Before timing, ours and the package are checked to agree on a small
+batch. ``--throughput`` adds training windows/s of the full models (forward + backward + Adam,
+batch 32, 128 x 81 log-Mel input) for the ``faithful``, ``paper`` and ``cnn`` presets, stepped
+round robin so load changes hit all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+CASES = ("ours", "package", "sdpa")
+PRESETS = ("faithful", "paper", "cnn")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _attention_fn(case: str, height: int, width: int, dim: int, max_area: tuple[int, int], device):
+    """The callable ``x [B, L, D] -> [B, L, D]`` of one case."""
+    if case == "ours":
+        from areaser.attention import area_attention
+
+        return lambda x: area_attention(x, x, x, height, max_area=max_area, key_mode="mean", value_mode="sum")
+    if case == "package":
+        import area_attention
+
+        # the package divides logits by sqrt(dim); a temperature is no cost difference
+        module = area_attention.AreaAttention(dim, "mean", "sum", max_area[0], max_area[1], height, width).to(device)
+        return lambda x: module(x, x, x)
+    return lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x)
+
+
+def run_case(args: argparse.Namespace) -> dict:
+    """Child process: time forward + backward of one case and measure its peak memory."""
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fn = _attention_fn(args.case, args.height, args.width, args.dim, tuple(args.max_area), device)
+    x = torch.randn(args.batch, args.height * args.width, args.dim, device=device).requires_grad_(True)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_bytes()
+    reps = 1 if args.case == "package" and device.type == "cpu" else args.reps
+    warmup = 0 if args.case == "package" and device.type == "cpu" else 1
+    times = []
+    for i in range(warmup + reps):
+        x.grad = None
+        _sync(device)
+        t0 = time.perf_counter()
+        fn(x).sum().backward()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:  # ru_maxrss is KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"case": args.case, "seconds": min(times), "median_seconds": statistics.median(times),
+            "reps": len(times), "peak_bytes": int(peak)}  # fmt: skip
+
+
+def parity_check(args: argparse.Namespace) -> float:
+    """Max |ours - package| on 2 examples of the benchmark shape (ours scaled like the package)."""
+    import area_attention
+
+    from areaser.attention import area_attention as ours
+
+    device = torch.device(args.device)
+    torch.manual_seed(1)
+    x = torch.randn(2, args.height * args.width, args.dim, device=device)
+    h, w = args.max_area
+    peer = area_attention.AreaAttention(args.dim, "mean", "sum", h, w, args.height, args.width).to(device)
+    with torch.no_grad():
+        want = peer(x, x, x)
+        got = ours(x, x, x, args.height, max_area=(h, w), scale=True)
+    return float((got - want).abs().max() / want.abs().max())
+
+
+def throughput(args: argparse.Namespace, steps: int = 5) -> dict[str, float]:
+    """Training windows/s of each preset (batch, 128 x 81 input), round robin, median step."""
+    from areaser.models import build_model
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 128, 81, device=device)
+    y = torch.randint(0, 4, (args.batch,), device=device)
+    models = {p: build_model(p).to(device).train() for p in PRESETS}
+    opts = {p: torch.optim.Adam(m.parameters(), lr=1e-4) for p, m in models.items()}
+    times: dict[str, list[float]] = {p: [] for p in PRESETS}
+    for i in range(steps + 1):  # the first round is warm-up
+        for p, m in models.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            opts[p].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[p].step()
+            _sync(device)
+            if i:
+                times[p].append(time.perf_counter() - t0)
+    return {p: args.batch / statistics.median(t) for p, t in times.items()}
+
+
+def _child(args: argparse.Namespace, case: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_attention", "--case", case, "--device", args.device,
+           "--batch", str(args.batch), "--height", str(args.height), "--width", str(args.width),
+           "--dim", str(args.dim), "--max-area", *map(str, args.max_area), "--reps", str(args.reps)]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"case {case} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--height", type=int, default=64)
+    ap.add_argument("--width", type=int, default=20)
+    ap.add_argument("--dim", type=int, default=80)
+    ap.add_argument("--max-area", type=int, nargs=2, default=(3, 3), metavar=("H", "W"))
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions (the package on CPU: 1)")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--throughput", action="store_true", help="also training windows/s of the model presets")
+    ap.add_argument("--out", default=None, help="write the results as JSON here (atomically)")
+    ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    if args.case:
+        print(json.dumps(run_case(args)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from areaser.attention import count_areas
+
+    console = Console()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_areas = count_areas(args.height, args.width, tuple(args.max_area))
+    if args.device == "cuda":
+        where = torch.cuda.get_device_name(0)
+    else:
+        where = f"{platform.machine()} CPU, {args.threads or torch.get_num_threads()} threads"
+    results = {"device": args.device, "where": where, "torch": torch.__version__, "batch": args.batch,
+               "map": [args.height, args.width, args.dim], "max_area": list(args.max_area), "areas": n_areas,
+               "cases": {}}  # fmt: skip
+    if "package" in cases and "ours" in cases:
+        results["max_relative_difference_to_package"] = parity_check(args)
+    for case in cases:
+        console.print(f"measuring {case} ...", style="dim")
+        results["cases"][case] = _child(args, case)
+
+    res = results["cases"]
+    table = Table(title=f"area attention, forward + backward: batch {args.batch}, map {args.height} x {args.width} x "
+                        f"{args.dim}, areas up to {args.max_area[0]} x {args.max_area[1]} ({n_areas:,} areas), "
+                        f"{where}", title_justify="left")  # fmt: skip
+    for col in ("case", "seconds (best)", "peak memory (MB)", "time vs ours", "memory vs ours"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for case, r in res.items():
+        ref = res.get("ours", r)
+        table.add_row(case, f"{r['seconds']:.3f} ({r['reps']} reps)", f"{r['peak_bytes'] / 2**20:,.0f}",
+                      f"{r['seconds'] / ref['seconds']:.2f}x", f"{r['peak_bytes'] / max(ref['peak_bytes'], 1):.2f}x")
+    console.print(table)
+
+    ratios = {}
+    if "ours" in res and "package" in res:
+        ratios["speedup_vs_package"] = res["package"]["seconds"] / res["ours"]["seconds"]
+        ratios["memory_reduction_vs_package"] = res["package"]["peak_bytes"] / max(res["ours"]["peak_bytes"], 1)
+    if "ours" in res and "sdpa" in res:
+        ratios["slowdown_vs_sdpa"] = res["ours"]["seconds"] / res["sdpa"]["seconds"]
+    results["ratios"] = ratios
+    goals = {"speedup_vs_package": (">=", 5.0), "memory_reduction_vs_package": (">=", 5.0), "slowdown_vs_sdpa": ("<=", 5.0)}
+    summary = Table(title="goals", title_justify="left")
+    for col in ("ratio", "measured", "goal", "met"):
+        summary.add_column(col)
+    for k, v in ratios.items():
+        op, goal = goals[k]
+        met = v >= goal if op == ">=" else v <= goal
+        summary.add_row(k, f"{v:.2f}", f"{op} {goal:g}", "yes" if met else "NO")
+    if "max_relative_difference_to_package" in results:
+        summary.add_row("max |ours - package| / max |package|", f"{results['max_relative_difference_to_package']:.1e}",
+                        "< 1e-5", "yes" if results["max_relative_difference_to_package"] < 1e-5 else "NO")  # fmt: skip
+    console.print(summary)
+
+    if args.throughput:
+        console.print("measuring training throughput ...", style="dim")
+        rates = throughput(args)
+        results["throughput_windows_per_s"] = rates
+        t = Table(title=f"training throughput (forward + backward + Adam), batch {args.batch}, 128 x 81 log-Mel, {where}",
+                  title_justify="left")  # fmt: skip
+        for col in ("preset", "windows/s", "ratio to cnn"):
+            t.add_column(col, justify="left" if col == "preset" else "right")
+        for p, r in rates.items():
+            t.add_row(p, f"{r:.1f}", f"{r / rates['cnn']:.2f}")
+        console.print(t)
+
+    if args.out:
+        from areaser.fileio import atomic_write_json
+
+        atomic_write_json(args.out, results)
+        console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
