@@ -12,7 +12,8 @@
    and ``stft`` (waveform out, like the peer). Goal: melwarp at least 50x faster.
 3. A training step of the paper's model (``areaser.models.build_model('paper')``, batch 32, Adam
    1e-4, cross-entropy) with log-Mel computed on the fly, without and with the melwarp factors.
-   Goal: the warp adds under 5 %. The two variants alternate step by step; medians are compared.
+   Goal: the warp adds under 5 %. The two variants alternate step by step; medians are compared
+   (at most ``--steps`` pairs, fewer if they would take longer than ``--step-budget`` seconds).
 
 Audio s / wall s is seconds of audio processed per wall-clock second. On CPU every contender
 runs on ``--threads`` threads (default 1, so ratios compare one core with one core). Without
@@ -108,7 +109,10 @@ def bench_log_mel(windows: np.ndarray, device: torch.device, repeats: int) -> fl
     return peer / mine
 
 
-def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: int) -> tuple[float, float]:
+def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: int) -> dict[str, float]:
+    """Rates in audio s / wall s: the peer's and ours; returns the speed-ups for the summary."""
+    import librosa
+
     from areaser.features import LogMel
     from areaser.vtlp import VTLPConfig, sample_factors, vtlp_stft
 
@@ -117,24 +121,26 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
     few_s = len(few) * WIN_S
     audio_s = len(windows) * WIN_S
     factors = rng.uniform(0.8, 1.2, len(windows))
-
+    rows: list[tuple[str, float, float]] = []
     try:
         import nlpaug.augmenter.audio as naa
     except ImportError:
         naa = None
-    peer_rows: list[tuple[str, float, float]] = []
+        console.print("[yellow]nlpaug not installed (pip install -e '.[bench]'): no peer rows[/]")
+    peer = peer_feats = float("nan")
     if naa is not None:
         aug = naa.VtlpAug(SR, zone=(0.0, 1.0), coverage=1.0, fhi=4800, factor=(0.8, 1.2))
 
-        def nlpaug_all() -> None:
+        def nlpaug_all(features: bool) -> None:
             for w in few:
-                aug.augment(w)
+                out = aug.augment(w)[0]
+                if features:  # what the authors did next: log-Mel of the augmented audio
+                    np.log10(librosa.feature.melspectrogram(y=out, sr=SR, n_fft=800, hop_length=400) + 1e-10)
 
-        peer = timed(nlpaug_all, torch.device("cpu"), 1)
-        peer_rows.append(("nlpaug 1.1.11 VtlpAug (waveform -> waveform)", peer, few_s))
-    else:
-        console.print("[yellow]nlpaug not installed (pip install '.[bench]'): no peer row[/]")
-        peer = float("nan")
+        peer = timed(lambda: nlpaug_all(False), torch.device("cpu"), 1)
+        peer_feats = timed(lambda: nlpaug_all(True), torch.device("cpu"), 1)
+        rows += [("nlpaug 1.1.11 VtlpAug (waveform -> waveform): the peer", peer, few_s),
+                 ("nlpaug VtlpAug + authors' librosa log-Mel", peer_feats, few_s)]
 
     def stft_all() -> None:
         for w, a in zip(few, factors):
@@ -153,22 +159,26 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
     stft_s = timed(stft_all, torch.device("cpu"), 1)
     warped = timed(lambda: melwarp(True), device, repeats)
     plain = timed(lambda: melwarp(False), device, repeats)
-    rows = peer_rows + [
+    extra = max(warped - plain, 1e-9)
+    rows += [
         ("areaser vtlp_stft (waveform -> waveform)", stft_s, few_s),
         (f"areaser melwarp, log-Mel included, batch 256 ({device})", warped, audio_s),
         (f"areaser plain log-Mel, no warp ({device})", plain, audio_s),
+        ("areaser melwarp's own cost (melwarp - plain)", extra, audio_s),
     ]
     peer_rate = few_s / peer
-    console.print(table(f"VTLP, warp factors U(0.8, 1.2), fhi 4800 ({len(few)} windows for the per-window contenders)", rows, peer_rate))
-    extra = max(warped - plain, 1e-9)
-    console.print(
-        f"melwarp's own cost (melwarp - plain log-Mel): {1e3 * extra / audio_s:.3f} ms per audio second, "
-        f"{100 * extra / plain:.1f} % of the log-Mel"
-    )
-    return (audio_s / warped) / peer_rate, (few_s / stft_s) / peer_rate
+    console.print(table(
+        f"VTLP, factors U(0.8, 1.2), fhi 4800; per-window contenders on {len(few)} windows, CPU", rows, peer_rate
+    ))
+    return {
+        "melwarp_vs_nlpaug": (audio_s / warped) / peer_rate,
+        "own_vs_nlpaug": (audio_s / extra) / peer_rate,
+        "melwarp_vs_nlpaug_features": (audio_s / warped) / (few_s / peer_feats),
+        "stft_vs_nlpaug": (few_s / stft_s) / peer_rate,
+    }
 
 
-def bench_training_step(windows: np.ndarray, device: torch.device, steps: int) -> float | None:
+def bench_training_step(windows: np.ndarray, device: torch.device, steps: int, budget_s: float) -> float | None:
     try:
         from areaser.models import build_model
     except ImportError:
@@ -200,8 +210,11 @@ def bench_training_step(windows: np.ndarray, device: torch.device, steps: int) -
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
-    for _ in range(3):
+    t0 = time.perf_counter()
+    for _ in range(2):
         step(False), step(True)
+    per_pair = (time.perf_counter() - t0) / 2
+    steps = max(2, min(steps, int(budget_s / per_pair)))  # a CPU step of the paper model can take seconds
     plain, warped = [], []
     for _ in range(steps):  # alternate so drifting machine load hits both alike
         plain.append(step(False))
@@ -225,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--utterances", type=int, default=None, help="use only the first N utterances")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (default 3)")
     ap.add_argument("--peer-windows", type=int, default=32, help="windows given to the slow per-window peers (default 32)")
-    ap.add_argument("--steps", type=int, default=20, help="training steps per variant (default 20)")
+    ap.add_argument("--steps", type=int, default=20, help="training steps per variant, at most (default 20)")
+    ap.add_argument("--no-step", action="store_true", help="skip the training-step measurement")
+    ap.add_argument("--step-budget", type=float, default=120.0, help="seconds for the timed training steps (default 120)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -253,16 +268,21 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"torch {torch.__version__}, {args.threads} CPU thread(s), device {device}"
                   + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     mel_ratio = bench_log_mel(windows, device, args.repeats)
-    vtlp_ratio, stft_ratio = bench_vtlp(windows, device, args.repeats, args.peer_windows)
-    overhead = bench_training_step(windows, device, args.steps)
+    vtlp = bench_vtlp(windows, device, args.repeats, args.peer_windows)
+    overhead = None if args.no_step else bench_training_step(windows, device, args.steps, args.step_budget)
 
     summary = Table(title="summary (goals from issue #3)", title_justify="left")
     for col in ("measure", "measured", "goal", "met"):
         summary.add_column(col, justify="left" if col == "measure" else "right")
     summary.add_row("log-Mel, ours vs authors' librosa pipeline", f"{mel_ratio:.1f}x", ">= 10x", _met(mel_ratio >= 10))
-    if np.isfinite(vtlp_ratio):
-        summary.add_row("VTLP melwarp (features incl.) vs nlpaug VtlpAug", f"{vtlp_ratio:,.0f}x", ">= 50x", _met(vtlp_ratio >= 50))
-        summary.add_row("VTLP stft resynthesis vs nlpaug VtlpAug", f"{stft_ratio:.1f}x", "-", "")
+    if np.isfinite(vtlp["melwarp_vs_nlpaug"]):
+        v = vtlp["melwarp_vs_nlpaug"]
+        summary.add_row("VTLP: melwarp (log-Mel included) vs nlpaug VtlpAug alone", f"{v:,.0f}x", ">= 50x", _met(v >= 50))
+        v = vtlp["own_vs_nlpaug"]
+        summary.add_row("VTLP: melwarp's own cost vs nlpaug VtlpAug", f"{v:,.0f}x", ">= 50x", _met(v >= 50))
+        v = vtlp["melwarp_vs_nlpaug_features"]
+        summary.add_row("warped log-Mel: melwarp vs nlpaug + librosa log-Mel", f"{v:,.0f}x", "", "")
+        summary.add_row("VTLP: vtlp_stft resynthesis vs nlpaug VtlpAug", f"{vtlp['stft_vs_nlpaug']:.1f}x", "", "")
     if overhead is not None:
         summary.add_row("melwarp cost in a paper-model training step", f"{overhead:+.2f} %", "< 5 %", _met(overhead < 5))
     console.print(summary)
