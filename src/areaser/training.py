@@ -764,6 +764,7 @@ def train(
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")  # inside Lightning, not ours
             trainer.fit(module, datamodule=dm, ckpt_path=str(paths["last"]) if has_last else None)
         fit_s = time.perf_counter() - t0
     finally:
