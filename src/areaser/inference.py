@@ -38,10 +38,18 @@ __all__ = [
     "Recognizer",
     "stream_windows",
     "window_db",
+    "AUDIO_SUFFIXES",
+    "expand_inputs",
 ]
 
 Source = Union[str, os.PathLike, np.ndarray]
 Backend = Callable[[np.ndarray], np.ndarray]
+
+# what a folder search picks up: the extensions of the formats libsndfile reads
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .sph .nist .voc".split()
+)
+LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,16 @@ class InferenceConfig:
     ``win_s`` must be the window the model was trained on; ``hop_s`` defaults to the paper's
     test hop. ``silence_db``: windows whose RMS level is below this many dB relative to full
     scale are skipped (not scored, left out of the decision and the timeline); ``None`` scores
-    every window. ``batch_size`` windows go through the model at once; ``block_s`` seconds of
-    audio are decoded at a time.
+    every window. ``decision``: ``prob`` averages the windows' probabilities (the paper),
+    ``logits`` averages their logits and applies softmax after (the run's choice when loaded).
+    ``batch_size`` windows go through the model at once; ``block_s`` seconds of audio are
+    decoded at a time.
     """
 
     win_s: float = 2.0
     hop_s: float = 0.4
     pad_mode: Literal["repeat", "zero"] = "repeat"
+    decision: Literal["prob", "logits"] = "prob"
     silence_db: float | None = None
     batch_size: int = 32
     block_s: float = 30.0
@@ -67,6 +78,8 @@ class InferenceConfig:
             raise ValueError(f"win_s and hop_s must be > 0 seconds, got win_s={self.win_s}, hop_s={self.hop_s}")
         if self.silence_db is not None and self.silence_db >= 0:
             raise ValueError(f"silence_db is a level below full scale: give a negative number (e.g. -50), got {self.silence_db}")
+        if self.decision not in ("prob", "logits"):
+            raise ValueError(f"decision must be 'prob' or 'logits', got {self.decision!r}")
         if self.batch_size < 1 or not self.block_s > 0:
             raise ValueError(f"batch_size must be >= 1 and block_s > 0, got {self.batch_size}, {self.block_s}")
 
@@ -138,6 +151,41 @@ class Failure:
 
     def to_dict(self, timeline: bool = True) -> dict:
         return {"source": self.source, "error": self.error}
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Turn command-line inputs into audio paths, in order.
+
+    A folder gives every audio file under it (recursively, sorted, by :data:`AUDIO_SUFFIXES`);
+    a ``.txt``/``.lst``/``.list`` file is a list of paths, one a line (``#`` comments, relative
+    paths from the list's folder); a ``.csv`` file is a manifest (its ``path`` column). Anything
+    else is taken as an audio path, even if it does not exist: scoring it reports the problem.
+    """
+    from .manifest import read_manifest
+
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        suffix = p.suffix.lower()
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*")
+                if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file() and not f.name.startswith(".")
+            )
+            if not found:
+                raise ValueError(f"{p}: no audio files under this folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+            out.extend(found)
+        elif suffix in LIST_SUFFIXES and p.is_file():
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    q = Path(line)
+                    out.append(q if q.is_absolute() else p.parent / q)
+        elif suffix == ".csv" and p.is_file():
+            out.extend(Path(x) for x in read_manifest(p, check_files=False)["path"])
+        else:
+            out.append(p)
+    return out
 
 
 def window_db(windows: np.ndarray) -> np.ndarray:
@@ -253,21 +301,46 @@ class Recognizer:
     @classmethod
     def load(
         cls,
-        model_dir: str | os.PathLike,
+        model: str | os.PathLike,
         *,
         backend: Literal["torch", "onnx"] = "torch",
         onnx_path: str | os.PathLike | None = None,
         threads: int | None = None,
         **overrides,
     ) -> "Recognizer":
-        """Load a trained model from its run directory (safetensors weights + JSON config).
+        """Load a trained model: a run directory of ``areaser train`` (safetensors + JSON, no pickle).
 
-        ``backend='onnx'`` runs ``onnx_path`` (default ``model_dir/model.onnx``, written by
-        ``areaser export``) with ONNX Runtime instead of PyTorch. ``threads`` caps the CPU
-        threads of the backend. ``overrides`` replace :class:`InferenceConfig` fields
-        (``hop_s``, ``silence_db``, ``batch_size``, ...).
+        ``backend='onnx'`` runs ``onnx_path`` (default ``model/model.onnx``, written by
+        ``areaser export``) in ONNX Runtime instead of PyTorch; ``model`` may also be that
+        ``.onnx`` file itself. ``threads`` sets ONNX Runtime's threads (PyTorch's are
+        ``torch.set_num_threads``). ``overrides`` replace :class:`InferenceConfig` fields
+        (``hop_s``, ``silence_db``, ``batch_size``, ...); the window comes from the model.
         """
-        raise NotImplementedError("loading run directories lands with the training module")
+        model = Path(model)
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if model.suffix == ".onnx" or backend == "onnx":
+            from .export import OnnxBackend
+
+            onnx = model if model.suffix == ".onnx" else Path(onnx_path or model / "model.onnx")
+            if not onnx.is_file():
+                raise ValueError(f"{onnx}: no ONNX model here; write it with `areaser export {model} --onnx {onnx}`")
+            be = OnnxBackend(onnx, threads)
+            seg = be.meta["segments"]
+            config = InferenceConfig(
+                win_s=seg["win_s"], hop_s=seg["hop_s"], pad_mode=seg["pad_mode"], decision=seg.get("decision", "prob")
+            )
+            return cls(be, be.classes, be.sr, replace(config, **overrides), model.stem if model.suffix else model.name)
+        from .checkpoint import load_run
+
+        run = load_run(model)
+        seg = run.config["segments"]
+        config = InferenceConfig(
+            win_s=float(seg["win_s"]), hop_s=float(seg["test_hop_s"]), pad_mode=seg.get("pad_mode", "repeat"),
+            decision=run.config.get("decision", "prob"),
+        )
+        backend_ = TorchBackend(WaveformClassifier(run.features, run.model))
+        return cls(backend_, run.classes, run.sr, replace(config, **overrides), model.name)
 
     def with_config(self, **overrides) -> "Recognizer":
         """A recognizer sharing this one's backend with some :class:`InferenceConfig` fields replaced."""
@@ -382,13 +455,26 @@ class Recognizer:
             err = AudioError(entry.source, reason)
             return Failure(entry.source, str(err), err)
         probs = np.stack(entry.probs)
-        mean = probs.mean(axis=0)
+        mean = _decide(probs, self.config.decision)
         timeline = [
             Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)
         ]
         return Prediction(
             entry.source, self.classes[int(np.argmax(mean))], self.classes, mean, timeline, duration, entry.skipped
         )
+
+
+def _decide(probs: np.ndarray, decision: str) -> np.ndarray:
+    """Utterance probabilities ``[C]`` from window probabilities ``[n, C]``.
+
+    ``logits``: softmax of the mean logit. A window's logits and its log-probabilities differ by
+    one constant per window, so the mean log-probability gives the same softmax.
+    """
+    if decision == "prob":
+        return probs.mean(axis=0)
+    z = np.log(np.maximum(probs.astype(np.float64), 1e-30)).mean(axis=0)
+    e = np.exp(z - z.max())
+    return (e / e.sum()).astype(np.float32)
 
 
 def _array_to_mono(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
