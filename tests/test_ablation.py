@@ -12,8 +12,7 @@ from areaser.training import ConfigError
 
 
 def quick(builtin_corpus: Path, out: Path, **kw) -> AblationConfig:
-    return AblationConfig(manifest=str(builtin_corpus / "manifest.csv"), out=str(out), quick=True, jobs=1,
-                          overrides={"threads": 1}, **kw)
+    return AblationConfig(manifest=str(builtin_corpus / "manifest.csv"), out=str(out), quick=True, jobs=1, **kw)
 
 
 def result_files(study_dir: Path) -> list[Path]:
