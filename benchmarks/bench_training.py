@@ -1,6 +1,6 @@
 """Training throughput (windows per second) of every model preset, side by side in one run.
 
-    python -m benchmarks.bench_training [--device cpu|cuda] [--threads N] [--batch 32] [--steps 10]
+    python -m benchmarks.bench_training [--device cpu|cuda] [--threads N] [--batch 32] [--steps 10] [--set KEY=VALUE]
 
 One training step is what :class:`areaser.training.SERModule` does per batch: log-Mel of 32
 waveform windows of 2 s with per-example ``melwarp`` VTLP factors, the model forward, the
@@ -16,6 +16,7 @@ all of them alike; the median step time is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import tempfile
@@ -52,10 +53,10 @@ def corpus_windows(root: Path | None, n: int) -> torch.Tensor:
 class Contender:
     """One preset: LogMel + model + Adam, stepping on batches of windows."""
 
-    def __init__(self, preset: str, device: torch.device):
-        from areaser.training import TrainConfig, build_modules
+    def __init__(self, preset: str, device: torch.device, overrides: dict):
+        from areaser.training import build_modules, config_with
 
-        cfg = TrainConfig(model=preset)
+        cfg = config_with(None, model=preset, **overrides)
         self.cfg = cfg
         self.features, self.model = build_modules(cfg, 4)
         self.features.to(device)
@@ -88,7 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=10, help="measured steps per preset (after 2 warm-up steps)")
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--root", type=Path, default=None, help="a built-in corpus folder (default: synthesise 60 utterances)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig override for every preset, e.g. features.n_mels=32 (value read as JSON)")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     waves = corpus_windows(args.root, args.batch * 4)
     labels = torch.randint(0, 4, (len(waves),))
-    contenders = {p: Contender(p, device) for p in presets}
+    contenders = {p: Contender(p, device, overrides) for p in presets}
     gen = torch.Generator().manual_seed(0)
     for i in range(args.steps + 2):  # round robin; the first 2 rounds are warm-up
         sl = slice((i % 4) * args.batch, (i % 4 + 1) * args.batch)
@@ -111,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     rate = {p: args.batch / statistics.median(c.times) for p, c in contenders.items()}
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
     table = Table(title=f"training throughput, batch {args.batch}, {device.type} ({dev_name}, "
-                        f"{torch.get_num_threads()} threads), median of {args.steps} steps", title_justify="left")
+                        f"{torch.get_num_threads()} threads), median of {args.steps} steps"
+                        + (f", {' '.join(args.set)}" if args.set else ""), title_justify="left")
     for col in ("preset", "parameters", "windows/s", "ms/step", f"ratio to {peer}"):
         table.add_column(col, justify="right" if col != "preset" else "left")
     for p, c in contenders.items():
