@@ -9,3 +9,12 @@ The data path, one module per stage::
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``areaser.Recognizer`` without importing torch when the package is imported (fast ``--help``)."""
+    if name == "Recognizer":
+        from .inference import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'areaser' has no attribute {name!r}")

@@ -51,18 +51,20 @@ def _root(
 
 
 def _print_counts(tab: "pandas.DataFrame", title: str) -> None:  # noqa: F821 (imported lazily)
-    """Print a ``count_table`` as a rich table; labels become rows when the other axis is short."""
+    """Print a ``count_table`` as a compact rich table, the longer axis down the rows."""
+    from rich import box
     from rich.table import Table
 
-    if tab.shape[0] <= 13:  # few speakers/sessions: one column each reads better
+    if tab.shape[0] < tab.shape[1]:  # keeps the table narrow enough for an 80-column terminal
         tab = tab.T
-    table = Table(title=title, title_justify="left")
-    table.add_column(f"{tab.index.name} \\ {tab.columns.name}")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table.add_column(str(tab.index.name))  # the title names both axes
     for col in tab.columns:
         table.add_column(str(col) or '""', justify="right")
     for idx, row in tab.iterrows():
         table.add_row(str(idx) or '""', *(f"{v:,}" for v in row))
     console.print(table)
+    console.print()
 
 
 @app.command("scan")
@@ -106,11 +108,13 @@ def scan(
         console.print(f"[bold]skipped {len(result.skipped):,} file(s)[/], by reason:", highlight=False)
         by_reason = Counter(s.reason for s in result.skipped).most_common()
         for reason, n in by_reason[:10]:
-            console.print(f"  {n:>6,}  {reason}", highlight=False)
+            console.print(f"  {n:>6,}  {reason}", highlight=False, soft_wrap=True)
         if len(by_reason) > 10:
             console.print(f"  {sum(n for _, n in by_reason[10:]):>6,}  {len(by_reason) - 10} other reasons")
+        cwd = Path.cwd()
         for s in result.skipped[:show_skipped]:
-            console.print(f"  {s.path}: {s.reason}", highlight=False, soft_wrap=True)
+            shown = Path(s.path).relative_to(cwd) if Path(s.path).is_relative_to(cwd) else s.path
+            console.print(f"  {shown}: {s.reason}", highlight=False, soft_wrap=True)
         if len(result.skipped) > show_skipped:
             console.print(f"  ... and {len(result.skipped) - show_skipped:,} more", highlight=False)
     for w in result.warnings:
@@ -122,13 +126,552 @@ def scan(
         console.print(f"wrote {output} ({len(df):,} rows)", highlight=False)
 
 
+@app.command("synth")
+def synth(
+    out_dir: Path = typer.Argument(..., help="New or empty folder (or an older synthetic corpus, which is replaced)."),
+    n: int = typer.Option(1000, "--n", min=2, help="Number of utterances over all sessions."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
+    classes: str = typer.Option(
+        "neutral,happy,sad,angry", "--classes",
+        help="Comma-separated emotions to render: neutral, happy, sad, angry, fear, surprise, disgust, frustration.",
+    ),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1, help="Worker processes (default: 1 up to 200 utterances, else all cores)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Write the built-in SYNTHETIC acted-emotion corpus (espeak-ng) in the IEMOCAP layout.
+
+    For demos and tests only: scores on it say nothing about accuracy on human speech.
+    """
+    import time
+
+    from .manifest import count_table, read_manifest
+    from .synth import SynthConfig, SynthError, same_corpus, synthesize
+
+    t0 = time.perf_counter()
+    try:
+        cfg = SynthConfig(seed=seed, n_utterances=n, classes=tuple(c.strip() for c in classes.split(",") if c.strip()))
+        unchanged = same_corpus(out_dir, cfg)
+        manifest = synthesize(out_dir, cfg, progress=progress, jobs=jobs)
+    except SynthError as e:
+        raise fail(str(e)) from None
+    df = read_manifest(manifest)
+    _print_counts(count_table(df, "session", "raw_label"), "utterances per raw label and session")
+    secs = float(df["duration_s"].sum())
+    console.print(
+        f"{'kept the existing' if unchanged else 'wrote a'} synthetic corpus of {len(df):,} utterances, "
+        f"{secs / 3600:.2f} h of audio, in {time.perf_counter() - t0:.1f} s: {manifest}",
+        highlight=False, soft_wrap=True,
+    )
+
+
 # ----------------------------------------------------------------------------- features
+
+
+@app.command("augment")
+def augment(
+    manifest: Path = typer.Argument(..., help="Manifest CSV of the utterances to copy (rows that are copies already are skipped)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the copies (wav/) and their manifest.csv."),
+    copies: int = typer.Option(7, "--copies", min=1, help="Augmented copies per utterance (the paper: up to 7)."),
+    impl: str = typer.Option("stft", "--impl", help="stft (correct VTLP) or legacy-time (the authors' nlpaug time warp)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the warp factors (one per utterance and copy)."),
+    factor_min: float = typer.Option(0.8, "--factor-min", help="Smallest warp factor."),
+    factor_max: float = typer.Option(1.2, "--factor-max", help="Largest warp factor."),
+    fhi: float = typer.Option(4800.0, "--fhi", help="VTLP boundary frequency in Hz."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Write VTLP-augmented copies of every utterance, and a manifest tying each copy to its source.
+
+    Copies keep their source's speaker, session and label and carry source_id, so a split never puts a copy on another side than its source. Re-running resumes: finished copies are kept.
+    """
+    import time
+
+    from .manifest import read_manifest
+    from .vtlp import VTLPConfig, augment_manifest
+
+    if impl not in ("stft", "legacy-time"):
+        raise fail(f"--impl must be stft or legacy-time, got {impl!r} (melwarp needs no copies: it runs in training)")
+    t0 = time.perf_counter()
+    df = read_manifest(manifest)
+    try:
+        cfg = VTLPConfig(impl=impl, factor_range=(factor_min, factor_max), fhi=fhi)
+        out = augment_manifest(df, out_dir, copies=copies, config=cfg, seed=seed, progress=progress)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    secs = float(out["duration_s"].sum())
+    console.print(
+        f"{out.attrs['written']:,} copies written, {len(out) - out.attrs['written']:,} kept from an earlier run: "
+        f"{len(out):,} copies of {out['source_id'].nunique():,} utterances ({secs / 3600:.2f} h) "
+        f"in {time.perf_counter() - t0:.1f} s -> {out_dir / 'manifest.csv'}",
+        highlight=False, soft_wrap=True,
+    )
 
 
 # ----------------------------------------------------------------------------- training
 
 
+def _quiet_lightning() -> None:
+    """Lightning's info lines (GPU available, tips) and a deprecation notice would break the progress bar."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def _parse_sets(sets: list[str]) -> dict:
+    """``--set key.sub=value`` pairs; the value is read as JSON when it parses, else as a string."""
+    import json
+
+    out = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise fail(f"--set expects KEY=VALUE (e.g. --set vtlp.impl=none), got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _train_config(manifest: Optional[Path], config_file: Optional[Path], preset: Optional[str], sets: list[str],
+                  **options) -> "TrainConfig":  # noqa: F821
+    """Defaults < --preset < --config FILE (may be partial) < command-line options < --set KEY=VALUE."""
+    import json
+
+    from .training import ConfigError, config_with
+
+    base = None
+    if config_file is not None:
+        try:
+            base = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise fail(f"{config_file}: not a readable JSON config ({e})") from None
+    given = {k: v for k, v in options.items() if v is not None}
+    if manifest is not None:
+        given["manifest"] = str(manifest)
+    try:
+        return config_with(base, preset=preset, **given, **_parse_sets(sets))
+    except ConfigError as e:
+        raise fail(f"{config_file}: {e}" if config_file is not None and str(e).startswith("config") else str(e)) from None
+
+
+_MANIFEST = typer.Argument(None, help="Manifest CSV (from `areaser scan` or `areaser synth`); or set it in --config.")
+_PROTOCOL = typer.Option(None, "--protocol", "-p", help="loso (default), lospk, kfold or xu2021 (the paper's).")
+_PRESET = typer.Option(None, "--preset", help="default, or faithful (the authors' loss, model and epoch reading).")
+_MODEL = typer.Option(None, "--model", "-m", help="Model preset: paper (default), faithful, cnn, ...")
+_EPOCHS = typer.Option(None, "--epochs", min=1, help="Epochs (default: the protocol's; 30, xu2021 100).")
+_BATCH = typer.Option(None, "--batch-size", min=1, help="Batch size (default 32, the paper's).")
+_LR = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4, the paper's).")
+_VTLP = typer.Option(None, "--vtlp", help="On-the-fly VTLP: melwarp (default) or none.")
+_SEED = typer.Option(None, "--seed", help="Seed of the split, initialisation, order and augmentation (default 0).")
+_CONFIG = typer.Option(None, "--config", "-c", help="JSON config file (a run's config.json works); unknown keys are refused.")
+_SET = typer.Option([], "--set", help="Override any config key, dotted: --set vtlp.impl=none --set model_overrides={\"dropout\":0.3}.")
+_NAME = typer.Option(None, "--name", help="Run name: the run directory is OUT/NAME.")
+_OUT = typer.Option(None, "--out", "-o", help="Folder of run directories (default runs).")
+_DEVICES = typer.Option(None, "--devices", help="Devices (processes) per node; > 1 trains with DDP.")
+_NODES = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node DDP.")
+_STRATEGY = typer.Option(None, "--strategy", help="Lightning strategy: auto (default), ddp, ...")
+_ACCEL = typer.Option(None, "--accelerator", help="cpu (default), cuda or auto.")
+_RESUME = typer.Option(None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over.")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+@app.command("train")
+def train_cmd(
+    manifest: Optional[Path] = _MANIFEST,
+    protocol: Optional[str] = _PROTOCOL,
+    fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, help="Fold index, from 0 (loso: 0 holds out Ses01)."),
+    preset: Optional[str] = _PRESET,
+    model: Optional[str] = _MODEL,
+    epochs: Optional[int] = _EPOCHS,
+    batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR,
+    vtlp: Optional[str] = _VTLP,
+    seed: Optional[int] = _SEED,
+    config: Optional[Path] = _CONFIG,
+    set_: list[str] = _SET,
+    name: Optional[str] = _NAME,
+    out: Optional[Path] = _OUT,
+    devices: Optional[int] = _DEVICES,
+    num_nodes: Optional[int] = _NODES,
+    strategy: Optional[str] = _STRATEGY,
+    accelerator: Optional[str] = _ACCEL,
+    resume: Optional[bool] = _RESUME,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
+
+    Ctrl-C or a crash loses at most the epoch in progress: run the same command again to resume.
+    """
+    from .training import ConfigError, train
+
+    _quiet_lightning()
+    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, fold=fold, model=model, epochs=epochs,
+                        batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
+                        out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
+                        strategy=strategy, accelerator=accelerator, progress=progress)
+    try:
+        train(cfg, resume=resume, log=_log)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+@app.command("cv")
+def cv_cmd(
+    manifest: Optional[Path] = _MANIFEST,
+    protocol: Optional[str] = _PROTOCOL,
+    folds: Optional[str] = typer.Option(None, "--folds", help="Comma-separated fold indices to run (default: all)."),
+    preset: Optional[str] = _PRESET,
+    model: Optional[str] = _MODEL,
+    epochs: Optional[int] = _EPOCHS,
+    batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR,
+    vtlp: Optional[str] = _VTLP,
+    seed: Optional[int] = _SEED,
+    config: Optional[Path] = _CONFIG,
+    set_: list[str] = _SET,
+    name: Optional[str] = _NAME,
+    out: Optional[Path] = _OUT,
+    devices: Optional[int] = _DEVICES,
+    num_nodes: Optional[int] = _NODES,
+    strategy: Optional[str] = _STRATEGY,
+    accelerator: Optional[str] = _ACCEL,
+    resume: Optional[bool] = _RESUME,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
+
+    Folds run one after the other into runs/NAME/<fold>/; finished folds are kept when re-run.
+    """
+    from .training import ConfigError, cross_validate
+
+    _quiet_lightning()
+    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, model=model, epochs=epochs,
+                        batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
+                        out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
+                        strategy=strategy, accelerator=accelerator, progress=progress)
+    try:
+        chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise fail(f"--folds expects comma-separated integers, got {folds!r}") from None
+    try:
+        cross_validate(cfg, chosen, resume=resume, log=_log)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="A run directory of `areaser train`, or of `areaser cv` (every fold)."),
+) -> None:
+    """Score a trained run again on its test data and rewrite its report (JSON, Markdown, PNG)."""
+    from .checkpoint import CheckpointError
+    from .training import ConfigError, evaluate_run
+
+    _quiet_lightning()
+    try:
+        evaluate_run(run, log=_log)
+    except (ConfigError, CheckpointError) as e:
+        raise fail(str(e)) from None
+    console.print(f"report: {run / 'report.md'}", highlight=False)
+
+
+@app.command("demo")
+def demo_cmd(
+    data: Path = typer.Option(Path("data/builtin"), "--data", help="Where the built-in corpus is (written if absent)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder of run directories; the demo run is OUT/demo."),
+    n: int = typer.Option(1000, "--n", min=100, help="Utterances of the built-in corpus."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the demo's tuned value)."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """The whole job on the built-in SYNTHETIC corpus: train on four sessions, test on the fifth, report, classify a file."""
+    from .demo import run_demo
+    from .training import ConfigError
+
+    _quiet_lightning()
+    try:
+        run_demo(data, out, n_utterances=n, epochs=epochs, progress=progress, console=console)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+@app.command("ablate")
+def ablate(
+    study: str = typer.Argument(..., help="area-size, vtlp-copies, area-features, layout or vtlp-impl."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest CSV (areaser scan / areaser synth)."),
+    protocol: str = typer.Option("loso", "--protocol", "-p", help="loso, xu2021, lospk or kfold."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Run the first N folds (default: all)."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds; each fold runs once per seed."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the protocol's)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Parallel worker processes (default: one per core)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: runs/ablations/STUDY-PROTOCOL)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny model, 1 epoch, 1 fold, few settings: a demo in seconds."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated settings of the study to run (default: all)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training override for every run, dotted keys, JSON values "
+                                   "(e.g. --set model_overrides.channels=[8,8,16,16,16] --set batch_size=64)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run one of the paper's studies: every setting x fold x seed, then a table and a plot.
+
+    Studies: area-size (max area 1x1..4x4, with and without VTLP), vtlp-copies (0..7 offline VTLP copies vs on-the-fly melwarp), area-features (key mode x value mode), layout (faithful vs paper vs cnn, plus the egemaps-lr / egemaps-svm baselines), vtlp-impl (none, melwarp, stft, legacy-time).
+
+    Runs go to worker processes; a run whose result exists is not run again, so an interrupted study resumes. Writes results.md (mean +- std of WA, UA, macro-F1 per setting), results.json and results.png in the study folder.
+    """
+    import shlex
+
+    from .ablation import AblationConfig, get_study, results_table, run_study
+
+    try:
+        st = get_study(study)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise fail(f"--seeds must be integers separated by commas, got {seeds!r}") from None
+    overrides = _parse_sets(set_)
+    if not manifest.is_file():
+        raise fail(f"{manifest}: manifest not found (write one with `areaser scan` or `areaser synth`)")
+    cfg = AblationConfig(
+        manifest=str(manifest), protocol=protocol, folds=folds, seeds=seed_list or (0,), epochs=epochs, jobs=jobs,
+        out=str(out) if out else None, quick=quick, overrides=overrides,
+        settings=tuple(s.strip() for s in only.split(",") if s.strip()) if only else None,
+    )
+    try:
+        res = run_study(st, cfg, progress=progress, command=shlex.join(["areaser", *sys.argv[1:]]),
+                        log=lambda s: console.print(s, highlight=False, soft_wrap=True))
+    except ValueError as e:  # ConfigError, SplitError: one line
+        raise fail(str(e)) from None
+    console.print(results_table(res.rows), highlight=False, soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- inference
+
+
+def _recognizer(model: Path, backend: str, onnx: Optional[Path], threads: Optional[int], **overrides):  # noqa: ANN202
+    """Load MODEL for a command; a user error becomes one line."""
+    from .checkpoint import CheckpointError
+    from .inference import Recognizer
+
+    if backend not in ("torch", "onnx"):
+        raise fail(f"--backend must be torch or onnx, got {backend!r}")
+    try:
+        return Recognizer.load(model, backend=backend, onnx_path=onnx, threads=threads, **overrides)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+
+
+def _prediction_rows(result, classes: tuple[str, ...], timeline: bool) -> list[dict]:  # noqa: ANN001
+    """Flat rows for CSV and the screen table: one per file, or one per window with ``timeline``."""
+    if not result.ok:
+        return [{"path": result.source, "error": result.error}]
+    probs = lambda p: {f"p_{c}": round(float(v), 4) for c, v in zip(classes, p)}  # noqa: E731
+    if timeline:
+        return [
+            {"path": result.source, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
+             "label": classes[int(w.probabilities.argmax())], **probs(w.probabilities), "error": ""}
+            for w in result.timeline
+        ]
+    return [{"path": result.source, "label": result.label, **probs(result.probabilities),
+             "duration_s": round(result.duration_s, 3), "windows": len(result.timeline),
+             "skipped": result.skipped, "error": ""}]
+
+
+def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...], timeline: bool) -> None:
+    """Screen table of the scored files (probabilities in %), then one error line per failure."""
+    import os
+
+    from rich import box
+    from rich.table import Table
+
+    scored = [r.source for r in results if r.ok]
+    one = len(scored) == 1  # a single file goes in the title, not in a column
+    base = os.path.commonpath([os.path.abspath(p) for p in scored]) if len(scored) > 1 else ""
+    base = base if base and os.path.isdir(base) else ""
+    name = (lambda p: os.path.relpath(os.path.abspath(p), base)) if base else (lambda p: p)  # noqa: E731
+    title = scored[0] if one else f"{len(scored)} files" + (f" under {os.path.relpath(base)}" if base else "")
+    if one and timeline:
+        r = next(r for r in results if r.ok)
+        title += f": {r.label} overall, {len(r.timeline)} windows" + (f", {r.skipped} skipped as silence" if r.skipped else "")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
+    if not one:
+        table.add_column("file", overflow="fold", min_width=12)
+    if timeline:
+        table.add_column("start s", justify="right", no_wrap=True)
+        table.add_column("end s", justify="right", no_wrap=True)
+    table.add_column("emotion", no_wrap=True)
+    for c in classes:
+        table.add_column(c, justify="right", no_wrap=True)
+    if not timeline:
+        table.add_column("dur s", justify="right", no_wrap=True)
+        table.add_column("win", justify="right", no_wrap=True)
+    last = None
+    for row in rows:
+        if row["error"]:
+            continue
+        cells = [] if one else [name(row["path"]) if row["path"] != last else ""]
+        last = row["path"]
+        if timeline:
+            cells += [f"{row['start_s']:.1f}", f"{row['end_s']:.1f}"]
+        cells += [row["label"]] + [f"{100 * row[f'p_{c}']:.1f}" for c in classes]
+        if not timeline:
+            cells += [f"{row['duration_s']:.1f}", str(row["windows"])]
+        table.add_row(*cells)
+    if scored:
+        console.print(f"{title}; probabilities in %", highlight=False, soft_wrap=True)
+        console.print(table)
+    for r in results:
+        if not r.ok:
+            err_console.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+
+
+@app.command("predict")
+def predict(
+    model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Audio files (any format soundfile reads, any rate and channels), folders (searched "
+        "recursively), lists of paths (.txt, one a line) or manifests (.csv)."
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Write results to a .csv or .jsonl file (atomically) instead of the screen table."
+    ),
+    timeline: bool = typer.Option(False, "--timeline", help="One row per window (start, end, probabilities) instead of one per file."),
+    hop: Optional[float] = typer.Option(None, "--hop", min=0.01, help="Hop between 2 s windows in seconds (default: the model's test hop, 0.4)."),
+    silence_db: Optional[float] = typer.Option(
+        None, "--silence-db", max=-1.0, help="Skip windows quieter than this RMS level in dBFS (e.g. -50); default: score all."
+    ),
+    backend: str = typer.Option("torch", "--backend", help="torch (PyTorch) or onnx (ONNX Runtime, see `areaser export`)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Windows scored at once (across files)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for inference (default: all cores)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over files on stderr."),
+) -> None:
+    """Recognise the emotion in recordings; long ones are streamed in blocks (flat memory).
+
+    Every file gets a result: one that cannot be read gets its error line and the run goes on. Exit code 0 if all files were scored, 1 if some failed.
+    """
+    import json
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .fileio import atomic_write_text
+    from .inference import expand_inputs
+
+    if output is not None and output.suffix.lower() not in (".csv", ".jsonl"):
+        raise fail(f"{output}: -o takes a .csv or .jsonl file")
+    if model.suffix == ".onnx":
+        backend, onnx = "onnx", model
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = {"batch_size": batch_size, "silence_db": silence_db}
+    if hop is not None:
+        overrides["hop_s"] = hop
+    rec = _recognizer(model, backend, onnx, threads, **overrides)
+    try:
+        paths = expand_inputs(inputs)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    results = []
+    with Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, transient=True, disable=not progress or not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("files", total=len(paths))
+        for result in rec.predict_many(paths):
+            results.append(result)
+            bar.advance(task)
+    failed = sum(not r.ok for r in results)
+    rows = [row for r in results for row in _prediction_rows(r, rec.classes, timeline)]
+    if output is None:
+        _print_predictions(results, rows, rec.classes, timeline)
+    elif output.suffix.lower() == ".jsonl":
+        atomic_write_text(output, "".join(json.dumps(r.to_dict(timeline=timeline)) + "\n" for r in results))
+    else:
+        import pandas as pd
+
+        columns = ["path"] + (["start_s", "end_s"] if timeline else []) + ["label"] + [f"p_{c}" for c in rec.classes]
+        columns += ([] if timeline else ["duration_s", "windows", "skipped"]) + ["error"]
+        atomic_write_text(output, pd.DataFrame(rows, columns=columns).to_csv(index=False))
+    if output is not None:
+        console.print(f"wrote {output}: {len(results)} file(s), {failed} failed", highlight=False)
+    if failed:
+        err_console.print(f"[yellow]{failed} of {len(results)} file(s) could not be scored[/]", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="Run directory of `areaser train`."),
+    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model (atomically)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantise to int8 with ONNX Runtime (smaller, faster on CPU)."),
+    calibrate: Optional[list[Path]] = typer.Option(
+        None, "--calibrate", help="Audio (files, folders, lists) to calibrate int8 (default: 32 utterances of the run's manifest)."
+    ),
+) -> None:
+    """Export a trained model to ONNX: input log-Mel (batch x 128 x frames), outputs logits and probabilities."""
+    import logging
+    import warnings
+
+    from .checkpoint import CheckpointError
+    from .export import export_onnx, read_metadata
+    from .inference import expand_inputs
+
+    if onnx.suffix != ".onnx":
+        raise fail(f"{onnx}: --onnx takes a path ending in .onnx")
+    if calibrate and not int8:
+        raise fail("--calibrate only applies with --int8")
+    try:
+        cal = expand_inputs(calibrate) if calibrate else None
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(model, onnx, int8=int8, calibration=cal)
+    except (CheckpointError, ValueError) as e:
+        raise fail(str(e)) from None
+    meta = read_metadata(onnx)
+    shape = lambda s: "[" + ", ".join(map(str, s)) + "]"  # noqa: E731
+    mode = "float32"
+    if meta["int8"]:
+        mode = f"{meta['int8']['mode']} int8" + (f", calibrated on {meta['int8']['calibration_windows']} windows"
+                                                 if meta["int8"].get("calibration_windows") else "")
+    console.print(f"wrote {onnx} ({onnx.stat().st_size / 2**20:.2f} MiB, {mode}, {len(meta['classes'])} classes: "
+                  f"{', '.join(meta['classes'])})", highlight=False)
+    console.print(f"  input  {meta['input']['name']:<13} float32 {shape(meta['input']['shape'])}  log10 mel power",
+                  highlight=False, markup=False)
+    for name, s in meta["outputs"].items():
+        console.print(f"  output {name:<13} float32 {shape(s)}", highlight=False, markup=False)
+
+
+@app.command("serve")
+def serve(
+    model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above)."),
+    max_duration_s: float = typer.Option(600.0, "--max-duration-s", min=0.1, help="Longest audio accepted (422 above)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Recordings scored at the same time; more requests wait in line."),
+) -> None:
+    """Serve the model over HTTP: a web page at /, POST /v1/predict, GET /healthz."""
+    from .service import ServiceLimits
+    from .service import serve as serve_app
+
+    if model.suffix == ".onnx":
+        backend, onnx = "onnx", model
+    limits = ServiceLimits(int(max_upload_mb * 2**20), max_duration_s, workers)
+    rec = _recognizer(model, backend, onnx, None)
+    console.print(f"serving {model} ({rec.backend.name}, classes {', '.join(rec.classes)}) on http://{host}:{port}/", highlight=False)
+    serve_app(rec, host, port, limits)
 
 
 def main() -> None:
