@@ -96,6 +96,13 @@ def test_predict_matches_python_api(server: LiveServer, recognizer: Recognizer, 
     with open(path, "rb") as f:
         short = httpx.post(f"{server.url}/v1/predict?timeline=false", files={"file": (path.name, f)}, timeout=60)
     assert short.status_code == 200 and "timeline" not in short.json()
+    with open(path, "rb") as f:
+        hop = httpx.post(f"{server.url}/v1/predict?hop_s=1.0&silence_db=-90", files={"file": (path.name, f)}, timeout=60)
+    assert hop.status_code == 200
+    assert hop.json() == recognizer.with_config(hop_s=1.0, silence_db=-90).predict(path).to_dict() | {"source": path.name}
+    with open(path, "rb") as f:
+        bad = httpx.post(f"{server.url}/v1/predict?hop_s=0&silence_db=3", files={"file": (path.name, f)}, timeout=60)
+    assert bad.status_code == 422 and "hop_s" in bad.json()["error"] and "silence_db" in bad.json()["error"]
 
 
 def test_refusals_are_4xx_with_one_line_json(recognizer: Recognizer, tmp_path: Path, rng: np.random.Generator) -> None:
@@ -172,7 +179,9 @@ class Chromium:
 
     FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--remote-debugging-pipe")
+             "--disable-dev-shm-usage", "--remote-debugging-pipe",
+             # a synthetic microphone (a beep), granted without a prompt: the recording path runs too
+             "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 
     def __init__(self, exe: str, user_data_dir: Path):
         to_child, self._w = os.pipe()
@@ -229,7 +238,7 @@ class Chromium:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (/usr/bin/chromium): apt-get install chromium")
-def test_page_uploads_a_file_and_shows_the_emotion(
+def test_page_uploads_a_file_and_records_from_the_microphone(
     server: LiveServer, recognizer: Recognizer, corpus_files: list[Path], tmp_path: Path
 ) -> None:
     path = corpus_files[1]
@@ -242,27 +251,44 @@ def test_page_uploads_a_file_and_shows_the_emotion(
         def js(expr: str):  # noqa: ANN202
             return browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, sid)["result"].get("value")
 
+        def shown() -> tuple[str, str, str, int]:
+            deadline = time.monotonic() + 60
+            while True:
+                emotion, status, summary, lines = js(
+                    "[document.getElementById('emotion').textContent, document.getElementById('status').textContent,"
+                    " document.getElementById('summary').textContent, document.querySelectorAll('#timeline polyline').length]"
+                )
+                if (emotion and not js("document.getElementById('result').hidden")) or "error" in status.lower() \
+                        or time.monotonic() > deadline:
+                    return emotion, status, summary, lines
+                time.sleep(0.1)
+
         browser.send("Page.navigate", {"url": f"{server.url}/"}, sid)
         deadline = time.monotonic() + 30
         while js("document.readyState") != "complete" or js("!!document.getElementById('send')") is not True:
             assert time.monotonic() < deadline, "page did not load"
             time.sleep(0.05)
+
+        # upload a corpus file: the page shows what the API says
         root = browser.send("DOM.getDocument", {}, sid)["root"]["nodeId"]
         node = browser.send("DOM.querySelector", {"nodeId": root, "selector": "#file"}, sid)["nodeId"]
         browser.send("DOM.setFileInputFiles", {"files": [str(path)], "nodeId": node}, sid)
         js("document.getElementById('send').click()")
-        deadline = time.monotonic() + 60
-        while True:
-            shown, status, lines = js(
-                "[document.getElementById('emotion').textContent, document.getElementById('status').textContent,"
-                " document.querySelectorAll('#timeline polyline').length]"
-            )
-            if shown or "error" in status.lower() or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        emotion, status, summary, lines = shown()
+        assert emotion == want.label, f"page shows {emotion!r}, status {status!r}"
+        assert lines == len(recognizer.classes)  # one timeline curve per class
+        assert f"{len(want.timeline)} windows" in summary
+
+        # record about 2.5 s from the (fake) microphone: encoded as WAV in the page, scored by the server
+        js("document.getElementById('emotion').textContent = ''")  # forget the upload's answer
+        js("document.getElementById('record').click()")
+        time.sleep(2.5)
+        assert js("document.getElementById('record').textContent") == "Stop"
+        js("document.getElementById('record').click()")
+        emotion, status, summary, lines = shown()
+        assert emotion in recognizer.classes, f"status {status!r}"
+        assert 1.5 < float(summary.split(" s of audio")[0]) < 10
         shot = browser.send("Page.captureScreenshot", {}, sid)["data"]
         (tmp_path / "page.png").write_bytes(base64.b64decode(shot))
     finally:
         browser.close()
-    assert shown == want.label, f"page shows {shown!r}, status {status!r}"
-    assert lines == len(recognizer.classes)  # one timeline curve per class

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence, Union
 

@@ -7,8 +7,9 @@
                    the probabilities and a timeline plot (``web/index.html``, no CDN)
 ``GET /healthz``   ``{"status": "ok", "model": ..., "classes": [...], ...}``
 ``POST /v1/predict``  multipart form, audio file in field ``file`` -> the JSON of
-                   :meth:`areaser.inference.Prediction.to_dict`; ``?timeline=false`` leaves
-                   the per-window timeline out
+                   :meth:`areaser.inference.Prediction.to_dict`; query options
+                   ``timeline=false`` (leave the per-window timeline out), ``hop_s`` (0.1-10),
+                   ``silence_db`` (skip windows below this level, e.g. -50)
 =================  ===========================================================================
 
 Every refusal is a 4xx answer with ``{"error": "<one line>"}``: 413 upload too large, 415 not
@@ -26,10 +27,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import anyio
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -91,9 +92,16 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return JSONResponse({"error": "send the audio as multipart/form-data in field 'file'"}, status_code=415)
-        return JSONResponse({"error": "no audio file: put it in the form field 'file'"}, status_code=422)
+        problems = []
+        for err in e.errors():
+            where = err.get("loc", ())
+            if where[:1] == ("body",):
+                if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+                    return JSONResponse({"error": "send the audio as multipart/form-data in field 'file'"}, status_code=415)
+                problems.append("no audio file: put it in the form field 'file'")
+            else:
+                problems.append(f"{where[-1]}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "; ".join(dict.fromkeys(problems))}, status_code=422)
 
     @app.middleware("http")
     async def _refuse_large_bodies(request: Request, call_next):
@@ -120,10 +128,18 @@ def create_app(
         }
 
     @app.post("/v1/predict")
-    async def predict(file: UploadFile = File(..., description="audio file (wav, flac, ogg, ...)"), timeline: bool = True) -> dict:
+    async def predict(
+        file: UploadFile = File(..., description="audio file (wav, flac, ogg, ...)"),
+        timeline: bool = Query(True, description="include the per-window timeline"),
+        hop_s: Optional[float] = Query(None, ge=0.1, le=10.0, description="hop between 2 s windows (default: the model's)"),
+        silence_db: Optional[float] = Query(None, ge=-120.0, lt=0.0, description="skip windows below this RMS level, dBFS"),
+    ) -> dict:
         name = Path(file.filename or "upload").name
+        rec = recognizer
+        if hop_s is not None or silence_db is not None:
+            rec = recognizer.with_config(hop_s=hop_s or recognizer.config.hop_s, silence_db=silence_db)
         # the upload is already spooled; copying, decoding and scoring run in a worker thread
-        return await anyio.to_thread.run_sync(_score, recognizer, file, name, limits, timeline, limiter=workers)
+        return await anyio.to_thread.run_sync(_score, rec, file, name, limits, timeline, limiter=workers)
 
     app.state.recognizer = recognizer
     app.state.limits = limits
