@@ -93,6 +93,11 @@ def test_more_seeds_reuse_finished_runs_and_resume_is_guarded(builtin_corpus: Pa
         plan_runs(get_study("area-size"), quick(builtin_corpus, tmp_path / "x", settings=("9x9",)))
     with pytest.raises(ConfigError, match="fold"):
         plan_runs(get_study("area-size"), quick(builtin_corpus, tmp_path / "y", folds=99))
+    # a bad model option is found while planning, before any worker starts or any file is written
+    with pytest.raises(ConfigError, match="value_mode"):
+        run_study("area-size", quick(builtin_corpus, tmp_path / "z", overrides={"model_overrides.value_mode": "x"}),
+                  progress=False, log=None)
+    assert not (tmp_path / "z").exists()
 
 
 def test_cli_lists_studies_and_reports_bad_input(builtin_corpus: Path, tmp_path: Path) -> None:

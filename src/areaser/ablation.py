@@ -40,7 +40,7 @@ import shlex
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -56,8 +56,13 @@ __all__ = [
     "get_study",
     "AblationConfig",
     "StudyResult",
+    "Run",
     "plan_runs",
     "run_study",
+    "execute_run",
+    "aggregate",
+    "results_table",
+    "ablate_command",
     "QUICK_OVERRIDES",
 ]
 
@@ -221,8 +226,9 @@ class AblationConfig:
 
     manifest : corpus manifest CSV (``areaser scan`` / ``areaser synth``).
     protocol : ``loso`` (default), ``xu2021``, ``lospk``, ``kfold``.
-    folds : run the first ``folds`` folds of the protocol (``None`` = all).
-    seeds : training seeds; every fold is run once per seed.
+    folds : run the first ``folds`` folds of the protocol (``None`` = all; 1 with ``quick``).
+    seeds : training seeds; every fold is run once per seed (under ``xu2021`` and ``kfold`` the
+        seed also draws the split, see :func:`areaser.splits.make_folds`).
     epochs : training epochs (``None`` = the protocol's default).
     jobs : worker processes (``None`` = one per CPU core); runs are independent.
     out : the study directory (``None`` = ``runs/ablations/<study>-<protocol>``).
@@ -317,18 +323,18 @@ def _train_config(cfg: AblationConfig, setting: Setting, extra_manifest: str | N
     )
 
 
-def plan_runs(study: Study, cfg: AblationConfig, augment_manifests: Mapping[str, str] | None = None) -> list[Run]:
+def plan_runs(study: Study, cfg: AblationConfig) -> list[Run]:
     """Every run of the study (finished or not), in setting-major order; checks configs first."""
-    from .training import ConfigError, prepare_fold
+    from .baselines import is_baseline
+    from .training import ConfigError, build_modules, prepare_fold
 
     settings = _chosen_settings(study, cfg)
     study_dir = cfg.study_dir(study)
     runs = []
     fold_names: list[str] | None = None
     for s in settings:
-        extra = (augment_manifests or {}).get(s.copy_impl) if s.copies else None
-        if s.copies and extra is None:
-            extra = str(study_dir / "augment" / s.copy_impl / "manifest.csv")  # made by run_study before training
+        # the copies' manifest, written by run_study before any training
+        extra = str(study_dir / "augment" / s.copy_impl / "manifest.csv") if s.copies else None
         base = _train_config(cfg, s, extra)
         if fold_names is None:
             prep = prepare_fold(replace(base, extra_manifests=[], copies=None).resolved())
@@ -337,6 +343,8 @@ def plan_runs(study: Study, cfg: AblationConfig, augment_manifests: Mapping[str,
                 raise ConfigError(f"--folds {n}: protocol {cfg.protocol!r} has {prep.n_folds} fold(s) on this corpus")
             fold_names = [prepare_fold(replace(base, fold=i, extra_manifests=[], copies=None).resolved()).fold.name
                           for i in range(n)]
+        if not is_baseline(base.model):
+            build_modules(base, n_classes=len(prep.classes))  # a bad model option fails here, not in a worker
         for i, fname in enumerate(fold_names):
             for seed in cfg.seeds:
                 d = study_dir / "runs" / s.name / fname / f"seed{seed}"
@@ -429,9 +437,10 @@ def _quiet():
 def _worker_init(threads: int) -> None:
     """Each worker: ``threads`` torch threads (1 when several workers share the cores)."""
     import torch
+    from threadpoolctl import threadpool_limits  # numpy / scipy BLAS, already loaded by now
 
     torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    threadpool_limits(threads)
 
 
 def _augment_chunk(sources, out: str, copies: int, impl: str) -> int:
@@ -554,7 +563,15 @@ def run_study(
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(1,)) as pool:
                 futures = {pool.submit(execute_run, r, 1): r for r in todo}
                 for fut in as_completed(futures):
-                    finished(futures[fut], fut.result())
+                    try:
+                        res = fut.result()
+                    except BaseException:
+                        # stop queued runs at once; the running ones finish and keep their results
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        r = futures[fut]
+                        say(f"run {r.setting.name} / {r.fold_name} / seed {r.seed} failed; finished runs are kept")
+                        raise
+                    finished(futures[fut], res)
     finally:
         if bar is not None:
             bar.stop()
@@ -637,7 +654,7 @@ def results_table(rows: Sequence[Mapping]) -> str:
             cell = _pm(r[k])
             cells.append(f"**{cell}**" if r[k]["mean"] == best[k] and len(rows) > 1 else cell)
         if paper:
-            cells += [_pm(r[k]) if k in r else "" for k in ("paper_max_wa", "paper_max_ua")]
+            cells += [_pm(r[k]) if k in r else "-" for k in ("paper_max_wa", "paper_max_ua")]  # baselines: no epochs
         cells.append(f"{r['run_s']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -713,9 +730,11 @@ def plot_results(rows: Sequence[Mapping], study: Study, path: Path, classes: Seq
     if numeric:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
         for ax, key, name in zip(axes, ("wa", "ua"), ("WA", "UA")):
-            for i, series in enumerate(dict.fromkeys(r["series"] for r in numeric)):
+            names = list(dict.fromkeys(r["series"] for r in numeric))
+            for i, series in enumerate(names):
                 pts = sorted((r for r in numeric if r["series"] == series), key=lambda r: r["x"])
-                ax.errorbar([r["x"] for r in pts], [100 * r[key]["mean"] for r in pts],
+                dx = 0.04 * (i - (len(names) - 1) / 2)  # side by side, so error bars do not hide each other
+                ax.errorbar([r["x"] + dx for r in pts], [100 * r[key]["mean"] for r in pts],
                             yerr=[100 * r[key]["std"] for r in pts], marker="o", capsize=3, label=series, color=f"C{i}")
             for j, r in enumerate(r for r in rows if r["x"] is None):
                 m, s = 100 * r[key]["mean"], 100 * r[key]["std"]
@@ -743,7 +762,7 @@ def plot_results(rows: Sequence[Mapping], study: Study, path: Path, classes: Seq
             ax.axhline(100 / len(classes), ls=":", color="grey", label="chance (UA)")
         ax.set_ylabel("%")
         ax.set_title("mean +- std over runs")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{study.title}")
     fig.tight_layout()
