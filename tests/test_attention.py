@@ -262,6 +262,22 @@ def test_dropout_gradients_are_exact(key_mode, value_mode):
                                                          value_mode=value_mode, temperature=0.5))  # fmt: skip
 
 
+def test_worker_threads_give_the_same_result():
+    """On CPU the blocks run in torch.get_num_threads() Python threads: same values, gradients and
+    dropout masks as one thread."""
+    gen = torch.Generator().manual_seed(6)
+    ts = [torch.randn(3, 40, 4, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3)]
+    results = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        torch.manual_seed(9)
+        out = area_attention(*ts, 5, max_area=(2, 3), dropout=0.3, block_elements=100)
+        results.append((out, *torch.autograd.grad(out.square().sum(), ts)))
+    torch.set_num_threads(1)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def test_dropout_only_in_training_unless_asked(x):
     plain = make(dropout=0.0).eval()
     att = make(dropout=0.5)
@@ -348,3 +364,27 @@ def test_area_features_parity_with_package(x):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for a, b in ((ours.heights, heights), (ours.widths, widths)):
         assert torch.equal(a.expand(2, -1), b[..., 0].long())
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("key_mode", ["mean", "max"])  # fast path, generic path
+def test_cuda_matches_cpu(key_mode):
+    gen = torch.Generator().manual_seed(4)
+    cpu = [torch.randn(2, 30, 3, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3)]
+    gpu = [t.detach().cuda().requires_grad_(True) for t in cpu]
+    kw = dict(max_area=(3, 3), key_mode=key_mode, temperature=0.5, block_elements=200)
+    outs = [area_attention(*ts, 5, **kw) for ts in (cpu, gpu)]
+    torch.testing.assert_close(outs[1].cpu(), outs[0], **TOL)
+    grads = [torch.autograd.grad(o.square().sum(), ts) for o, ts in zip(outs, (cpu, gpu))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b.cpu(), a, **TOL)
+
+    def f(q, k, v):  # dropout masks come from a CUDA generator and must replay in backward
+        torch.manual_seed(3)
+        return area_attention(q, k, v, 5, dropout=0.3, **kw)
+
+    assert torch.autograd.gradcheck(f, tuple(gpu), fast_mode=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
@@ -132,3 +133,19 @@ def test_every_preset_learns(name):
         opt.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["paper", "faithful"])
+def test_traced_model_matches_eager_for_other_batches_and_lengths(name):
+    """Tracing (as ONNX export does) records attention without baked-in shapes."""
+    torch.manual_seed(0)
+    model = build_model(name, dropout_at_eval=False, **SMALL).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks, constant by design
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace itself; ONNX export still uses it
+        traced = torch.jit.trace(model, logmel(2, 40, 32))
+        for batch, frames in ((3, 40), (1, 61)):
+            x = logmel(batch, frames, 32, seed=batch)
+            torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="dropout cannot be exported"):
+            torch.jit.trace(build_model(name, **SMALL).train(), logmel(2, 40, 32))
