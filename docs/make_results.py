@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import shutil
 import subprocess
@@ -61,17 +60,11 @@ def command(study: str, protocol: str, extra: list[str], corpus: str) -> list[st
 
 
 def machine() -> str:
-    import os
+    import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:  # the model name, where Linux tells it
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPU core(s), no GPU, Python {platform.python_version()}"
+    from areaser.ablation import machine_description
+
+    return f"{machine_description()}, no GPU, Python {platform.python_version()}"
 
 
 def section(study: str, protocol: str, cmd: list[str]) -> tuple[list[str], str]:

@@ -63,6 +63,7 @@ __all__ = [
     "aggregate",
     "results_table",
     "ablate_command",
+    "machine_description",
     "QUICK_OVERRIDES",
 ]
 
@@ -543,7 +544,9 @@ def run_study(
     _prepare_augmentation(study_dir, todo, cfg, progress, jobs)
 
     done: list[dict] = []
-    bar = _progress_bar() if progress and todo else None
+    from .training import make_progress
+
+    bar = make_progress() if progress and todo else None
     task = bar.add_task(study.name, total=len(todo), info="") if bar is not None else None
 
     def finished(r: Run, res: dict) -> None:
@@ -583,13 +586,6 @@ def run_study(
     paths = write_results(study_dir, study, cfg, rows, results, cmd, elapsed, executed=len(done))
     say(f"{len(done)} run(s) trained, {len(runs) - len(todo)} reused; table {paths['md']}")
     return StudyResult(study.name, study_dir, len(done), len(runs) - len(todo), rows, results, paths, elapsed)
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
 
 
 def ablate_command(study: str, cfg: AblationConfig) -> str:
@@ -637,7 +633,9 @@ def aggregate(settings: Sequence[Setting], results: Sequence[Mapping]) -> list[d
 
 
 def _pm(cell: Mapping) -> str:
-    return f"{100 * cell['mean']:.2f} +- {100 * cell['std']:.2f}"
+    from .reports import pct
+
+    return f"{pct(cell['mean'])} +- {pct(cell['std'])}"
 
 
 def results_table(rows: Sequence[Mapping]) -> str:
@@ -648,11 +646,12 @@ def results_table(rows: Sequence[Mapping]) -> str:
     header.append("s / run")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     best = {k: max(r[k]["mean"] for r in rows) for k in METRICS}
+    tied = {k: all(r[k]["mean"] == best[k] for r in rows) for k in METRICS}  # nothing to point out
     for r in rows:
         cells = [f"`{r['setting']}`", r["label"], str(r["runs"])]
         for k in METRICS:
             cell = _pm(r[k])
-            cells.append(f"**{cell}**" if r[k]["mean"] == best[k] and len(rows) > 1 else cell)
+            cells.append(f"**{cell}**" if r[k]["mean"] == best[k] and not tied[k] else cell)
         if paper:
             cells += [_pm(r[k]) if k in r else "-" for k in ("paper_max_wa", "paper_max_ua")]  # baselines: no epochs
         cells.append(f"{r['run_s']:.0f}")
@@ -660,16 +659,29 @@ def results_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
+def machine_description() -> str:
+    """``"<CPU model>, <n> CPU core(s)"`` (the model from /proc/cpuinfo where Linux tells it)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU core(s)"
+
+
 def write_results(
     study_dir: Path, study: Study, cfg: AblationConfig, rows: Sequence[Mapping], results: Sequence[Mapping],
     command: str, elapsed_s: float, executed: int,
 ) -> dict[str, Path]:
     """``results.md`` (table + command), ``results.json`` (everything), ``results.png`` (plot)."""
-    import platform
-
     paths = {"md": study_dir / "results.md", "json": study_dir / "results.json", "png": study_dir / "results.png"}
     c0 = results[0] if results else {}
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} CPU core(s)"
+    machine = machine_description()
     # invocations that trained something: the study's cost survives resumes
     old = json.loads(paths["json"].read_text()) if paths["json"].is_file() else {}
     invocations = [i for i in old.get("invocations", []) if i.get("study_signature") == _signature(study, cfg)]
