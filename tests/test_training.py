@@ -13,7 +13,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from areaser.checkpoint import load_run, load_tree, load_weights, read_header
-from areaser.training import ConfigError, TrainConfig, config_with, cross_validate, evaluate_run, train
+from areaser.crossval import cross_validate, evaluate_run
+from areaser.training import ConfigError, TrainConfig, config_with, train
 
 # A tiny model and features so a run takes seconds on 2 shared cores: the paper's layers and
 # 2-D area attention, fewer channels, 32 mel bands, 20 ms hop (41 frames per window).

@@ -8,11 +8,12 @@ The path of a run (:func:`train`)::
            best.safetensors when dev improves, last.safetensors always
         -> test scored with the dev-chosen weights -> report (reports)
 
-Everything a run needs is in :class:`TrainConfig`; it is saved as ``config.json`` and
-inside every checkpoint. Checkpoints are safetensors + JSON (:mod:`areaser.checkpoint`),
+Everything a run needs is in :class:`~areaser.config.TrainConfig` (:mod:`areaser.config`);
+it is saved as ``config.json`` and inside every checkpoint. Folds of a protocol and
+re-evaluation are :mod:`areaser.crossval`. Checkpoints are safetensors + JSON (:mod:`areaser.checkpoint`),
 never pickles. A run interrupted by a crash or Ctrl-C resumes from its last completed
 epoch and ends with the same weights as an uninterrupted run: the data order, dropout and
-VTLP factors of an epoch are seeded from ``(seed, epoch, rank)`` only.
+VTLP factors of a step are seeded from ``(seed, epoch, step, rank)`` only.
 
 Presets (``preset``):
 
@@ -28,15 +29,15 @@ Presets (``preset``):
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
 import os
 import shutil
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,254 +48,23 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
-from .features import FeatureConfig
+from .config import TRAIN_PRESETS, ConfigError, TrainConfig, config_with
 from .fileio import atomic_write_json, atomic_write_text
-from .segments import SegmentConfig
-from .vtlp import VTLPConfig
 
 __all__ = [
     "ConfigError",
     "TrainConfig",
     "TRAIN_PRESETS",
+    "config_with",
     "build_modules",
+    "compute_loss",
     "prepare_fold",
     "train",
-    "cross_validate",
-    "evaluate_run",
+    "build_report",
+    "read_history",
     "predict_windows",
     "score_windows",
 ]
-
-
-class ConfigError(ValueError):
-    """A config or input that cannot be trained on; the message says what to change."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Everything one training run needs. ``None`` fields take the protocol's default.
-
-    Data: ``manifest`` (CSV), ``extra_manifests`` (e.g. ``areaser augment`` copies, merged
-    before splitting; copies follow their source), ``copies`` (use at most this many copies
-    per source; ``None`` = all), ``protocol`` / ``fold`` / ``seed`` (:mod:`areaser.splits`),
-    ``label_set`` (``None``: the protocol's, ``4class`` for loso, ``4class-exc`` for xu2021).
-
-    Model and features: ``model`` preset name with ``model_overrides``; ``features``,
-    ``segments``, ``vtlp`` as their own dataclasses (``vtlp.impl='melwarp'`` warps on the
-    fly; ``'none'`` turns it off; ``'stft'`` / ``'legacy-time'`` rewrite audio and are used
-    through ``areaser augment`` copies).
-
-    Optimisation: Adam (``lr`` 1e-4, ``batch_size`` 32, as the paper), ``loss`` (``ce`` on
-    logits, or ``softmax-nll``: the authors' probability loss), ``class_weights``
-    (``none``, ``balanced`` or a list), ``epochs`` (``None``: protocol's, else 30),
-    ``patience`` (early stopping on ``monitor``; ``None`` = off), ``monitor`` (``dev_ua``,
-    ``dev_wa``, ``dev_f1`` or ``dev_loss``), ``decision`` (``prob``: mean of window
-    probabilities, the paper; ``logits``), ``track_test`` (score test after every epoch for
-    the paper's reading; ``None``: the protocol's).
-
-    Hardware: ``accelerator`` (``cpu``, ``cuda``, ``auto``), ``devices``, ``num_nodes``,
-    ``strategy`` (``auto``, ``ddp``, ...), ``num_workers``, ``threads`` (torch CPU threads per
-    process; ``None`` = torch's choice), ``deterministic`` (``auto``: on for CPU).
-
-    Output: ``out_dir`` / ``name`` (the run directory), ``progress`` (rich bar),
-    ``tensorboard``.
-    """
-
-    manifest: str = ""
-    extra_manifests: list[str] = field(default_factory=list)
-    copies: int | None = None
-    protocol: str = "loso"
-    fold: int = 0
-    seed: int = 0
-    label_set: str | None = None
-    preset: str = "default"
-    model: str = "paper"
-    model_overrides: dict = field(default_factory=dict)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    segments: SegmentConfig = field(default_factory=SegmentConfig)
-    vtlp: VTLPConfig = field(default_factory=VTLPConfig)
-    epochs: int | None = None
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    loss: str = "ce"
-    class_weights: str | list = "none"
-    monitor: str = "dev_ua"
-    patience: int | None = 15
-    decision: str = "prob"
-    track_test: bool | None = None
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    num_workers: int = 0
-    threads: int | None = None
-    deterministic: bool | str = "auto"
-    out_dir: str = "runs"
-    name: str = ""
-    progress: bool = True
-    tensorboard: bool = True
-
-    # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict (nested configs as dicts, tuples as lists)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict (e.g. ``config.json``); unknown keys anywhere are refused by name."""
-        return _from_dict(cls, d, "config")
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
-        try:
-            return cls.from_dict(d)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-
-    def resolved(self) -> "TrainConfig":
-        """A copy with protocol defaults filled in and every choice checked."""
-        from .labels import get_label_set
-        from .splits import get_protocol
-
-        try:
-            p = get_protocol(self.protocol)
-            get_label_set(self.label_set or p.label_set)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        c = replace(
-            self,
-            label_set=self.label_set or p.label_set,
-            epochs=self.epochs if self.epochs is not None else (p.epochs or 30),
-            track_test=self.track_test if self.track_test is not None else p.paper_report,
-            name=self.name or f"{self.model}-{self.protocol}-fold{self.fold + 1}",
-        )
-        _check_choice("loss", c.loss, ("ce", "softmax-nll"))
-        _check_choice("monitor", c.monitor, ("dev_ua", "dev_wa", "dev_f1", "dev_loss"))
-        _check_choice("decision", c.decision, ("prob", "logits"))
-        _check_choice("preset", c.preset, tuple(TRAIN_PRESETS))
-        if isinstance(c.class_weights, str):
-            _check_choice("class_weights", c.class_weights, ("none", "balanced"))
-        if c.epochs < 1 or c.batch_size < 1 or not c.lr > 0:
-            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0 (got {c.epochs}, {c.batch_size}, {c.lr})")
-        if c.vtlp.impl in ("stft", "legacy-time"):
-            raise ConfigError(
-                f"vtlp.impl {c.vtlp.impl!r} rewrites audio: make copies with `areaser augment --impl {c.vtlp.impl}` "
-                "and pass them with extra_manifests; on the fly only 'melwarp' or 'none' apply"
-            )
-        if not c.manifest:
-            raise ConfigError("no manifest given (the CSV written by `areaser scan` or `areaser synth`)")
-        return c
-
-
-TRAIN_PRESETS: dict[str, dict] = {
-    "default": {},
-    "faithful": {
-        "model": "faithful",
-        "loss": "softmax-nll",
-        "segments": {"policy": "drop"},
-        "patience": None,
-        "track_test": True,
-    },
-}
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _from_dict(cls: type, d: Mapping[str, Any], where: str):
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(known)}")
-    kwargs = {}
-    defaults = cls()
-    for k, v in d.items():
-        default = getattr(defaults, k)
-        if is_dataclass(default) and not is_dataclass(v):
-            v = _from_dict(type(default), v, f"{where}.{k}")
-        elif not _type_ok(str(known[k].type), v):
-            raise ConfigError(f"{where}.{k}: expected {known[k].type}, got {v!r}")
-        if isinstance(default, tuple) and isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _type_ok(annotation: str, v: Any) -> bool:
-    """Does JSON value ``v`` fit a field annotated ``annotation`` (a string, e.g. ``'int | None'``)?
-
-    Only plain types are checked; other annotations (Literal aliases) are left to the
-    dataclass' own validation.
-    """
-    names = {t.strip() for t in annotation.replace("Optional[", "").replace("]", "").split("|")}
-    checks = {
-        "None": lambda x: x is None,
-        "bool": lambda x: isinstance(x, bool),
-        "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
-        "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
-        "str": lambda x: isinstance(x, str),
-        "list": lambda x: isinstance(x, list),
-        "dict": lambda x: isinstance(x, dict),
-    }
-    plain = {n.split("[")[0] for n in names}
-    if "tuple" in plain:
-        return isinstance(v, (list, tuple))
-    if not plain <= set(checks):
-        return True
-    return any(checks[n](v) for n in plain)
-
-
-def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < ``preset`` < ``base`` (a config or a partial dict, e.g. a JSON file) < ``overrides``.
-
-    Override keys may be dotted (``vtlp.impl="none"``). Unknown keys are refused.
-    """
-    d = TrainConfig().to_dict()
-    if preset is not None:
-        if preset not in TRAIN_PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
-        d = _merge(d, {**TRAIN_PRESETS[preset], "preset": preset})
-    if base is not None:
-        d = _merge(d, base.to_dict() if isinstance(base, TrainConfig) else base)
-    for k, v in overrides.items():
-        d = _merge(d, _dotted(k, v))
-    return TrainConfig.from_dict(d)
-
-
-def _dotted(key: str, value: Any) -> dict:
-    out: Any = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
-    return out
-
-
-def _merge(a: dict, b: Mapping) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "model_overrides":
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 # ----------------------------------------------------------------------------- modules
@@ -565,6 +335,12 @@ class RunCheckpoint(Checkpoint):
             _write_history(self.paths["metrics"], self.history)
         trainer.save_checkpoint(str(self.paths["last"]))
 
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        if trainer.is_global_zero and isinstance(exception, KeyboardInterrupt):
+            done = f"epoch {self.history[-1]['epoch']} is" if self.history else "no epoch was"
+            print(f"\ninterrupted: {done} the last one saved in {self.paths['last']}; "
+                  "run the same command again to resume from there", file=sys.stderr, flush=True)
+
     def state_dict(self) -> dict:
         return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
 
@@ -780,7 +556,7 @@ def train(
     state, best_header = load_weights(paths["best"])
     module.load_state_dict(state)
     module.to("cpu")
-    report = _report(c, prep, ckpt.history, int(best_header["epoch"]), module, test_ws, sets["train"], fit_s,
+    report = build_report(c, prep, ckpt.history, int(best_header["epoch"]), module, test_ws, sets["train"], fit_s,
                      module.ddp_check if trainer.world_size > 1 else None)
     from .reports import write_run_report
 
@@ -811,7 +587,7 @@ def _raw_chunks(features, ws, batch: int = 256):
         yield features.raw(ws.waves(torch.arange(i, min(i + batch, len(ws)))))
 
 
-def _report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_epoch: int, module, test_ws,
+def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_epoch: int, module, test_ws,
             train_ws, fit_s: float, ddp: dict | None) -> dict:
     from .metrics import paper_and_honest
 
@@ -852,138 +628,3 @@ def _report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_ep
         report["ddp"] = ddp
         report["info"]["processes (DDP)"] = ddp["world_size"]
     return report
-
-
-# ----------------------------------------------------------------------------- cross-validation
-
-
-def cross_validate(
-    config: TrainConfig | Mapping,
-    folds: Sequence[int] | None = None,
-    *,
-    resume: bool | None = None,
-    log: Callable[[str], None] | None = print,
-) -> dict:
-    """Train every fold (or ``folds``) of the protocol in turn; write the aggregate report.
-
-    Fold runs live in ``out_dir/name/<fold name>/``; the summary in ``out_dir/name/report.*``.
-    A fold whose report exists is not trained again, so a half-finished cv resumes.
-    """
-    from .metrics import summarise_runs
-    from .reports import write_cv_report
-
-    c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config))
-    c = replace(c, name=c.name or f"{c.model}-{c.protocol}")
-    base = replace(c, fold=0).resolved()  # checks choices before anything runs
-    prep = prepare_fold(base)
-    chosen = list(range(prep.n_folds)) if folds is None else list(folds)
-    bad = [f for f in chosen if not 0 <= f < prep.n_folds]
-    if bad:
-        raise ConfigError(f"fold(s) {bad} out of range: protocol {c.protocol!r} has {prep.n_folds} folds")
-    fold_cfgs = []
-    for i in chosen:
-        fc = replace(c, fold=i, name="", out_dir=str(Path(c.out_dir) / c.name))
-        fc = replace(fc, name=prepare_fold(fc.resolved()).fold.name)
-        fold_cfgs.append(fc)
-    cv_dir = Path(c.out_dir) / c.name
-    cv_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cv_dir / "cv.json", {"config": c.to_dict(), "folds": [f.name for f in fold_cfgs]})
-    bar = make_progress() if c.progress else None
-    reports = []
-    try:
-        if bar is not None:
-            bar.start()
-        overall = bar.add_task("all folds", total=len(fold_cfgs) * base.epochs, info="") if bar is not None else None
-        for fc in fold_cfgs:
-            r = train(fc, resume=resume, bar=bar, overall_task=overall, log=log)
-            if not r:  # non-zero DDP rank
-                return {}
-            reports.append(r)
-            if bar is not None:
-                done = sum(len(x["history"]) for x in reports)
-                bar.update(overall, completed=done, total=done + (len(fold_cfgs) - len(reports)) * base.epochs)
-    finally:
-        if bar is not None:
-            bar.stop()
-    summary = summarise_cv(c, reports, [f.name for f in fold_cfgs])
-    paths = write_cv_report(cv_dir, summary)
-    agg = summary["aggregate"]
-    if log:
-        log(f"{c.protocol}: WA {100 * agg['wa']['mean']:.2f} +- {100 * agg['wa']['std']:.2f} %, "
-            f"UA {100 * agg['ua']['mean']:.2f} +- {100 * agg['ua']['std']:.2f} % over {len(reports)} fold(s); "
-            f"report {paths['md']}")
-    return summary
-
-
-def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str]) -> dict:
-    """Aggregate fold reports into the cv summary :func:`areaser.reports.write_cv_report` draws."""
-    from .metrics import summarise_runs
-
-    rows = []
-    for r, d in zip(reports, dirs):
-        row = {"name": r["fold"], "test_group": r["test_group"], "dir": d, "epoch": r["selected_epoch"],
-               "wa": r["test"]["wa"], "ua": r["test"]["ua"], "macro_f1": r["test"]["macro_f1"]}
-        if "paper_and_honest" in r:
-            row["paper_max_wa"] = r["paper_and_honest"]["paper"]["max_wa"]
-            row["paper_max_ua"] = r["paper_and_honest"]["paper"]["max_ua"]
-        rows.append(row)
-    keys = ["wa", "ua", "macro_f1"] + (["paper_max_wa", "paper_max_ua"] if "paper_max_wa" in rows[0] else [])
-    confusion = np.sum([np.asarray(r["test"]["confusion"]) for r in reports], axis=0).tolist()
-    return {
-        "name": c.name,
-        "protocol": c.protocol,
-        "classes": reports[0]["classes"],
-        "folds": rows,
-        "aggregate": summarise_runs(rows, keys),
-        "confusion": confusion,
-        "info": {"manifest": c.manifest, "protocol": c.protocol, "preset / model": f"{c.preset} / {c.model}",
-                 "VTLP": c.vtlp.impl, "folds": len(rows)},
-    }
-
-
-# ----------------------------------------------------------------------------- re-evaluation
-
-
-def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None = print) -> dict:
-    """Score a run directory again from its ``best.safetensors`` and rewrite its report.
-
-    A cross-validation directory (``cv.json``) re-evaluates every fold and the aggregate.
-    """
-    from .checkpoint import load_run, run_paths
-    from .data import load_windows
-    from .reports import write_cv_report, write_run_report
-
-    run_dir = Path(run_dir)
-    if (run_dir / "cv.json").is_file():
-        meta = json.loads((run_dir / "cv.json").read_text())
-        reports = [evaluate_run(run_dir / name, log) for name in meta["folds"]]
-        c = TrainConfig.from_dict(meta["config"])
-        summary = summarise_cv(c, reports, meta["folds"])
-        write_cv_report(run_dir, summary)
-        return summary
-    paths = run_paths(run_dir)
-    if not paths["config"].is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
-    if not paths["best"].is_file():
-        raise ConfigError(f"{run_dir}: no best.safetensors yet (the run has not finished an epoch)")
-    c = TrainConfig.load(paths["config"]).resolved()
-    prep = prepare_fold(c)
-    run = load_run(run_dir)
-    ws = load_windows(prep.parts["test"], c.segments, train=False, sr=c.features.sr)
-    history = read_history(paths["metrics"])
-    module = _Evaluated(run.features, run.model)
-    report = _report(c, prep, history, int(run.header["epoch"]), module, ws, ws, 0.0, None)
-    old = json.loads(paths["report_json"].read_text()) if paths["report_json"].is_file() else {}
-    for key in ("training time", "training throughput", "train windows per epoch"):  # facts of the training
-        if key in old.get("info", {}):
-            report["info"][key] = old["info"][key]
-    write_run_report(run_dir, report)
-    if log:
-        log(f"{run_dir}: test WA {100 * report['test']['wa']:.2f} %, UA {100 * report['test']['ua']:.2f} %")
-    return report
-
-
-@dataclass
-class _Evaluated:
-    features: torch.nn.Module
-    model: torch.nn.Module

@@ -1,0 +1,253 @@
+"""The training config: one dataclass holds everything a run needs, saved with every run.
+
+:class:`TrainConfig` nests the feature, segment and VTLP configs (:mod:`areaser.features`,
+:mod:`areaser.segments`, :mod:`areaser.vtlp`) and names the model preset with overrides
+(:mod:`areaser.models`). ``TrainConfig.from_dict`` refuses unknown keys and wrong types
+anywhere in the tree with one message naming the key, so a typo in a JSON config stops a
+run before it starts. :func:`config_with` layers defaults < a training preset < a (partial)
+config < overrides with dotted keys (``vtlp.impl="none"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .features import FeatureConfig
+from .fileio import atomic_write_json
+from .segments import SegmentConfig
+from .vtlp import VTLPConfig
+
+__all__ = ["ConfigError", "TrainConfig", "TRAIN_PRESETS", "config_with"]
+
+
+class ConfigError(ValueError):
+    """A config or input that cannot be trained on; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. ``None`` fields take the protocol's default.
+
+    Data: ``manifest`` (CSV), ``extra_manifests`` (e.g. ``areaser augment`` copies, merged
+    before splitting; copies follow their source), ``copies`` (use at most this many copies
+    per source; ``None`` = all), ``protocol`` / ``fold`` / ``seed`` (:mod:`areaser.splits`),
+    ``label_set`` (``None``: the protocol's, ``4class`` for loso, ``4class-exc`` for xu2021).
+
+    Model and features: ``model`` preset name with ``model_overrides``; ``features``,
+    ``segments``, ``vtlp`` as their own dataclasses (``vtlp.impl='melwarp'`` warps on the
+    fly; ``'none'`` turns it off; ``'stft'`` / ``'legacy-time'`` rewrite audio and are used
+    through ``areaser augment`` copies).
+
+    Optimisation: Adam (``lr`` 1e-4, ``batch_size`` 32, as the paper), ``loss`` (``ce`` on
+    logits, or ``softmax-nll``: the authors' probability loss), ``class_weights``
+    (``none``, ``balanced`` or a list), ``epochs`` (``None``: protocol's, else 30),
+    ``patience`` (early stopping on ``monitor``; ``None`` = off), ``monitor`` (``dev_ua``,
+    ``dev_wa``, ``dev_f1`` or ``dev_loss``), ``decision`` (``prob``: mean of window
+    probabilities, the paper; ``logits``), ``track_test`` (score test after every epoch for
+    the paper's reading; ``None``: the protocol's).
+
+    Hardware: ``accelerator`` (``cpu``, ``cuda``, ``auto``), ``devices``, ``num_nodes``,
+    ``strategy`` (``auto``, ``ddp``, ...), ``num_workers``, ``threads`` (torch CPU threads per
+    process; ``None`` = torch's choice), ``deterministic`` (``auto``: on for CPU).
+
+    Output: ``out_dir`` / ``name`` (the run directory), ``progress`` (rich bar),
+    ``tensorboard``.
+    """
+
+    manifest: str = ""
+    extra_manifests: list[str] = field(default_factory=list)
+    copies: int | None = None
+    protocol: str = "loso"
+    fold: int = 0
+    seed: int = 0
+    label_set: str | None = None
+    preset: str = "default"
+    model: str = "paper"
+    model_overrides: dict = field(default_factory=dict)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    vtlp: VTLPConfig = field(default_factory=VTLPConfig)
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    loss: str = "ce"
+    class_weights: str | list = "none"
+    monitor: str = "dev_ua"
+    patience: int | None = 15
+    decision: str = "prob"
+    track_test: bool | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    deterministic: bool | str = "auto"
+    out_dir: str = "runs"
+    name: str = ""
+    progress: bool = True
+    tensorboard: bool = True
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (nested configs as dicts, tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. ``config.json``); unknown keys anywhere are refused by name."""
+        return _from_dict(cls, d, "config")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with protocol defaults filled in and every choice checked."""
+        from .labels import get_label_set
+        from .splits import get_protocol
+
+        try:
+            p = get_protocol(self.protocol)
+            get_label_set(self.label_set or p.label_set)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        c = replace(
+            self,
+            label_set=self.label_set or p.label_set,
+            epochs=self.epochs if self.epochs is not None else (p.epochs or 30),
+            track_test=self.track_test if self.track_test is not None else p.paper_report,
+            name=self.name or f"{self.model}-{self.protocol}-fold{self.fold + 1}",
+        )
+        _check_choice("loss", c.loss, ("ce", "softmax-nll"))
+        _check_choice("monitor", c.monitor, ("dev_ua", "dev_wa", "dev_f1", "dev_loss"))
+        _check_choice("decision", c.decision, ("prob", "logits"))
+        _check_choice("preset", c.preset, tuple(TRAIN_PRESETS))
+        if isinstance(c.class_weights, str):
+            _check_choice("class_weights", c.class_weights, ("none", "balanced"))
+        if c.epochs < 1 or c.batch_size < 1 or not c.lr > 0:
+            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0 (got {c.epochs}, {c.batch_size}, {c.lr})")
+        if c.vtlp.impl in ("stft", "legacy-time"):
+            raise ConfigError(
+                f"vtlp.impl {c.vtlp.impl!r} rewrites audio: make copies with `areaser augment --impl {c.vtlp.impl}` "
+                "and pass them with extra_manifests; on the fly only 'melwarp' or 'none' apply"
+            )
+        if not c.manifest:
+            raise ConfigError("no manifest given (the CSV written by `areaser scan` or `areaser synth`)")
+        return c
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "default": {},
+    "faithful": {
+        "model": "faithful",
+        "loss": "softmax-nll",
+        "segments": {"policy": "drop"},
+        "patience": None,
+        "track_test": True,
+    },
+}
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], where: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(known)}")
+    kwargs = {}
+    defaults = cls()
+    for k, v in d.items():
+        default = getattr(defaults, k)
+        if is_dataclass(default) and not is_dataclass(v):
+            v = _from_dict(type(default), v, f"{where}.{k}")
+        elif not _type_ok(str(known[k].type), v):
+            raise ConfigError(f"{where}.{k}: expected {known[k].type}, got {v!r}")
+        if isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _type_ok(annotation: str, v: Any) -> bool:
+    """Does JSON value ``v`` fit a field annotated ``annotation`` (a string, e.g. ``'int | None'``)?
+
+    Only plain types are checked; other annotations (Literal aliases) are left to the
+    dataclass' own validation.
+    """
+    names = {t.strip() for t in annotation.replace("Optional[", "").replace("]", "").split("|")}
+    checks = {
+        "None": lambda x: x is None,
+        "bool": lambda x: isinstance(x, bool),
+        "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+        "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+        "str": lambda x: isinstance(x, str),
+        "list": lambda x: isinstance(x, list),
+        "dict": lambda x: isinstance(x, dict),
+    }
+    plain = {n.split("[")[0] for n in names}
+    if "tuple" in plain:
+        return isinstance(v, (list, tuple))
+    if not plain <= set(checks):
+        return True
+    return any(checks[n](v) for n in plain)
+
+
+def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = None, **overrides) -> TrainConfig:
+    """Defaults < ``preset`` < ``base`` (a config or a partial dict, e.g. a JSON file) < ``overrides``.
+
+    Override keys may be dotted (``vtlp.impl="none"``). Unknown keys are refused.
+    """
+    d = TrainConfig().to_dict()
+    if preset is not None:
+        if preset not in TRAIN_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
+        d = _merge(d, {**TRAIN_PRESETS[preset], "preset": preset})
+    if base is not None:
+        d = _merge(d, base.to_dict() if isinstance(base, TrainConfig) else base)
+    for k, v in overrides.items():
+        d = _merge(d, _dotted(k, v))
+    return TrainConfig.from_dict(d)
+
+
+def _dotted(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "model_overrides":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
