@@ -76,8 +76,11 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike,
     for key, style in (("dev_wa", "-"), ("dev_ua", "-"), ("test_wa", ":"), ("test_ua", ":")):
         if history and key in history[0]:
             a2.plot(ep, [100 * r[key] for r in history], style, marker=".", label=key.replace("_", " ").upper())
-    if selected_epoch is not None:
-        for a in (a1, a2):
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if selected_epoch is not None:
             a.axvline(selected_epoch, color="grey", lw=0.8, ls="--")
     a2.set_xlabel("epoch")
     a2.set_ylabel("%")
