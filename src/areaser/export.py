@@ -296,8 +296,10 @@ def quantize_int8(
     """Quantise an exported model to int8; ``dst`` may equal ``src``.
 
     ``static`` (default, needs ``calibration`` audio): QDQ with uint8 activations and per-channel
-    int8 weights, the layout ONNX Runtime runs as QLinearConv / integer MatMul on x86; ranges
-    (MinMax) from the log-Mel of up to ``max_windows`` windows of the calibration files.
+    int8 weights, the layout ONNX Runtime runs as QLinearConv / integer MatMul on x86, for the
+    layers with learned weights (convolutions, dense and projection layers; see
+    :func:`_weight_nodes`); ranges (MinMax) from the log-Mel of up to ``max_windows`` windows of
+    the calibration files.
     ``dynamic``: int8 weights, activations quantised on the fly; no calibration, but convolutions
     become ConvInteger, which ONNX Runtime runs slower than float32 (measured in
     ``benchmarks/bench_inference.py``).
@@ -330,6 +332,7 @@ def quantize_int8(
             quantize_static(
                 str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(_WEIGHT_OPS), nodes_to_quantize=_weight_nodes(onnx.load(str(pre))),
             )
             meta["int8"] = {"mode": "static", "calibration_windows": sum(len(b[INPUT]) for b in batches)}
         else:
@@ -340,6 +343,22 @@ def quantize_int8(
     with atomic_path(dst) as tmp_path:
         onnx.save(proto, str(tmp_path))
     return dst
+
+
+_WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def _weight_nodes(proto) -> list[str]:
+    """Nodes that apply learned weights (a Conv, Gemm or MatMul with a constant operand).
+
+    Only these are quantised: they are where int8 saves time, and their inputs are small to
+    calibrate. Products of two activations (area attention's logits and weights over 10,773
+    areas) stay float32: their ranges are wide, int8 there destroys the attention, and
+    calibrating them would hold every area's logits of every calibration window in memory.
+    """
+    constants = {t.name for t in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in proto.graph.node if n.op_type in _WEIGHT_OPS and any(i in constants for i in n.input[1:])]
 
 
 def _calibration_batches(model_path: Path, files: list, max_windows: int, batch: int = 16) -> list[dict]:
