@@ -273,6 +273,7 @@ def test_worker_threads_give_the_same_result():
         torch.manual_seed(9)
         out = area_attention(*ts, 5, max_area=(2, 3), dropout=0.3, block_elements=100)
         results.append((out, *torch.autograd.grad(out.square().sum(), ts)))
+        assert torch.get_num_threads() == threads  # the workers' one-thread setting does not leak
     torch.set_num_threads(1)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -21,8 +21,8 @@ average of the per-position logits ``q . k_p``, and with ``sum`` / ``mean`` valu
 materialises area keys or values, computes box averages with one elementwise op per area shape,
 works on blocks of (batch x queries) so memory stays bounded, and recomputes each block in the
 backward pass (as flash attention does) instead of storing the weights. On CPU the blocks are
-small and spread over ``torch.get_num_threads()`` Python threads, each op running inline in its
-thread, so a busy machine that deschedules one thread does not stall every op. Every other mode builds
+spread over ``torch.get_num_threads()`` Python threads that each run their ops serially, so a
+busy machine that deschedules one thread does not stall every op. Every other mode builds
 the area keys/values with the same box operations, then attends in blocks that are recomputed
 in the backward pass (activation checkpointing). tensor2tensor's key mode ``sum`` is a learned
 mode (size embedding + mean + std through the MLP), so it takes the second route.
@@ -65,11 +65,10 @@ LEARNED_KEY_MODES = ("concat", "max_concat", "sum", "sample_concat", "sample_sum
 VALUE_MODES = ("sum", "mean", "max")
 LAYOUTS = ("2d", "rows")
 
-# Position logits per block of (batch x queries) on the fast path. CPU: ATen's grain size, so
-# every op of a block runs inline in one of our worker threads (see _run_groups) and in cache;
-# GPUs: blocks large enough to hide kernel launches. The generic path holds [block, areas]
-# logits plus softmax and autograd copies.
-FAST_BLOCK_ELEMENTS = {"cpu": 2**15, "cuda": 2**23}
+# Position logits per block of (batch x queries) on the fast path. CPU: a block's maps stay in
+# cache (2**16 measured best of 2**14..2**18 on one thread); GPUs: blocks large enough to hide
+# kernel launches. The generic path holds [block, areas] logits plus softmax and autograd copies.
+FAST_BLOCK_ELEMENTS = {"cpu": 2**16, "cuda": 2**23}
 GENERIC_BLOCK_ELEMENTS = 2**22
 
 
@@ -353,12 +352,18 @@ def _groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[slice,
     return list(groups.values())
 
 
+def _one_thread() -> None:
+    """Worker initializer: ops in this thread run serially (OpenMP and MKL thread counts are per
+    thread); without it every op of every worker would start a team of its own and oversubscribe."""
+    torch.set_num_threads(1)
+
+
 def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: torch.device) -> None:
     """Run ``fn(index, batch, queries)`` on every block.
 
-    On CPU the groups go to ``torch.get_num_threads()`` Python threads. Blocks are at most
-    ATen's grain size, so each op runs inline in its thread: no parallel region per op, whose
-    barrier stalls whenever one thread is descheduled on a busy machine.
+    On CPU the groups go to ``torch.get_num_threads()`` Python threads, each running its ops
+    serially: no parallel region (and barrier) per op, which stalls whenever one thread is
+    descheduled on a busy machine.
     """
     blocks = [(i, b) for i, b in enumerate(b for g in groups for b in g)]
     per_group, start = [], 0
@@ -373,8 +378,12 @@ def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: t
 
     threads = min(torch.get_num_threads(), len(groups)) if device.type == "cpu" else 1
     if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(work, per_group))
+        before = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(threads, initializer=_one_thread) as pool:
+                list(pool.map(work, per_group))
+        finally:  # set_num_threads also stores the count that threads started later begin with
+            torch.set_num_threads(before)
     else:
         for group in per_group:
             work(group)
