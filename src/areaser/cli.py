@@ -347,7 +347,8 @@ def cv_cmd(
 
     Folds run one after the other into runs/NAME/<fold>/; finished folds are kept when re-run.
     """
-    from .training import ConfigError, cross_validate
+    from .crossval import cross_validate
+    from .training import ConfigError
 
     _quiet_lightning()
     cfg = _train_config(manifest, config, preset, set_, protocol=protocol, model=model, epochs=epochs,
@@ -370,7 +371,8 @@ def evaluate_cmd(
 ) -> None:
     """Score a trained run again on its test data and rewrite its report (JSON, Markdown, PNG)."""
     from .checkpoint import CheckpointError
-    from .training import ConfigError, evaluate_run
+    from .crossval import evaluate_run
+    from .training import ConfigError
 
     _quiet_lightning()
     try:
