@@ -5,9 +5,10 @@
 
 The paper's case, forward + backward, all measured in one run on the same input: batch 32, a
 64 x 20 map of 80 channels, 2-D areas up to 3 x 3 (10,773 areas), mean keys, sum values, no
-projections (q = k = v = the map).
+projections (q = k = v = the map), no dropout.
 
-* ``ours``: :func:`areaser.attention.area_attention` (fast linear path).
+* ``ours``: :func:`areaser.attention.area_attention` (fast linear path), logits scaled by
+  1/sqrt(80) like the package's and sdpa's.
 * ``package``: ``area_attention.AreaAttention`` from PyPI (a PyTorch port of tensor2tensor's
   area attention that materialises every area), the peer. One repetition: it is slow on CPU.
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` over the 1,280 positions: the
@@ -56,11 +57,11 @@ def _attention_fn(case: str, height: int, width: int, dim: int, max_area: tuple[
     if case == "ours":
         from areaser.attention import area_attention
 
-        return lambda x: area_attention(x, x, x, height, max_area=max_area, key_mode="mean", value_mode="sum")
+        # scale=True: logits divided by sqrt(dim), as the package and sdpa do
+        return lambda x: area_attention(x, x, x, height, max_area=max_area, key_mode="mean", value_mode="sum", scale=True)
     if case == "package":
         import area_attention
 
-        # the package divides logits by sqrt(dim); a temperature is no cost difference
         module = area_attention.AreaAttention(dim, "mean", "sum", max_area[0], max_area[1], height, width).to(device)
         return lambda x: module(x, x, x)
     return lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x)

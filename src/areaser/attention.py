@@ -504,6 +504,10 @@ def _attend_block(q, k_area, v_area, factor, top_k, dropout):
     return torch.matmul(weights, v_area)
 
 
+def _exporting() -> bool:
+    return bool(getattr(torch.compiler, "is_exporting", lambda: False)())  # torch >= 2.5
+
+
 def _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, top_k, noisy, key_net) -> Tensor:
     """Every area materialised, no blocks and no data-dependent branches: what tracing and export
     (TorchScript, ``torch.export``, ONNX) can record for any batch size and input length."""
@@ -574,7 +578,7 @@ def area_attention(
     factor = (1.0 / math.sqrt(q.shape[-1]) if scale else 1.0) / temperature
 
     noisy = key_mode.startswith("sample") and sample_noise
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _exporting():
         if dropout > 0:
             raise ValueError("attention dropout cannot be exported: export in eval mode, without dropout_at_eval")
         out = _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, top_k, noisy, key_net)
