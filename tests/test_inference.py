@@ -91,12 +91,17 @@ def test_predict_equals_whole_file_reference(rec: Recognizer, run_dir: Path, fil
 
 
 def test_the_default_paper_model(tmp_path: Path, files: list[Path]) -> None:
-    """The full `paper` preset (2-D area attention) through the same path."""
-    run = make_random_run(tmp_path / "paper", model="paper", overrides={})
-    y = np.resize(load_audio(files[3]), 4 * 16_000)  # exactly 4 s: windows at 0, 1 and 2 s
-    pred = Recognizer.load(run, hop_s=1.0).predict(y)
-    ref, starts = _reference(run, y, hop_s=1.0)
-    assert len(pred.timeline) == len(starts) == 3
+    """The `paper` preset (2-D area attention, which works in blocks on several threads) through the same path."""
+    run = make_random_run(tmp_path / "paper", model="paper")  # slim channels, the full 2-D area attention
+    y = np.resize(load_audio(files[3]), 10 * 16_000)  # 10 s: 21 windows, enough blocks for worker threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pred = Recognizer.load(run).predict(y)
+        ref, starts = _reference(run, y)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(pred.timeline) == len(starts) == 21
     np.testing.assert_allclose(np.stack([w.probabilities for w in pred.timeline]), ref, atol=1e-5)
 
 

@@ -256,7 +256,10 @@ class TorchBackend:
     def __init__(self, classifier: WaveformClassifier):
         self.classifier = classifier.eval()
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: inference tensors may not be updated in place outside
+    # inference mode, and the area attention updates its blocks in place in worker threads
+    # (where the mode, being per thread, is off)
+    @torch.no_grad()
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """``windows [B, N]`` float32 -> probabilities ``[B, C]`` float32."""
         return self.classifier(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
