@@ -124,6 +124,10 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
         c = TrainConfig.from_dict(meta["config"])
         summary = summarise_cv(c, reports, meta["folds"])
         write_cv_report(run_dir, summary)
+        if log:
+            agg = summary["aggregate"]
+            log(f"{run_dir}: WA {100 * agg['wa']['mean']:.2f} +- {100 * agg['wa']['std']:.2f} %, "
+                f"UA {100 * agg['ua']['mean']:.2f} +- {100 * agg['ua']['std']:.2f} % over {len(reports)} fold(s)")
         return summary
     paths = run_paths(run_dir)
     if not paths["config"].is_file():
