@@ -274,6 +274,9 @@ def test_worker_threads_give_the_same_result():
         out = area_attention(*ts, 5, max_area=(2, 3), dropout=0.3, block_elements=100)
         results.append((out, *torch.autograd.grad(out.square().sum(), ts)))
         assert torch.get_num_threads() == threads  # the workers' one-thread setting does not leak
+        with torch.inference_mode():  # blocks write into tensors made in the caller's mode
+            torch.testing.assert_close(area_attention(*ts, 5, max_area=(2, 3), block_elements=100),
+                                       area_attention(*ts, 5, max_area=(2, 3)))  # fmt: skip
     torch.set_num_threads(1)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=0, rtol=0)

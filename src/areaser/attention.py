@@ -371,8 +371,10 @@ def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: t
         per_group.append(blocks[start : start + len(g)])
         start += len(g)
 
+    inference = torch.is_inference_mode_enabled()
+
     def work(group):
-        with torch.no_grad():  # autograd state is per thread
+        with torch.no_grad(), torch.inference_mode(inference):  # autograd modes are per thread
             for i, (bs, qs) in group:
                 fn(i, bs, qs)
 
