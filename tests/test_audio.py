@@ -104,3 +104,23 @@ def test_resample_identity_and_length() -> None:
     y = tone(16_000, 0.5)
     assert resample(y, 16_000, 16_000) is y
     assert len(resample(y, 16_000, 8_000)) == 4000
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path: Path) -> None:
+    """mkstemp's 0600 must not leak into what we write: new files follow the umask, old modes stay."""
+    import os
+    import stat
+
+    from areaser.fileio import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        old = tmp_path / "old.txt"
+        old.write_text("a")
+        old.chmod(0o640)
+        atomic_write_text(old, "b")
+        assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "b"
+    finally:
+        os.umask(mask)
