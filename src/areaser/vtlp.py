@@ -95,6 +95,14 @@ def _check_fhi(sr: float, fhi: float) -> None:
         raise ValueError(f"fhi must lie in (0, sr/2) = (0, {sr / 2:g}) Hz, got {fhi}")
 
 
+def _breakpoints(f, alpha, sr: float, fhi: float):
+    """Array library, sr/2, ``fhi * min(alpha, 1)`` (the knee's image) and the knee ``/ alpha``."""
+    _check_fhi(sr, fhi)
+    xp = _lib(f, alpha)
+    scale = fhi * (torch.clamp(alpha, max=1.0) if xp is torch and isinstance(alpha, Tensor) else np.minimum(alpha, 1.0))
+    return xp, sr / 2, scale, scale / alpha
+
+
 def warp_frequencies(f, alpha, sr: float, fhi: float = DEFAULT_FHI):
     """The VTLP map ``f -> f'`` in Hz (numpy arrays, torch tensors or floats; broadcasts).
 
@@ -102,22 +110,14 @@ def warp_frequencies(f, alpha, sr: float, fhi: float = DEFAULT_FHI):
     increasing); outside that range the formula is extended linearly, which only the
     ``legacy-time`` reproduction uses.
     """
-    _check_fhi(sr, fhi)
-    xp = _lib(f, alpha)
-    half = sr / 2
-    scale = fhi * (torch.clamp(alpha, max=1.0) if xp is torch and isinstance(alpha, Tensor) else np.minimum(alpha, 1.0))
-    boundary = scale / alpha
+    xp, half, scale, boundary = _breakpoints(f, alpha, sr, fhi)
     upper = half - (half - scale) / (half - boundary) * (half - f)
     return xp.where(f <= boundary, alpha * f, upper)
 
 
 def unwarp_frequencies(g, alpha, sr: float, fhi: float = DEFAULT_FHI):
     """The inverse map ``f' -> f`` (same conventions as :func:`warp_frequencies`)."""
-    _check_fhi(sr, fhi)
-    xp = _lib(g, alpha)
-    half = sr / 2
-    scale = fhi * (torch.clamp(alpha, max=1.0) if xp is torch and isinstance(alpha, Tensor) else np.minimum(alpha, 1.0))
-    boundary = scale / alpha
+    xp, half, scale, boundary = _breakpoints(g, alpha, sr, fhi)
     upper = half - (half - boundary) / (half - scale) * (half - g)
     return xp.where(g <= scale, g / alpha, upper)
 
