@@ -282,6 +282,24 @@ def test_worker_threads_give_the_same_result():
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+def test_worker_threads_run_without_autograd():
+    """Blocks run with grad mode off in every thread (a block writing a grad-tracked result into the
+    shared output broke training), and in inference mode only where the caller is in it."""
+    from areaser.attention import _run_groups
+
+    groups = [[(slice(i, i + 1), slice(0, 4))] for i in range(3)]
+    torch.set_num_threads(3)
+    try:
+        for inference in (False, True):
+            seen = []
+            with torch.inference_mode(inference):
+                _run_groups(lambda i, b, q: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled())),
+                            groups, torch.device("cpu"))  # fmt: skip
+            assert seen == [(False, inference)] * 3
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_dropout_only_in_training_unless_asked(x):
     plain = make(dropout=0.0).eval()
     att = make(dropout=0.5)

@@ -374,7 +374,8 @@ def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: t
     inference = torch.is_inference_mode_enabled()
 
     def work(group):
-        with torch.no_grad(), torch.inference_mode(inference):  # autograd modes are per thread
+        # autograd modes are per thread; inference_mode(False) turns grad mode on, so no_grad goes inside
+        with torch.inference_mode(inference), torch.no_grad():
             for i, (bs, qs) in group:
                 fn(i, bs, qs)
 
