@@ -145,3 +145,21 @@ def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus,
     assert (run / "report.json").stat().st_mtime_ns == mtime
     with pytest.raises(ConfigError, match="not a classical baseline"):
         train_baseline(config_with(cfg, model="paper"), log=None)
+
+
+def test_cross_validate_runs_a_baseline_through_train(builtin_corpus, tmp_path) -> None:
+    """`areaser cv --model egemaps-lr`: train() hands baselines to train_baseline; every fold and the
+    aggregate are written as for a neural model."""
+    import json
+
+    from areaser.crossval import cross_validate
+    from areaser.training import config_with
+
+    cfg = config_with(None, manifest=str(builtin_corpus / "manifest.csv"), model="egemaps-lr",
+                      out_dir=str(tmp_path), name="cv", progress=True)  # fmt: skip
+    summary = cross_validate(cfg, folds=[0, 1], log=None)
+    agg = json.loads((tmp_path / "cv" / "report.json").read_text())["aggregate"]
+    assert agg == summary["aggregate"] and 0.0 <= agg["ua"]["mean"] <= 1.0
+    uas = [json.loads((tmp_path / "cv" / name / "report.json").read_text())["test"]["ua"]
+           for name in ("fold1-Ses01", "fold2-Ses02")]  # fmt: skip
+    assert agg["ua"]["mean"] == pytest.approx(sum(uas) / 2)

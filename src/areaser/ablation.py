@@ -386,7 +386,6 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
     """
     import torch
 
-    from .baselines import is_baseline, train_baseline
     from .training import TrainConfig, train
 
     if threads:
@@ -394,7 +393,7 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
     c = TrainConfig.from_dict(run.config)
     t0 = time.perf_counter()
     with _quiet():
-        report = train_baseline(c, log=None) if is_baseline(c.model) else train(c, log=None)
+        report = train(c, log=None)  # neural or baseline
     elapsed = time.perf_counter() - t0
     test = report["test"]
     result = {

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -223,22 +223,29 @@ def extract_features(
     cfg: BaselineConfig | None = None,
     sr: int = DEFAULT_SR,
     progress: bool = False,
+    bar=None,
 ) -> np.ndarray:
     """Functionals of every file: ``[len(paths), len(FEATURE_NAMES)]`` float64.
 
     Files are read with :func:`areaser.audio.load_audio` (so a bad file raises
     ``AudioError`` naming it). Results are memoised per process on (path, size,
-    mtime) so the folds of one study extract each file once.
+    mtime) so the folds of one study extract each file once. ``progress`` shows a bar;
+    ``bar``, a running ``rich.progress.Progress``, draws it there instead (as cv does).
     """
     cfg = cfg or BaselineConfig()
     rows = []
-    it: Iterable = paths
-    if progress:
-        from rich.progress import track
+    if bar is None and progress:
+        from rich.progress import Progress
 
-        it = track(paths, description="egemaps features")
-    for p in it:
+        with Progress(transient=True) as own:
+            return extract_features(paths, cfg, sr, bar=own)
+    task = bar.add_task("egemaps features", total=len(paths), info="") if bar is not None else None
+    for p in paths:
         rows.append(_cached_features(str(p), cfg, sr))
+        if task is not None:
+            bar.advance(task)
+    if task is not None:
+        bar.remove_task(task)
     return np.stack(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
 
 
@@ -316,13 +323,13 @@ def fit_predict(
 # ----------------------------------------------------------------------------- a run, like a neural one
 
 
-def train_baseline(config, *, log=print) -> dict:
+def train_baseline(config, *, log=print, bar=None) -> dict:
     """Train and score a baseline on one fold of a :class:`areaser.training.TrainConfig`.
 
     The twin of :func:`areaser.training.train` for ``config.model`` in :data:`BASELINES`:
     the same fold (``prepare_fold``), the same metrics (``classification_metrics``), the
     same run directory (``config.json``, ``report.json``, ``report.md``, ``confusion.png``)
-    and report dict, so tables and cross-validation treat both alike. The classifier
+    and report dict (``train`` hands baselines here; ``bar``: an outer rich progress to draw into), so tables and cross-validation treat both alike. The classifier
     learns from the fold's ``train`` part (augmented copies included, if any); the ``dev``
     part is left unused, as it only picks the epoch of a neural model. A run whose
     ``report.json`` exists with the same config is returned as it is.
@@ -350,8 +357,9 @@ def train_baseline(config, *, log=print) -> dict:
     bcfg = get_baseline(c.model, seed=c.seed)
     t0 = time.perf_counter()
     train, test = prep.parts["train"], prep.parts["test"]
-    x_train = extract_features(list(train["path"]), bcfg, c.features.sr, progress=c.progress)
-    x_test = extract_features(list(test["path"]), bcfg, c.features.sr, progress=c.progress)
+    paths = list(train["path"]) + list(test["path"])
+    x = extract_features(paths, bcfg, c.features.sr, progress=c.progress, bar=bar)
+    x_train, x_test = x[: len(train)], x[len(train) :]
     t_feat = time.perf_counter() - t0
     proba = fit_predict(x_train, train["y"].to_numpy(), x_test, len(prep.classes), bcfg)
     metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), prep.classes, list(test["speaker"]))

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .baselines import is_baseline
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_write_json
 from .training import build_report, make_progress, prepare_fold, read_history, train
@@ -60,15 +61,16 @@ def cross_validate(
     try:
         if bar is not None:
             bar.start()
-        overall = bar.add_task("all folds", total=len(fold_cfgs) * base.epochs, info="") if bar is not None else None
+        per_fold = 1 if is_baseline(c.model) else base.epochs  # a baseline has no epochs: one step per fold
+        overall = bar.add_task("all folds", total=len(fold_cfgs) * per_fold, info="") if bar is not None else None
         for fc in fold_cfgs:
             r = train(fc, resume=resume, bar=bar, overall_task=overall, log=log)
             if not r:  # non-zero DDP rank
                 return {}
             reports.append(r)
             if bar is not None:
-                done = sum(len(x["history"]) for x in reports)
-                bar.update(overall, completed=done, total=done + (len(fold_cfgs) - len(reports)) * base.epochs)
+                done = sum(len(x["history"]) or 1 for x in reports)
+                bar.update(overall, completed=done, total=done + (len(fold_cfgs) - len(reports)) * per_fold)
     finally:
         if bar is not None:
             bar.stop()

@@ -450,11 +450,14 @@ def train(
     (``cross_validate`` passes its own). Raises :class:`ConfigError`, :class:`ManifestError`
     or :class:`AudioError` before any training when the input is unusable.
     """
+    from .baselines import is_baseline, train_baseline
     from .checkpoint import SafetensorsCheckpointIO, run_paths
     from .data import SERDataModule, load_windows
 
     say = log or (lambda s: None)
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
+    if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
+        return train_baseline(c, log=log, bar=bar)
     paths = run_paths(Path(c.out_dir) / c.name)
     rank0 = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
