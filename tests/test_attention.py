@@ -282,6 +282,46 @@ def test_worker_threads_give_the_same_result():
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+def test_threads_started_during_area_attention_get_the_process_thread_count():
+    """A thread's first torch op takes the process-wide thread count: area attention running in
+    other threads (a service's requests) must not leave that count at its workers' one."""
+    import threading
+
+    gen = torch.Generator().manual_seed(2)
+    ts = [torch.randn(4, 40, 4, generator=gen) for _ in range(3)]
+    torch.set_num_threads(3)
+    stop, counts, running = threading.Event(), [], threading.Semaphore(0)
+
+    def busy():
+        torch.set_num_threads(3)
+        area_attention(*ts, 5, max_area=(2, 3), block_elements=100)
+        running.release()
+        while not stop.is_set():
+            area_attention(*ts, 5, max_area=(2, 3), block_elements=100)
+
+    def fresh():  # a new thread: its first torch op initialises its count from the process's
+        counts.append(torch.get_num_threads())
+
+    try:
+        area_attention(*ts, 5, max_area=(2, 3), block_elements=100)  # a warm-up makes the workers
+        callers = [threading.Thread(target=busy) for _ in range(2)]
+        for t in callers:
+            t.start()
+            running.acquire()
+        for _ in range(30):
+            t = threading.Thread(target=fresh)
+            t.start()
+            t.join()
+        stop.set()
+        for t in callers:
+            t.join()
+        assert counts == [3] * 30
+        assert torch.get_num_threads() == 3
+    finally:
+        stop.set()
+        torch.set_num_threads(1)
+
+
 def test_worker_threads_run_without_autograd():
     """Blocks run with grad mode off in every thread (a block writing a grad-tracked result into the
     shared output broke training), and in inference mode only where the caller is in it."""

@@ -36,6 +36,8 @@ arithmetic out of denormal numbers, which make CPUs about 100x slower.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, NamedTuple
 
@@ -352,10 +354,38 @@ def _groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[slice,
     return list(groups.values())
 
 
-def _one_thread() -> None:
-    """Worker initializer: ops in this thread run serially (OpenMP and MKL thread counts are per
-    thread); without it every op of every worker would start a team of its own and oversubscribe."""
-    torch.set_num_threads(1)
+# torch.set_num_threads sets the calling thread's OpenMP / MKL team size *and* the process-wide
+# count that every thread takes at its first torch op. The workers need the former (one each) but
+# must not leave the latter at one, or a thread starting meanwhile (a service's) would run serially
+# for good. So the workers are made once per process and thread count, the caller restoring the
+# process-wide count as soon as they have set theirs, and are kept (no per-call thread start-up).
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the threads
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """``n`` started threads whose ops run serially, shared by every caller in this process."""
+    with _POOLS_LOCK:
+        if n not in _POOLS:
+            pool = ThreadPoolExecutor(n, thread_name_prefix="area-attention")
+            ready = threading.Barrier(n + 1)
+
+            def start() -> None:
+                torch.set_num_threads(1)
+                ready.wait()
+
+            before = torch.get_num_threads()
+            try:
+                # while every task waits at the barrier no thread is idle, so each submit starts one
+                started = [pool.submit(start) for _ in range(n)]
+                ready.wait()
+            finally:
+                torch.set_num_threads(before)
+            for f in started:
+                f.result()
+            _POOLS[n] = pool
+        return _POOLS[n]
 
 
 def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: torch.device) -> None:
@@ -379,14 +409,9 @@ def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: t
             for i, (bs, qs) in group:
                 fn(i, bs, qs)
 
-    threads = min(torch.get_num_threads(), len(groups)) if device.type == "cpu" else 1
-    if threads > 1:
-        before = torch.get_num_threads()
-        try:
-            with ThreadPoolExecutor(threads, initializer=_one_thread) as pool:
-                list(pool.map(work, per_group))
-        finally:  # set_num_threads also stores the count that threads started later begin with
-            torch.set_num_threads(before)
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1 and len(groups) > 1:
+        list(_workers(threads).map(work, per_group))
     else:
         for group in per_group:
             work(group)
