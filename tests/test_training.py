@@ -243,3 +243,17 @@ def test_ddp_two_cpu_processes_match_single_process_where_they_must(reference, t
     assert rep["test"]["n"] == ref["test"]["n"]
     assert json.loads((tmp_path / "ddp/split.json").read_text()) == json.loads(
         (Path(cfg.out_dir) / "ref/split.json").read_text())
+
+
+def test_a_saved_config_under_another_protocol_takes_that_protocols_defaults(tmp_path):
+    """`areaser cv -c runs/demo/config.json --protocol xu2021`: the loso run's resolved label set,
+    epochs and (absent) paper reading must not carry over; what the command line sets still wins."""
+    saved = config_with(None, manifest="m.csv", protocol="loso", name="demo").resolved()
+    assert (saved.label_set, saved.epochs, saved.track_test) == ("4class", 30, False)
+    saved.save(tmp_path / "config.json")
+    base = json.loads((tmp_path / "config.json").read_text())
+    xu = config_with(base, protocol="xu2021").resolved()
+    assert (xu.label_set, xu.epochs, xu.track_test) == ("4class-exc", 100, True)
+    assert config_with(base, protocol="xu2021", epochs=8).resolved().epochs == 8
+    assert config_with(base, protocol="loso", epochs=8).resolved().label_set == "4class"  # same protocol: kept
+    assert config_with(base, epochs=5).resolved().track_test is False

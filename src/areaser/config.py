@@ -22,7 +22,7 @@ from .fileio import atomic_write_json
 from .segments import SegmentConfig
 from .vtlp import VTLPConfig
 
-__all__ = ["ConfigError", "TrainConfig", "TRAIN_PRESETS", "config_with"]
+__all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "config_with"]
 
 
 class ConfigError(ValueError):
@@ -219,10 +219,18 @@ def _type_ok(annotation: str, v: Any) -> bool:
     return any(checks[n](v) for n in plain)
 
 
+# Fields that ``None`` hands to the protocol (``TrainConfig.resolved``): a run's saved config holds
+# the values its protocol chose, which another protocol must choose again.
+PROTOCOL_FIELDS = ("label_set", "epochs", "track_test")
+
+
 def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = None, **overrides) -> TrainConfig:
     """Defaults < ``preset`` < ``base`` (a config or a partial dict, e.g. a JSON file) < ``overrides``.
 
-    Override keys may be dotted (``vtlp.impl="none"``). Unknown keys are refused.
+    Override keys may be dotted (``vtlp.impl="none"``). Unknown keys are refused. When the
+    overrides change ``base``'s protocol, the base's :data:`PROTOCOL_FIELDS` go back to the
+    new protocol's defaults unless the overrides set them too (a run's ``config.json`` under
+    ``--protocol xu2021`` gets that protocol's label set, epochs and paper reading).
     """
     d = TrainConfig().to_dict()
     if preset is not None:
@@ -230,7 +238,10 @@ def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = 
             raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
         d = _merge(d, {**TRAIN_PRESETS[preset], "preset": preset})
     if base is not None:
-        d = _merge(d, base.to_dict() if isinstance(base, TrainConfig) else base)
+        b = base.to_dict() if isinstance(base, TrainConfig) else dict(base)
+        if "protocol" in overrides and overrides["protocol"] != b.get("protocol", d["protocol"]):
+            b = {k: v for k, v in b.items() if k not in PROTOCOL_FIELDS}
+        d = _merge(d, b)
     for k, v in overrides.items():
         d = _merge(d, _dotted(k, v))
     return TrainConfig.from_dict(d)
