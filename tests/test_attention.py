@@ -322,8 +322,8 @@ def test_threads_started_during_area_attention_get_the_process_thread_count():
         torch.set_num_threads(1)
 
 
-def test_worker_threads_run_without_autograd():
-    """Blocks run with grad mode off in every thread (a block writing a grad-tracked result into the
+def test_worker_threads_run_serially_without_autograd():
+    """Blocks run serially, with grad mode off in every thread (a block writing a grad-tracked result into the
     shared output broke training), and in inference mode only where the caller is in it."""
     from areaser.attention import _run_groups
 
@@ -333,9 +333,10 @@ def test_worker_threads_run_without_autograd():
         for inference in (False, True):
             seen = []
             with torch.inference_mode(inference):
-                _run_groups(lambda i, b, q: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled())),
+                _run_groups(lambda i, b, q: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                                                         torch.get_num_threads())),
                             groups, torch.device("cpu"))  # fmt: skip
-            assert seen == [(False, inference)] * 3
+            assert seen == [(False, inference, 1)] * 3  # and each worker's ops run serially
     finally:
         torch.set_num_threads(1)
 

@@ -372,7 +372,8 @@ def _workers(n: int) -> ThreadPoolExecutor:
             ready = threading.Barrier(n + 1)
 
             def start() -> None:
-                torch.set_num_threads(1)
+                torch.get_num_threads()  # a thread's first call takes the process-wide count: do it now,
+                torch.set_num_threads(1)  # so that this one stays
                 ready.wait()
 
             before = torch.get_num_threads()
