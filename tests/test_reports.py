@@ -49,3 +49,14 @@ def test_cv_report_shows_mean_and_std(tmp_path):
     assert "paper's way" in md
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_random_evaluation_is_explained_where_the_two_scorings_differ(tmp_path):
+    """The faithful model keeps dropout at evaluation: the final scoring of the chosen epoch and that
+    epoch's tracked test score are two draws, and the report says so (only then)."""
+    rep = _report()
+    h = rep["paper_and_honest"]["honest"]
+    same = {**rep, "test": {**rep["test"], "wa": h["wa"], "ua": h["ua"]}}
+    assert "every scoring of the same" not in write_run_report(tmp_path, same)["md"].read_text()
+    md = write_run_report(tmp_path, rep)["md"].read_text()
+    assert "every scoring of the same" in md and f"WA {100 * h['wa']:.2f} here, {100 * rep['test']['wa']:.2f} there" in md

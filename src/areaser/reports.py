@@ -130,8 +130,17 @@ def _metrics_md(m: Mapping) -> list[str]:
     return out
 
 
-def _paper_honest_md(ph: Mapping) -> list[str]:
+def _paper_honest_md(ph: Mapping, test: Mapping | None = None) -> list[str]:
     p, h = ph["paper"], ph["honest"]
+    note = []
+    if test is not None and (pct(test["wa"]), pct(test["ua"])) != (pct(h["wa"]), pct(h["ua"])):  # as shown
+        note = [
+            f"The honest row's model is the one scored at the top (epoch {h['epoch']}), yet its scores differ "
+            f"(WA {pct(h['wa'])} here, {pct(test['wa'])} there): this model's evaluation is random (attention "
+            "dropout or area sampling at evaluation, as in the authors' code), so every scoring of the same "
+            "weights is another draw.",
+            "",
+        ]
     return [
         "## Paper's way vs honest way",
         "",
@@ -149,6 +158,7 @@ def _paper_honest_md(ph: Mapping) -> list[str]:
             ],
         ),
         "",
+        *note,
     ]
 
 
@@ -170,7 +180,7 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
     md += [f"## Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}", ""]
     md += _metrics_md(test) + ["", "![confusion matrix](confusion.png)", ""]
     if report.get("paper_and_honest"):
-        md += _paper_honest_md(report["paper_and_honest"])
+        md += _paper_honest_md(report["paper_and_honest"], test)
     if history:
         md += ["## Learning curves", "", "![learning curves](curves.png)", ""]
         keys = [k for k in history[0] if k != "epoch"]

@@ -490,6 +490,10 @@ def train(
     probe, _ = build_modules(c, len(prep.classes))  # checks the model config early
     say(f"run {paths['dir']}: fold {prep.fold.name} ({c.fold + 1}/{prep.n_folds}), utterances "
         + ", ".join(f"{k} {len(v)}" for k, v in prep.parts.items()))
+    if has_last:
+        from .checkpoint import read_header
+
+        say(f"resuming after epoch {read_header(paths['last'])['epoch'] + 1} from {paths['last']}")
     own_bar = make_progress() if bar is None and c.progress and rank0 else None
     bar = bar or own_bar
     try:
