@@ -144,6 +144,58 @@ def _exports(model: Path, tmp: Path, calibration: list[Path]) -> tuple[dict[str,
         return {}, str(e)
 
 
+def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Floating-point operations (multiply + add = 2) of one input of ``shape`` through the model's
+    convolutions and dense layers, counted from the layer shapes (attention is not counted)."""
+    total = 0
+
+    def count(mod, inp, out) -> None:  # noqa: ANN001
+        nonlocal total
+        if isinstance(mod, torch.nn.Conv2d):
+            total += 2 * out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, torch.nn.Linear):
+            total += 2 * out.numel() * mod.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(shape))
+    for h in hooks:
+        h.remove()
+    return float(total)
+
+
+def compute_ceiling(run: Path, onnx_path: Path, batch: int = 40) -> str:
+    """One line: the model's FLOPs per 2 s window, the rate ONNX Runtime runs them at on one thread,
+    and the rate 200x real time at hop 0.4 s would need (2.5 windows per second of audio)."""
+    import onnxruntime as ort
+
+    from areaser.checkpoint import load_run
+
+    loaded = load_run(run)
+    with torch.no_grad():
+        shape = tuple(loaded.features(torch.zeros(1, 32_000)).shape)  # one 2 s window at 16 kHz
+    flops = model_flops(loaded.model, shape)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    x = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, *shape[1:]), dtype=np.float32)}
+    sess.run(None, x)
+    best = min(_timed(lambda: sess.run(None, x)) for _ in range(5))
+    rate = flops * batch / best
+    attention = any("Attention" in type(m).__name__ and m is not loaded.model for m in loaded.model.modules())
+    what = "convolutions and dense layers" + ("; area attention not counted" if attention else "")
+    return (f"{run.name}: {flops / 1e6:,.0f} MFLOP per 2 s window ({shape[1]} x {shape[2]} log-Mel; {what}); "
+            f"ONNX Runtime fp32 takes {1000 * best / batch:.2f} ms per window on one thread (batch {batch}): "
+            f"{rate / 1e9:.0f} GFLOP/s of those; 200x real time at hop 0.4 s (2.5 windows per audio second) "
+            f"needs {200 * 2.5 * flops / 1e9:.0f} GFLOP/s")
+
+
+def _timed(fn) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, action="append", default=[], help="a trained run directory (repeatable)")
@@ -211,6 +263,8 @@ def main() -> None:
                                  f"-> goal 200x {'met' if ort_rtf[best] >= 200 else 'not met'}")
             if why:
                 table.add_row(model.name, "ONNX Runtime", f"[red]not exportable: {why[:120]}[/]")
+            if files:
+                goals.append(compute_ceiling(model, files["fp32"]))
             if files:  # top-1 agreement of int8 with fp32 over the windows of the corpus
                 fp32 = Recognizer.load(files["fp32"], threads=1)
                 want = _window_labels(fp32, paths)
