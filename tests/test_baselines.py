@@ -143,6 +143,9 @@ def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus,
     mtime = (run / "report.json").stat().st_mtime_ns
     assert train_baseline(cfg, log=None)["test"] == json.loads((run / "report.json").read_text())["test"]
     assert (run / "report.json").stat().st_mtime_ns == mtime
+    # --restart trains it again (to the same scores)
+    assert train_baseline(cfg, log=None, resume=False)["test"] == report["test"]
+    assert (run / "report.json").stat().st_mtime_ns != mtime
     with pytest.raises(ConfigError, match="not a classical baseline"):
         train_baseline(config_with(cfg, model="paper"), log=None)
 

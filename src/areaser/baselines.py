@@ -323,16 +323,18 @@ def fit_predict(
 # ----------------------------------------------------------------------------- a run, like a neural one
 
 
-def train_baseline(config, *, log=print, bar=None) -> dict:
+def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -> dict:
     """Train and score a baseline on one fold of a :class:`areaser.training.TrainConfig`.
 
-    The twin of :func:`areaser.training.train` for ``config.model`` in :data:`BASELINES`:
-    the same fold (``prepare_fold``), the same metrics (``classification_metrics``), the
-    same run directory (``config.json``, ``report.json``, ``report.md``, ``confusion.png``)
-    and report dict (``train`` hands baselines here; ``bar``: an outer rich progress to draw into), so tables and cross-validation treat both alike. The classifier
-    learns from the fold's ``train`` part (augmented copies included, if any); the ``dev``
-    part is left unused, as it only picks the epoch of a neural model. A run whose
-    ``report.json`` exists with the same config is returned as it is.
+    The twin of :func:`areaser.training.train` for ``config.model`` in :data:`BASELINES`
+    (``train`` hands baselines here): the same fold (``prepare_fold``), the same metrics
+    (``classification_metrics``), the same run directory (``config.json``, ``report.json``,
+    ``report.md``, ``confusion.png``) and report dict, so tables and cross-validation treat
+    both alike. The classifier learns from the fold's ``train`` part (augmented copies
+    included, if any); the ``dev`` part is left unused, as it only picks the epoch of a
+    neural model. A run whose ``report.json`` exists with the same config is returned as it
+    is, unless ``resume`` is ``False`` (``--restart``). ``bar``: an outer rich progress to
+    draw into.
     """
     import json
     import time
@@ -348,7 +350,7 @@ def train_baseline(config, *, log=print, bar=None) -> dict:
         raise ConfigError(f"model {c.model!r} is not a classical baseline ({', '.join(BASELINES)})")
     run_dir = Path(c.out_dir) / c.name
     report_path = run_dir / "report.json"
-    if report_path.is_file():
+    if report_path.is_file() and resume is not False:
         old = json.loads(report_path.read_text())
         if old.get("config") == c.to_dict():
             say(f"{run_dir}: already finished (report.json exists)")

@@ -457,7 +457,7 @@ def train(
     say = log or (lambda s: None)
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
-        return train_baseline(c, log=log, bar=bar)
+        return train_baseline(c, log=log, bar=bar, resume=resume)
     paths = run_paths(Path(c.out_dir) / c.name)
     rank0 = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
