@@ -1,11 +1,14 @@
 """Corpus loaders on fixture trees that copy each real layout and naming, defects included.
 
-Every audio file is a real wav (0.2 s of a tone written with soundfile) unless it
+Every audio file is real audio (0.2 s of a tone written with soundfile, its pitch taken
+from the path so no two files are byte-identical unless a test copies one) unless it
 plays a defect: a Git LFS pointer, an unreadable file, a silent file, an empty file.
 """
 
 from __future__ import annotations
 
+import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +19,21 @@ from typer.testing import CliRunner
 
 from areaser.cli import app
 from areaser.corpora import CORPORA, CorpusError, load_corpus
-from areaser.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT
+from areaser.corpora import base
+from areaser.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT, find_audio
 from areaser.labels import CANONICAL
-from areaser.manifest import COLUMNS, read_manifest
+from areaser.manifest import COLUMNS, read_manifest, write_manifest
 
 LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 123456\n"
 
 
-def tone(path: Path, sr: int = 16000, seconds: float = 0.2, silent: bool = False) -> Path:
+def tone(path: Path, sr: int = 16000, seconds: float = 0.2, silent: bool = False, hz: float | None = None) -> Path:
+    """A tone whose pitch comes from ``path`` (unless ``hz``): distinct files have distinct bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(sr * seconds)) / sr
-    y = np.zeros_like(t) if silent else 0.3 * np.sin(2 * np.pi * 220 * t)
-    sf.write(str(path), y, sr, subtype="PCM_16")
+    hz = 200 + zlib.crc32(str(path).encode()) % 60000 / 100 if hz is None else hz  # 0.01 Hz apart: other bytes
+    y = np.zeros_like(t) if silent else 0.3 * np.sin(2 * np.pi * hz * t)
+    sf.write(str(path), y, sr, subtype="PCM_16" if path.suffix.lower() in (".wav", ".flac") else None)
     return path
 
 
@@ -42,11 +48,13 @@ def reasons(scan) -> dict[str, str]:
     return {Path(s.path).name: s.reason for s in scan.skipped}
 
 
-def check_manifest(df: pd.DataFrame) -> None:
-    assert tuple(df.columns) == COLUMNS
-    assert set(df["label"]) <= set(CANONICAL)
+def check_manifest(df: pd.DataFrame, canonical: bool = True) -> None:
+    """The manifest columns plus ``same_as``; no identical files unless the test made them."""
+    assert tuple(df.columns) == COLUMNS + ("same_as",)
+    assert set(df["label"]) <= set(CANONICAL) if canonical else all(x == x.strip().lower() for x in df["label"])
     assert df["utt_id"].is_unique
     assert all(Path(p).is_file() for p in df["path"])
+    assert set(df["same_as"]) <= {""}
 
 
 # ----------------------------------------------------------------------------- IEMOCAP
@@ -284,7 +292,7 @@ def test_name_loaders_refuse_wrong_roots(tmp_path: Path, name: str) -> None:
     with pytest.raises(CorpusError, match="does not exist"):
         load_corpus(name, tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorpusError, match="no .wav files"):
+    with pytest.raises(CorpusError, match="no audio files"):
         load_corpus(name, tmp_path / "empty")
     tone(tmp_path / "other" / "Ses01F_impro01_F000.wav")  # some other corpus
     with pytest.raises(CorpusError, match=f"is a {name} utterance"):
@@ -297,6 +305,126 @@ def test_unknown_corpus_lists_the_names() -> None:
     assert set(CORPORA) == {"iemocap", "ravdess", "cremad", "emodb", "tess", "savee", "generic"}
 
 
+# ----------------------------------------------------------------------------- any audio format
+
+
+def test_find_audio_finds_every_format_soundfile_reads_in_any_case(tmp_path: Path) -> None:
+    names = ["a.wav", "b.WAV", "c.flac", "d.Flac", "e.ogg", "sub/f.OGG", "sub/g.aiff"]
+    for name in names:
+        tone(tmp_path / name)
+    put(tmp_path / "notes.txt", b"not audio")
+    put(tmp_path / "h.wav.txt", b"not audio")
+    (tmp_path / "dir.wav").mkdir()  # a folder, not a file
+    assert [p.relative_to(tmp_path).as_posix() for p in find_audio(tmp_path)] == names
+    assert find_audio(tmp_path, pattern="*/*") == [tmp_path / "sub" / "f.OGG", tmp_path / "sub" / "g.aiff"]
+    assert find_audio(tmp_path / "sub" / "none") == []  # no layout given: an empty list, no error
+    with pytest.raises(CorpusError, match="no audio files .* expected ROOT/x"):
+        find_audio(tmp_path / "sub" / "none", "ROOT/x")
+
+
+NAMES = {  # loader -> (a file named as the corpus names an angry one, a neutral one)
+    "ravdess": ("Actor_01/03-01-05-01-02-01-01", "Actor_01/03-01-01-01-01-01-01"),
+    "cremad": ("AudioWAV/1001_DFA_ANG_XX", "AudioWAV/1001_DFA_NEU_XX"),
+    "emodb": ("wav/03a01Wa", "wav/03a01Nc"),
+    "tess": ("OAF_angry/OAF_back_angry", "OAF_neutral/OAF_back_neutral"),
+    "savee": ("AudioData/DC/a01", "AudioData/DC/n01"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_name_loaders_read_flac_ogg_and_upper_case_extensions(tmp_path: Path, name: str) -> None:
+    angry, neutral = NAMES[name]
+    tone(tmp_path / f"{angry}.FLAC")
+    tone(tmp_path / f"{neutral}.ogg")
+    scan = load_corpus(name, tmp_path, progress=False)
+    check_manifest(scan.manifest)
+    assert sorted(scan.manifest["label"]) == ["angry", "neutral"] and scan.skipped == []
+    assert sorted(Path(p).suffix for p in scan.manifest["path"]) == [".FLAC", ".ogg"]
+
+
+def test_ravdess_flac_copy(tmp_path: Path) -> None:
+    """The 16 kHz FLAC copy of RAVDESS (as in ../shared/data) scans like the wav original."""
+    for name in ("03-01-01-01-01-01-01", "03-01-05-02-01-02-01", "03-01-08-02-02-02-24"):
+        tone(tmp_path / f"Actor_{name[-2:]}" / f"{name}.flac")
+    df = load_corpus("ravdess", tmp_path, progress=False).manifest
+    assert list(df["label"]) == ["neutral", "angry", "surprise"]
+    assert list(df["speaker"]) == ["ravdess_01", "ravdess_01", "ravdess_24"]
+
+
+def test_iemocap_reads_any_audio_extension(tmp_path: Path) -> None:
+    utts = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang"), ("Ses01F_impro01_F001", "sad")]
+    put(tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
+        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode())
+    wav = tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
+    tone(wav / "Ses01F_impro01_F000.WAV")
+    tone(wav / "Ses01F_impro01_M000.Wav")
+    put(wav / "Ses01F_impro01_F001.flac", LFS)  # the first of the utterance's two files is unusable,
+    tone(wav / "Ses01F_impro01_F001.wav")  # so the second is used
+    tone(wav / "Ses01F_impro01_F000.flac")  # a second usable file of F000: a duplicate
+    scan = load_corpus("iemocap", tmp_path, progress=False)
+    check_manifest(scan.manifest)
+    assert {u: Path(p).name for u, p in zip(scan.manifest["utt_id"], scan.manifest["path"])} == {
+        "Ses01F_impro01_F000": "Ses01F_impro01_F000.WAV", "Ses01F_impro01_M000": "Ses01F_impro01_M000.Wav",
+        "Ses01F_impro01_F001": "Ses01F_impro01_F001.wav"}
+    why = reasons(scan)
+    assert why.pop("Ses01F_impro01_F000.flac") == DUPLICATE and "LFS pointer" in why.pop("Ses01F_impro01_F001.flac")
+    assert why == {}
+
+
+# ----------------------------------------------------------------------------- identical recordings
+
+
+def test_same_as_names_the_earlier_identical_file(tmp_path: Path) -> None:
+    actor = tmp_path / "Actor_07"
+    first = tone(actor / "03-01-03-01-02-01-07.flac")
+    (tmp_path / "A_songs").mkdir()
+    shutil.copy(first, actor / "03-01-03-01-02-02-07.flac")  # the real RAVDESS pair
+    shutil.copy(first, actor / "03-01-04-01-02-02-07.flac")  # a third copy names the first, not the second
+    shutil.copy(first, tmp_path / "A_songs" / "03-02-03-01-02-01-07.flac")  # scanned first, but a song: never named
+    tone(actor / "03-01-01-01-01-01-07.flac", hz=300)  # same size as the next, other bytes
+    tone(actor / "03-01-01-01-01-02-07.flac", hz=300.5)
+    tone(actor / "03-01-02-01-01-01-07.flac", seconds=0.3)
+    scan = load_corpus("ravdess", tmp_path, progress=False)
+    assert dict(zip(scan.manifest["utt_id"], scan.manifest["same_as"])) == {
+        "03-01-01-01-01-01-07": "", "03-01-01-01-01-02-07": "", "03-01-02-01-01-01-07": "",
+        "03-01-03-01-02-01-07": "", "03-01-03-01-02-02-07": "03-01-03-01-02-01-07",
+        "03-01-04-01-02-02-07": "03-01-03-01-02-01-07",
+    }
+    assert reasons(scan)["03-02-03-01-02-01-07.flac"].startswith("song")
+    assert not any("same" in w or "identical" in w for w in scan.warnings)  # a quirk of the data, not a defect
+
+
+def test_same_as_hashes_only_files_that_share_a_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i, seconds in enumerate((0.2, 0.2, 0.3, 0.4, 0.5)):  # 16-bit wav: the size follows the length
+        tone(tmp_path / "wav" / f"03a0{[1, 2, 4, 5, 7][i]}Wa.wav", seconds=seconds)
+    hashed: list[str] = []
+    digest = base._digest
+    monkeypatch.setattr(base, "_digest", lambda path: hashed.append(Path(path).name) or digest(path))
+    df = load_corpus("emodb", tmp_path, progress=False).manifest
+    assert sorted(hashed) == ["03a01Wa.wav", "03a02Wa.wav"] and set(df["same_as"]) == {""}
+
+
+def test_same_as_survives_the_manifest_csv_round_trip(tmp_path: Path) -> None:
+    first = tone(tmp_path / "wav" / "03a01Wa.wav")
+    shutil.copy(first, tmp_path / "wav" / "03a01Wb.wav")
+    tone(tmp_path / "wav" / "08a01Wa.wav")
+    df = load_corpus("emodb", tmp_path, progress=False).manifest
+    write_manifest(df, tmp_path / "m.csv")
+    back = read_manifest(tmp_path / "m.csv")
+    assert back["same_as"].tolist() == ["", "03a01Wa", ""]  # "" stays "", never NaN
+    assert back["same_as"].map(type).eq(str).all()
+
+
+def test_iemocap_marks_identical_recordings(tmp_path: Path) -> None:
+    utts = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang")]
+    put(tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
+        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode())
+    wav = tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
+    shutil.copy(tone(wav / "Ses01F_impro01_F000.wav"), wav / "Ses01F_impro01_M000.wav")
+    df = load_corpus("iemocap", tmp_path, progress=False).manifest
+    assert df["same_as"].tolist() == ["", "Ses01F_impro01_F000"]
+
+
 # ----------------------------------------------------------------------------- generic
 
 
@@ -305,7 +433,6 @@ def test_generic_folder_per_label(tmp_path: Path) -> None:
     tone(tmp_path / "happiness" / "b.wav")
     tone(tmp_path / "neutral" / "spk1" / "a.wav")
     tone(tmp_path / "pleasant surprise" / "c.wav")
-    tone(tmp_path / "contempt" / "d.wav")
     tone(tmp_path / "loose.wav")
     scan = load_corpus("generic", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
@@ -313,21 +440,38 @@ def test_generic_folder_per_label(tmp_path: Path) -> None:
     assert dict(df["label"]) == {"Anger/a": "angry", "happiness/b": "happy", "neutral/spk1/a": "neutral",
                                  "pleasant surprise/c": "surprise"}
     assert df.loc["Anger/a", "raw_label"] == "Anger" and set(df["speaker"]) == {""}
-    why = reasons(scan)
-    assert why["d.wav"].startswith("unknown label 'contempt'") and why["loose.wav"] == "not inside a label folder"
+    assert reasons(scan) == {"loose.wav": "not inside a label folder"} and scan.warnings == []
+
+
+def test_generic_keeps_labels_the_vocabulary_lacks(tmp_path: Path) -> None:
+    tone(tmp_path / "Anger" / "a.wav")
+    tone(tmp_path / "Contempt" / "b.wav")
+    tone(tmp_path / "Contempt" / "c.wav")
+    tone(tmp_path / "shame" / "d.wav")
+    scan = load_corpus("generic", tmp_path, progress=False)
+    df = scan.manifest.set_index("utt_id")
+    check_manifest(scan.manifest, canonical=False)
+    assert dict(df["label"]) == {"Anger/a": "angry", "Contempt/b": "contempt", "Contempt/c": "contempt",
+                                 "shame/d": "shame"}
+    assert df.loc["Contempt/b", "raw_label"] == "Contempt" and scan.skipped == []
+    assert len(scan.warnings) == 1  # one warning for the scan, not one per file
+    assert "not in the vocabulary" in scan.warnings[0] and "contempt 2, shame 1" in scan.warnings[0]
+    assert "np." not in scan.warnings[0]  # plain numbers, not numpy reprs
 
 
 def test_generic_csv(tmp_path: Path) -> None:
     for name in ("a", "b", "c", "e"):
         tone(tmp_path / "audio" / f"{name}.wav")
-    csv = put(tmp_path / "labels.csv", b"audio/a.wav,ang,spk1\naudio/b.wav,joy,spk2\naudio/c.wav,contempt,spk1\n"
-                                       b"audio/missing.wav,sad,spk2\n")
+    csv = put(tmp_path / "labels.csv", b"audio/a.wav,ang,spk1\naudio/b.wav,joy,spk2\naudio/c.wav,Contempt,spk1\n"
+                                       b"audio/missing.wav,sad,spk2\naudio/e.wav, ,spk2\n")
     scan = load_corpus("generic", csv, progress=False)
-    check_manifest(scan.manifest)
-    assert list(scan.manifest["utt_id"]) == ["audio/a", "audio/b"]
-    assert list(scan.manifest["label"]) == ["angry", "happy"] and list(scan.manifest["speaker"]) == ["spk1", "spk2"]
-    why = reasons(scan)
-    assert why["c.wav"].startswith("unknown label") and why["missing.wav"] == "file not found"
+    check_manifest(scan.manifest, canonical=False)
+    assert list(scan.manifest["utt_id"]) == ["audio/a", "audio/b", "audio/c"]
+    assert list(scan.manifest["label"]) == ["angry", "happy", "contempt"]
+    assert list(scan.manifest["raw_label"]) == ["ang", "joy", "Contempt"]
+    assert list(scan.manifest["speaker"]) == ["spk1", "spk2", "spk1"]
+    assert reasons(scan) == {"missing.wav": "file not found", "e.wav": "empty label"}
+    assert len(scan.warnings) == 1 and "contempt 1" in scan.warnings[0]
     # with a header, extra columns are read by name
     put(tmp_path / "h.csv", b"path,label,speaker,gender\naudio/e.wav,Sadness,s9,female\n")
     df = load_corpus("generic", tmp_path / "h.csv").manifest  # with the (rich, stderr) progress bar
@@ -335,6 +479,38 @@ def test_generic_csv(tmp_path: Path) -> None:
     put(tmp_path / "bad.csv", b"a,b,c,d,e\n")
     with pytest.raises(CorpusError, match="5 columns"):
         load_corpus("generic", tmp_path / "bad.csv")
+
+
+def test_generic_csv_reads_the_speaker_column_by_its_header_name(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        tone(tmp_path / "audio" / f"{name}.wav")
+    put(tmp_path / "h.csv", b"path,session,speaker,label\naudio/a.wav,s1,spk7,sad\naudio/b.wav,s2,spk8,ang\n"
+                            b"audio/c.wav,s2,,neu\n")
+    df = load_corpus("generic", tmp_path / "h.csv", progress=False).manifest
+    assert list(df["speaker"]) == ["spk7", "spk8", ""] and list(df["session"]) == ["s1", "s2", "s2"]
+    assert list(df["label"]) == ["sad", "angry", "neutral"]
+
+
+def test_generic_speaker_regex(tmp_path: Path) -> None:
+    tone(tmp_path / "angry" / "spk01_a.wav")
+    tone(tmp_path / "angry" / "spk02" / "take3.wav")
+    tone(tmp_path / "sad" / "spk01_b.flac")
+    tone(tmp_path / "sad" / "nobody.wav")
+    scan = load_corpus("generic", tmp_path, progress=False, speaker_regex=r"(?P<speaker>spk\d+)")
+    check_manifest(scan.manifest)
+    assert dict(zip(scan.manifest["utt_id"], scan.manifest["speaker"])) == {
+        "angry/spk01_a": "spk01", "angry/spk02/take3": "spk02", "sad/spk01_b": "spk01"}
+    assert reasons(scan) == {"nobody.wav": "no speaker: the path does not match speaker regex '(?P<speaker>spk\\\\d+)'"}
+    # without a named group, group 1; searched in the path under the root, label folder included
+    df = load_corpus("generic", tmp_path, progress=False, speaker_regex=r"^(\w+)/").manifest
+    assert set(df["speaker"]) == {"angry", "sad"} and len(df) == 4
+    with pytest.raises(ValueError, match="has no group"):
+        load_corpus("generic", tmp_path, speaker_regex=r"spk\d+")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        load_corpus("generic", tmp_path, speaker_regex=r"(spk")
+    put(tmp_path / "l.csv", b"angry/spk01_a.wav,angry\n")
+    with pytest.raises(ValueError, match="folder layout"):
+        load_corpus("generic", tmp_path / "l.csv", speaker_regex=r"(spk\d+)")
 
 
 # ----------------------------------------------------------------------------- areaser scan
@@ -374,3 +550,25 @@ def test_scan_builtin_corpus_reads_back_what_the_generator_wrote(builtin_corpus:
         assert scanned[col].tolist() == written[col].tolist(), col
     assert np.allclose(scanned["duration_s"], written["duration_s"], atol=1e-3)
     assert "0 files skipped" in res.output and "by reason" not in res.output
+
+
+def test_scan_cli_speaker_regex(tmp_path: Path) -> None:
+    tone(tmp_path / "data" / "angry" / "spk01_a.wav")
+    tone(tmp_path / "data" / "sad" / "spk02_b.ogg")
+    tone(tmp_path / "data" / "sad" / "nobody.wav")
+    out = tmp_path / "m.csv"
+    res = CliRunner().invoke(app, ["scan", "generic", str(tmp_path / "data"), "-o", str(out), "--no-progress",
+                                   "--speaker-regex", r"(?P<speaker>spk\d+)_"])
+    assert res.exit_code == 0, res.output
+    assert "2 utterances, 2 speakers" in res.output and "does not match speaker regex" in res.output
+    assert dict(zip(read_manifest(out)["utt_id"], read_manifest(out)["speaker"])) == {
+        "angry/spk01_a": "spk01", "sad/spk02_b": "spk02"}
+
+
+@pytest.mark.parametrize("args", [["emodb", "--speaker-regex", "(x)"], ["generic", "--speaker-regex", "x"]])
+def test_scan_cli_speaker_regex_errors_are_one_line(tmp_path: Path, args: list[str]) -> None:
+    tone(tmp_path / "angry" / "a.wav")
+    res = CliRunner().invoke(app, ["scan", args[0], str(tmp_path), *args[1:], "--no-progress"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert ("only for the generic loader" if args[0] == "emodb" else "has no group") in res.output

@@ -45,14 +45,14 @@ def test_round_trip_with_relative_paths(tmp_path: Path) -> None:
 def test_validation_reports_every_problem(tmp_path: Path) -> None:
     df = _corpus(tmp_path)
     df.loc[1, "utt_id"] = "u0"
-    df.loc[2, "label"] = "joyful"
+    df.loc[2, "label"] = "Joyful"  # labels are lower-case words (any word: "joyful" itself is valid)
     df.loc[3, "path"] = str(tmp_path / "gone.wav")
     out = tmp_path / "bad.csv"
     write_manifest(df, out)
     with pytest.raises(ManifestError) as e:
         read_manifest(out)
     msg = str(e.value)
-    assert str(out) in msg and "duplicate utt_id" in msg and "joyful" in msg and "missing" in msg
+    assert str(out) in msg and "duplicate utt_id" in msg and "Joyful" in msg and "missing" in msg
     assert len(e.value.problems) == 3
 
 

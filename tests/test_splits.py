@@ -162,8 +162,8 @@ def test_xu2021_needs_improvised_flags():
 
 
 def test_unknown_protocol_lists_the_valid_ones():
-    with pytest.raises(SplitError, match="loso, lospk, kfold, xu2021"):
-        get_protocol("random")
+    with pytest.raises(SplitError, match="loso, lospk, kfold, random, xu2021"):
+        get_protocol("shuffled")
 
 
 def test_check_fold_refuses_empty_test_and_missing_training_class():
@@ -178,3 +178,65 @@ def test_check_fold_refuses_empty_test_and_missing_training_class():
     no_sad = {**parts, "train": parts["train"][parts["train"]["class"] != "sad"]}
     with pytest.raises(SplitError, match=r"\['sad'\] have no training"):
         check_fold(no_sad, classes, fold.name)
+
+
+# ----------------------------------------------------------------------------- random protocol and groups
+
+
+def speakerless(n_per_class: int = 12, classes=("neutral", "happy", "sad", "angry", "contempt")) -> pd.DataFrame:
+    """Folder-per-label data: no speakers, no sessions; one label outside the vocabulary."""
+    rows = [{"utt_id": f"{c}/{i:02d}", "path": f"/x/{c}{i}.wav", "label": c, "raw_label": c, "duration_s": 3.0}
+            for c in classes for i in range(n_per_class)]
+    return make_manifest(rows)
+
+
+def test_random_protocol_tests_every_utterance_once_stratified_without_speakers():
+    df = speakerless()
+    sel = select_utterances(df, get_protocol("random"), "all")
+    folds = make_folds(sel, "random", seed=0)
+    assert len(folds) == 5
+    tested = [u for f in folds for u in f.test]
+    assert sorted(tested) == sorted(sel["utt_id"])  # each utterance is tested exactly once
+    cls = dict(zip(sel["utt_id"], sel["class"]))
+    for f in folds:
+        # 12 per class over 5 folds: every class has 2 or 3 test utterances in every fold (stratified)
+        per_class = pd.Series([cls[u] for u in f.test]).value_counts()
+        assert set(per_class.index) == set(sel["class"]) and per_class.between(2, 3).all()
+        # dev is carved from the training part: about 10 % of it, disjoint from train and test
+        n_rest = len(sel) - len(f.test)
+        assert len(f.dev) == int(np.ceil(0.1 * n_rest)) and not set(f.dev) & set(f.train)
+
+
+def test_random_protocol_is_flagged_speaker_dependent_and_speaker_protocols_refuse_speakerless_data():
+    assert get_protocol("random").speaker_dependent and get_protocol("xu2021").speaker_dependent
+    assert not any(get_protocol(n).speaker_dependent for n in ("loso", "lospk", "kfold"))
+    sel = select_utterances(speakerless(), get_protocol("lospk"), "all")
+    for name in ("lospk", "kfold"):
+        with pytest.raises(SplitError, match="no speaker.*--protocol random"):
+            make_folds(sel, name)
+
+
+@pytest.mark.parametrize("name", ["random", "xu2021", "lospk", "kfold"])
+def test_identical_recordings_stay_on_one_side_of_every_split(name):
+    df = iemocap_like()
+    # three recordings identical to the first (as the scan marks them), one of another speaker
+    # rows 6-11 of a speaker are improvised (xu2021 keeps them); 46 is another speaker's row 6
+    first = df["utt_id"].iloc[6]
+    df["same_as"] = ""
+    twins = [df["utt_id"].iloc[i] for i in (8, 9, 46)]  # not 7: a "hap", which xu2021 leaves out
+    df.loc[df["utt_id"].isin(twins), "same_as"] = first
+    df.loc[df["utt_id"].isin([first, *twins]), "duration_s"] = 3.0
+    sel = select_utterances(df, get_protocol(name), "4class" if name != "xu2021" else None)
+    group = {first, *twins} & set(sel["utt_id"])
+    assert len(group) == 4
+    for f in make_folds(sel, name, seed=0):
+        sides = {part for part in ("train", "dev", "test") for u in getattr(f, part) if u in group}
+        assert len(sides) == 1, f"fold {f.name}: identical recordings in {sides}"
+
+
+def test_empty_class_message_prints_plain_numbers():
+    df = iemocap_like()
+    df = df[df["label"] != "sad"]
+    with pytest.raises(SplitError) as e:
+        select_utterances(df, get_protocol("lospk"), "4class")
+    assert "np." not in str(e.value) and "neutral 40," in str(e.value)  # 4 of 20 per speaker, 10 speakers

@@ -1,15 +1,30 @@
 """Label vocabulary shared by every corpus, and the label sets a task picks.
 
-Every corpus loader maps its raw labels into :data:`CANONICAL`. A task then
-chooses a :class:`LabelSet`, which maps some canonical labels onto its classes
-and drops the rest. Kept as data so a new corpus or task is a dictionary entry.
+Every corpus loader maps its raw labels into :data:`CANONICAL`; a label no spelling of
+which is known (e.g. ``contempt``) is kept as its own lower-case label, never dropped. A task
+then chooses a :class:`LabelSet`, which maps some labels onto its classes and drops the rest.
+
+A label-set *spec* (``--labels``, ``TrainConfig.label_set``) is one of
+
+* a name from :data:`LABEL_SETS`: the IEMOCAP sets (``4class``, ``4class-exc``), the basic-emotion
+  sets (``6class``, ``7class``) and each corpus' native set (``emodb``: its 7 emotions with
+  boredom; ``ravdess``: 8 with calm; ``cremad``: 6; ``tess`` and ``savee``: 7);
+* ``all``: every label present in the manifest, in :data:`CANONICAL` order, then the others
+  alphabetically;
+* a comma list of labels (``neutral,happy,sad,angry``), each its own class.
+
+>>> get_label_set("neutral,sad").classes
+('neutral', 'sad')
+>>> get_label_set("all", labels=["sad", "contempt", "angry", "sad"]).classes
+('sad', 'angry', 'contempt')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
-__all__ = ["CANONICAL", "LabelSet", "LABEL_SETS", "get_label_set"]
+__all__ = ["CANONICAL", "LabelSet", "LABEL_SETS", "get_label_set", "check_label_spec", "label_order"]
 
 # One vocabulary across corpora. "excited" stays separate from "happy" because
 # IEMOCAP tasks disagree on whether to merge them; "undecided" is IEMOCAP's xxx.
@@ -33,9 +48,9 @@ class LabelSet:
     description: str = ""
 
     def __post_init__(self) -> None:
-        bad = [k for k in self.mapping if k not in CANONICAL]
+        bad = [k for k in self.mapping if not k or k != k.strip().lower()]
         if bad:
-            raise ValueError(f"label set {self.name!r}: unknown canonical labels {bad}")
+            raise ValueError(f"label set {self.name!r}: labels must be non-empty lower case, got {bad}")
         missing = sorted(set(self.mapping.values()) - set(self.classes))
         if missing:
             raise ValueError(f"label set {self.name!r}: mapped to undeclared classes {missing}")
@@ -77,13 +92,84 @@ LABEL_SETS: dict[str, LabelSet] = {
              "fear": "fear", "disgust": "disgust", "surprise": "surprise"},
             "the seven basic emotions (TESS, SAVEE)",
         ),
+        LabelSet(
+            "emodb",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
+            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom")},
+            "EmoDB's seven emotions (boredom included)",
+        ),
+        LabelSet(
+            "ravdess",
+            ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+            {k: k for k in ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")},
+            "RAVDESS's eight emotions (calm included)",
+        ),
+        LabelSet(
+            "cremad",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust"),
+            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust")},
+            "CREMA-D's six emotions",
+        ),
+        LabelSet(
+            "tess",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")},
+            "TESS's seven emotions (pleasant surprise as surprise)",
+        ),
+        LabelSet(
+            "savee",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")},
+            "SAVEE's seven emotions",
+        ),
     )
 }
 
 
-def get_label_set(name: str) -> LabelSet:
-    """Look up a label set by name; the error lists the valid names."""
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise ValueError(f"unknown label set {name!r}; choose one of: {', '.join(LABEL_SETS)}") from None
+def label_order(labels: Iterable[str]) -> tuple[str, ...]:
+    """Distinct ``labels`` in :data:`CANONICAL` order, then the others alphabetically."""
+    present = set(labels)
+    rank = {c: i for i, c in enumerate(CANONICAL)}
+    return tuple(sorted(present, key=lambda x: (rank.get(x, len(rank)), x)))
+
+
+def _comma_list(spec: str) -> tuple[str, ...] | None:
+    if "," not in spec:
+        return None
+    items = tuple(x.strip().lower() for x in spec.split(","))
+    if any(not x for x in items) or len(set(items)) != len(items) or len(items) < 2:
+        raise ValueError(f"label list {spec!r}: give at least 2 distinct, non-empty labels separated by commas")
+    return items
+
+
+def check_label_spec(spec: str) -> None:
+    """Raise ValueError if ``spec`` is neither a set name, ``all`` nor a comma list (see the module)."""
+    if spec != "all" and _comma_list(spec) is None and spec not in LABEL_SETS:
+        raise ValueError(f"unknown label set {spec!r}; choose one of: {', '.join(LABEL_SETS)}, all, "
+                         "or a comma list of labels (neutral,happy,sad,angry)")
+
+
+def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
+    """The :class:`LabelSet` of a spec: a name, ``all`` or a comma list (module docstring).
+
+    ``labels``: the labels present in the data; needed for ``all``, and a comma list is
+    checked against them (a label the data lacks is an error naming the labels it has).
+    """
+    check_label_spec(spec)
+    items = _comma_list(spec)
+    if spec == "all":
+        if labels is None:
+            raise ValueError("label set 'all' takes its classes from the manifest; none was given")
+        classes = label_order(labels)
+        if len(classes) < 2:
+            raise ValueError(f"label set 'all': the manifest has {len(classes)} label(s) {list(classes)}; need >= 2")
+        return LabelSet("all", classes, {c: c for c in classes}, "every label in the manifest")
+    if items is not None:
+        if labels is not None:
+            have = set(labels)
+            absent = [x for x in items if x not in have]
+            if absent:
+                raise ValueError(f"label(s) {absent} of {spec!r} are not in the manifest; it has: "
+                                 f"{', '.join(label_order(have))}")
+        return LabelSet(spec, items, {c: c for c in items}, "the labels given")
+    return LABEL_SETS[spec]

@@ -9,7 +9,7 @@ corpus         loader name (``iemocap``, ``ravdess``, ...)
 speaker        speaker id, unique across the corpus (``Ses01F``, ``ravdess_07``)
 session        recording session / group ("" if the corpus has none)
 gender         ``F``, ``M`` or ""
-label          canonical label (:data:`areaser.labels.CANONICAL`)
+label          canonical label (:data:`areaser.labels.CANONICAL`), or a corpus' own lower-case label
 raw_label      the corpus' own label string
 duration_s     seconds, from the file header
 improvised     True / False / <NA> (IEMOCAP only)
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .fileio import atomic_write_text
-from .labels import CANONICAL, LabelSet
+from .labels import LabelSet
 
 __all__ = [
     "COLUMNS",
@@ -96,7 +96,7 @@ def make_manifest(records: Iterable[Mapping[str, object]] | pd.DataFrame) -> pd.
 def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> list[str]:
     """Return a list of problems (empty if the manifest is sound).
 
-    Checks: required columns, empty ids, duplicate ids, unknown labels, and (with
+    Checks: required columns, empty ids, duplicate ids, empty or upper-case labels, and (with
     ``check_files``) audio files that do not exist.
     """
     problems: list[str] = []
@@ -108,11 +108,9 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> list[str]:
     dup = df["utt_id"][df["utt_id"].duplicated(keep=False) & (df["utt_id"] != "")]
     if len(dup):
         problems.append(f"duplicate utt_id(s): {', '.join(sorted(set(dup))[:5])}")
-    unknown = sorted(set(df["label"]) - set(CANONICAL))
-    if unknown:
-        problems.append(
-            f"unknown label(s) {unknown} (canonical labels: {', '.join(CANONICAL)})"
-        )
+    bad = sorted({str(x) for x in df["label"] if not str(x) or str(x) != str(x).strip().lower()})
+    if bad:
+        problems.append(f"label(s) {bad} are empty or not lower case (labels are lower-case words)")
     if check_files:
         absent = [p for p in df["path"] if not os.path.isfile(p)]
         if absent:

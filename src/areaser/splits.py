@@ -15,6 +15,9 @@ Presets (:data:`PROTOCOLS`)
 ``lospk``  leave-one-speaker-out: test = one speaker, dev = the next speaker.
 ``kfold``  stratified k-fold grouped by speaker (corpora without sessions); dev = one
            speaker of the training part.
+``random``  stratified k-fold over utterances (5 folds), dev = a stratified 10 % of the
+           training part. Needs no speakers (folder-per-label data); its scores are
+           **speaker-dependent** (speakers appear in train and test), and reports say so.
 ``xu2021`` the paper: improvised only, happy = excited (``4class-exc``), utterances of
            2 s or less dropped, random utterance-level 80/20 split for 5 seeds. Speakers
            overlap train and test. Dev = 10 % of the training part, carved out so the
@@ -23,7 +26,9 @@ Presets (:data:`PROTOCOLS`)
 
 Augmented copies (``source_id`` set) always follow their source: a copy of a test
 utterance is never trained on. Only training uses copies; dev and test are scored on
-original recordings.
+original recordings. Identical recordings (the manifest's ``same_as`` column, set by the
+corpus scan: RAVDESS holds one such pair) are one group: every protocol puts a group on one
+side, the side of its member that is furthest from training (test, then dev).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .labels import get_label_set
+from .labels import LabelSet, get_label_set
 from .manifest import select_classes
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "Fold",
     "SplitError",
     "get_protocol",
+    "resolve_label_set",
     "select_utterances",
     "make_folds",
     "split_frame",
@@ -72,6 +78,12 @@ class Protocol:
     dev_fraction: float = 0.1
     epochs: int | None = None
     paper_report: bool = False  # also report the paper's way (best epoch on test)
+    stratified: bool = False  # kind "random": k stratified folds instead of n_folds repeated splits
+
+    @property
+    def speaker_dependent(self) -> bool:
+        """Speakers can appear in train and test: scores say nothing about new speakers."""
+        return self.kind == "random"
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -80,6 +92,8 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("loso", "session", "leave-one-session-out; dev = one speaker of another session"),
         Protocol("lospk", "speaker", "leave-one-speaker-out; dev = the next speaker"),
         Protocol("kfold", "kfold", "stratified k-fold grouped by speaker; dev = one training speaker", n_folds=5),
+        Protocol("random", "random", "stratified k-fold over utterances (speaker-dependent); dev = 10 % of train",
+                 n_folds=5, stratified=True),
         Protocol(
             "xu2021",
             "random",
@@ -115,12 +129,21 @@ class Fold:
     test_group: str = ""  # the held-out session / speaker / seed, for reports
 
 
+def resolve_label_set(df: pd.DataFrame, spec: str) -> LabelSet:
+    """The :class:`~areaser.labels.LabelSet` of ``spec`` on the original recordings of ``df``."""
+    try:
+        return get_label_set(spec, labels=df.loc[df["source_id"] == "", "label"])
+    except ValueError as e:
+        raise SplitError(str(e)) from None
+
+
 def select_utterances(df: pd.DataFrame, protocol: Protocol, label_set: str | None = None) -> pd.DataFrame:
     """Rows a protocol uses, with ``class`` and ``y`` columns; copies kept only if their source is.
 
-    Raises :class:`SplitError` if nothing is left or a class of the label set is empty.
+    ``label_set``: a spec (:func:`areaser.labels.get_label_set`; ``all`` takes every label of
+    ``df``). Raises :class:`SplitError` if nothing is left or a class of the label set is empty.
     """
-    ls = get_label_set(label_set or protocol.label_set)
+    ls = resolve_label_set(df, label_set or protocol.label_set)
     out = select_classes(df, ls)
     keep = pd.Series(True, index=out.index)
     if protocol.improvised_only:
@@ -142,9 +165,14 @@ def select_utterances(df: pd.DataFrame, protocol: Protocol, label_set: str | Non
     if empty:
         raise SplitError(
             f"class(es) {empty} have no utterances after selecting label set {ls.name!r} "
-            f"(protocol {protocol.name!r}); counts: {dict(counts)}"
+            f"(protocol {protocol.name!r}); counts: {_plain(counts)}"
         )
     return out
+
+
+def _plain(counts: pd.Series) -> str:
+    """``neutral 79, sad 62``: counts as plain numbers (no numpy reprs in messages)."""
+    return ", ".join(f"{k} {int(v)}" for k, v in counts.items()) or "none"
 
 
 def _originals(df: pd.DataFrame) -> pd.DataFrame:
@@ -165,8 +193,11 @@ def make_folds(df: pd.DataFrame, protocol: Protocol | str, seed: int = 0) -> lis
         folds = _speaker_folds(orig)
     elif p.kind == "kfold":
         folds = _kfold_folds(orig, p, seed)
+    elif p.stratified:
+        folds = _stratified_folds(orig, p, seed)
     else:
         folds = _random_folds(orig, p, seed)
+    folds = [_keep_groups(orig, f) for f in folds]
     for f in folds:
         for part in ("train", "dev", "test"):
             if not getattr(f, part):
@@ -176,6 +207,30 @@ def make_folds(df: pd.DataFrame, protocol: Protocol | str, seed: int = 0) -> lis
 
 def _ids(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> tuple[str, ...]:
     return tuple(df.loc[mask, "utt_id"])
+
+
+def _groups(df: pd.DataFrame) -> np.ndarray:
+    """Group key per row: the first of a set of identical recordings (``same_as``), else the id."""
+    if "same_as" not in df.columns:
+        return df["utt_id"].to_numpy()
+    same = df["same_as"].fillna("").astype(str)
+    return np.where(same != "", same, df["utt_id"]).astype(str)
+
+
+def _keep_groups(df: pd.DataFrame, fold: Fold) -> Fold:
+    """Move every member of a group to the part of the member furthest from training."""
+    groups = dict(zip(df["utt_id"], _groups(df)))
+    if len(set(groups.values())) == len(groups):
+        return fold
+    side: dict[str, int] = {}
+    for rank, part in enumerate(("train", "dev", "test")):
+        for u in getattr(fold, part):
+            side[groups[u]] = max(side.get(groups[u], 0), rank)
+    parts: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    for part in ("train", "dev", "test"):
+        for u in getattr(fold, part):
+            parts[("train", "dev", "test")[side[groups[u]]]].append(u)
+    return Fold(fold.index, fold.name, *(tuple(parts[k]) for k in ("train", "dev", "test")), fold.test_group)
 
 
 def _session_folds(df: pd.DataFrame, p: Protocol) -> list[Fold]:
@@ -197,7 +252,18 @@ def _session_folds(df: pd.DataFrame, p: Protocol) -> list[Fold]:
     return folds
 
 
+def _need_speakers(df: pd.DataFrame, name: str) -> None:
+    n = int((df["speaker"] == "").sum())
+    if n:
+        raise SplitError(
+            f"protocol {name!r} splits by speaker, but {n} utterance(s) have no speaker; give speakers "
+            "(`areaser scan generic --speaker-regex`, or a speaker column in the CSV) or use --protocol random "
+            "(speaker-dependent)"
+        )
+
+
 def _speaker_folds(df: pd.DataFrame) -> list[Fold]:
+    _need_speakers(df, "lospk")
     speakers = sorted(df["speaker"].unique())
     if len(speakers) < 3:
         raise SplitError(f"protocol 'lospk' needs at least 3 speakers (train, dev, test); found {len(speakers)}")
@@ -214,6 +280,7 @@ def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
     from sklearn.model_selection import StratifiedGroupKFold
 
     k = p.n_folds or 5
+    _need_speakers(df, p.name)
     speakers = sorted(df["speaker"].unique())
     if len(speakers) < k + 1:
         raise SplitError(
@@ -231,6 +298,26 @@ def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
         test[te] = True
         dev = (groups == dev_spk) & ~test
         folds.append(Fold(i, f"fold{i + 1}", _ids(df, ~test & ~dev), _ids(df, dev), _ids(df, test), f"fold{i + 1}"))
+    return folds
+
+
+def _stratified_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
+    """k stratified folds over utterances (identical recordings grouped); dev: stratified share of train."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    k = p.n_folds or 5
+    y, groups = df["class"].to_numpy(), _groups(df)
+    counts = pd.Series(y).value_counts()
+    if counts.min() < k:
+        raise SplitError(f"protocol {p.name!r} with {k} folds needs >= {k} utterances per class; "
+                         f"counts: {_plain(counts)}")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = []
+    for i, (tr, te) in enumerate(cv.split(np.zeros(len(df)), y, groups)):
+        tr_fit, tr_dev = train_test_split(tr, test_size=p.dev_fraction, stratify=y[tr], random_state=seed + i)
+        train, dev, test = (np.zeros(len(df), bool) for _ in range(3))
+        train[tr_fit], dev[tr_dev], test[te] = True, True, True
+        folds.append(Fold(i, f"fold{i + 1}", _ids(df, train), _ids(df, dev), _ids(df, test), f"fold{i + 1}"))
     return folds
 
 

@@ -4,15 +4,18 @@ A loader turns a user's local copy of a corpus into a manifest (one row per
 usable utterance) and never crashes on a defective copy: every file it cannot
 use becomes a :class:`Skipped` entry with the reason, and a count that differs
 from the documented full corpus becomes a warning (subsets are legitimate).
+Audio is any file soundfile reads (:data:`AUDIO_EXTENSIONS`): copies are often
+converted (RAVDESS as FLAC, say), so no loader insists on ``.wav``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,8 +25,9 @@ from ..audio import SILENCE_PEAK, AudioError, AudioInfo, audio_info
 from ..manifest import make_manifest
 
 __all__ = [
-    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT", "DUPLICATE",
-    "check_root", "find_wavs", "probe", "track", "check_counts", "scan_files", "collect",
+    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT", "DUPLICATE", "AUDIO_EXTENSIONS",
+    "check_root", "is_audio", "find_audio", "probe", "track", "check_counts", "same_as",
+    "with_same_as", "scan_files", "collect",
 ]
 
 T = TypeVar("T")
@@ -34,6 +38,17 @@ APPLEDOUBLE = "macOS metadata file (._*), not audio"
 SILENT = "silent: every sample is zero"
 # Constant reasons group well in a summary; the copy in use is in the manifest.
 DUPLICATE = "duplicate utterance id (an earlier usable file with the same id is used)"
+
+# File name extension -> the soundfile format that reads it. Only formats this
+# libsndfile build has are kept (MP3 needs libsndfile >= 1.1).
+_EXTENSION_FORMATS = {
+    ".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG",
+    ".mp3": "MP3", ".aif": "AIFF", ".aiff": "AIFF", ".aifc": "AIFF", ".au": "AU", ".snd": "AU",
+    ".caf": "CAF", ".w64": "W64", ".rf64": "RF64",
+}
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    ext for ext, fmt in _EXTENSION_FORMATS.items() if fmt in sf.available_formats()
+)
 
 
 @dataclass(frozen=True)
@@ -71,12 +86,26 @@ def check_root(root: str | os.PathLike) -> Path:
     return path.resolve()
 
 
-def find_wavs(root: Path, expected: str) -> list[Path]:
-    """Every ``*.wav`` (any case) under ``root``, sorted; :class:`CorpusError` if none."""
-    wavs = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
-    if not wavs:
-        raise CorpusError(root, f"no .wav files found; expected {expected}")
-    return wavs
+def is_audio(path: Path) -> bool:
+    """True if ``path``'s extension, in any letter case, is one of :data:`AUDIO_EXTENSIONS`."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(root: Path, expected: str | None = None, pattern: str = "**/*") -> list[Path]:
+    """Every audio file (:func:`is_audio`) matching ``pattern`` under ``root``, sorted.
+
+    Parameters
+    ----------
+    root : folder to search.
+    expected : the layout, for the error; with it, finding no file raises
+        :class:`CorpusError` (the root holds no corpus). ``None`` returns ``[]`` instead,
+        for a loader that searches several folders and reports empty ones itself.
+    pattern : glob under ``root``; the default searches every sub-folder.
+    """
+    found = sorted(p for p in root.glob(pattern) if is_audio(p) and p.is_file())
+    if not found and expected is not None:
+        raise CorpusError(root, f"no audio files (.wav, .flac, .ogg, ...) found; expected {expected}")
+    return found
 
 
 def _is_silent(path: Path) -> bool:
@@ -134,6 +163,33 @@ def check_counts(corpus: str, found: Mapping[str, int], expected: Mapping[str, i
     ]
 
 
+def _digest(path: str) -> bytes:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def same_as(paths: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """For each file, the id of the first earlier file with the same bytes, else "".
+
+    Corpora hold byte-identical recordings under different ids (RAVDESS Actor_07);
+    a protocol keeps such utterances on one side of a split. Sizes are compared first
+    and only files that share a size are hashed, so a scan reads almost nothing more.
+    """
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, path in enumerate(paths):
+        by_size[os.path.getsize(path)].append(i)
+    out = [""] * len(paths)
+    for group in (g for g in by_size.values() if len(g) > 1):
+        first: dict[bytes, str] = {}
+        for i in group:  # in input order, so the earliest file of a set is the one named
+            earlier = first.setdefault(_digest(paths[i]), ids[i])
+            out[i] = "" if earlier == ids[i] else earlier
+    return out
+
+
 # parse(path) -> row fields (utt_id, speaker, session, gender, label, raw_label, ...) or a skip reason
 Parser = Callable[[Path], "dict[str, object] | str"]
 
@@ -150,11 +206,11 @@ def scan_files(
 ) -> CorpusScan:
     """Load a corpus whose facts are all in its file names (every corpus but IEMOCAP).
 
-    Every wav file under ``root`` is parsed by ``parse`` and the rest is :func:`collect`'s.
+    Every audio file under ``root`` is parsed by ``parse`` and the rest is :func:`collect`'s.
     """
     root = check_root(root)
-    wavs = find_wavs(root, layout)
-    return collect(root, corpus, ((p, parse(p)) for p in wavs), len(wavs), expected, layout,
+    files = find_audio(root, layout)
+    return collect(root, corpus, ((p, parse(p)) for p in files), len(files), expected, layout,
                    progress=progress, check_silent=check_silent)
 
 
@@ -173,7 +229,9 @@ def collect(
     """Turn ``(path, parsed row or skip reason)`` pairs into a :class:`CorpusScan`.
 
     Each file is probed (:func:`probe`); the first usable file of an utterance id
-    wins and later copies are skipped as duplicates. ``expected`` holds the documented full
+    wins and later copies are skipped as duplicates. A usable file whose bytes equal
+    an earlier one's keeps its own id and names that one in the extra manifest column
+    ``same_as`` (:func:`same_as`; "" for every other file). ``expected`` holds the documented full
     counts: ``"files"`` (distinct utterances plus files whose names do not parse)
     and optionally per raw label. With ``require_match``, :class:`CorpusError` if no
     name parses at all (the root holds some other corpus).
@@ -205,4 +263,11 @@ def collect(
     if require_match and not raw_labels:
         raise CorpusError(root, f"none of its {n_items} files is a {corpus} utterance; expected {layout}")
     found = {"files": len(raw_labels) + n_unparsed, **Counter(raw_labels.values())}
-    return CorpusScan(make_manifest(records), skipped, check_counts(corpus, found, expected))
+    return CorpusScan(with_same_as(records), skipped, check_counts(corpus, found, expected))
+
+
+def with_same_as(records: list[dict[str, object]]) -> pd.DataFrame:
+    """The manifest of ``records`` (usable files, in scan order) with its ``same_as`` column."""
+    manifest = make_manifest(records)
+    manifest["same_as"] = same_as(list(manifest["path"]), list(manifest["utt_id"]))
+    return manifest

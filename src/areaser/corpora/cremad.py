@@ -1,4 +1,4 @@
-"""CREMA-D: ``AudioWAV/AAAA_SSS_EEE_LL.wav`` (e.g. ``1001_DFA_ANG_XX.wav``, 16 kHz).
+"""CREMA-D: ``AudioWAV/AAAA_SSS_EEE_LL.wav`` (e.g. ``1001_DFA_ANG_XX.wav``, 16 kHz), or any audio file so named.
 
 Actor 1001-1091, sentence code, emotion ANG DIS FEA HAP NEU SAD, intensity LO MD
 HI XX. Speaker ids are ``cremad_1001``; the names carry no gender or session
@@ -20,7 +20,7 @@ EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NE
 EXPECTED = {"files": 7442}
 NAME_RE = re.compile(r"^(1\d{3})_([A-Z]{3})_([A-Z]{3})_(LO|MD|HI|XX)$")
 MISNAMED_RE = re.compile(r"^1\d{3}_[A-Z]{3}_[A-Z]{3}_X$")
-LAYOUT = "AudioWAV/AAAA_SSS_EEE_LL.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)"
+LAYOUT = "AudioWAV/AAAA_SSS_EEE_LL audio files (e.g. AudioWAV/1001_DFA_ANG_XX.wav)"
 
 
 def parse(path: Path) -> dict[str, object] | str:

@@ -1,4 +1,4 @@
-"""EmoDB (Berlin): ``wav/SSTTTEV.wav`` (e.g. ``03a01Fa.wav``, 16 kHz).
+"""EmoDB (Berlin): ``wav/SSTTTEV.wav`` (e.g. ``03a01Fa.wav``, 16 kHz), or any audio file so named.
 
 SS speaker, TTT text, E emotion (W anger, L boredom, E disgust, A fear, F
 happiness, T sadness, N neutral), V version. Speaker ids are ``emodb_03`` with
@@ -18,7 +18,7 @@ GENDERS = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M", "12": "M", "13
 TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
 EXPECTED = {"files": 535}
 NAME_RE = re.compile(r"^(\d\d)([ab]\d\d)([A-Z])([a-z])$")
-LAYOUT = "wav/SSTTTEV.wav (e.g. wav/03a01Fa.wav)"
+LAYOUT = "wav/SSTTTEV audio files (e.g. wav/03a01Fa.wav)"
 
 
 def parse(path: Path) -> dict[str, object] | str:

@@ -2,16 +2,17 @@
 
 Layout (``root`` is the folder holding ``Session1`` .. ``Session5``)::
 
-    Session{1..5}/sentences/wav/<dialog>/<utterance>.wav
-    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt      only *.txt directly in that folder
+    Session{1..5}/sentences/wav/<dialog>/<utterance>.wav   any audio extension (.wav, .WAV, .flac, ...)
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt        only *.txt directly in that folder
 
 A label line is ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]``;
 header (``%``), annotator (``C-E1:``, ``A-E2:``, ...) and blank lines are ignored.
 Speaker ``Ses01F`` = session + the letter before the utterance number (not the
 dialog's letter, which says who leads the dialog); improvised if the dialog name
-holds ``impro``. Skipped, with the reason: label lines whose wav is missing, wav
-files without a label line or with an unparseable name, ``._*`` files, LFS
-pointers, unreadable and silent audio.
+holds ``impro``. Skipped, with the reason: label lines whose audio is missing, audio
+files without a label line or with an unparseable name, a second file of the same
+utterance (``X.wav`` and ``X.flac``), ``._*`` files, LFS pointers, unreadable and
+silent audio. Byte-identical files are marked in the ``same_as`` column.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..manifest import make_manifest
-from .base import APPLEDOUBLE, CorpusError, CorpusScan, Skipped, check_counts, check_root, probe, track
+from ..audio import AudioInfo
+from .base import (
+    APPLEDOUBLE, DUPLICATE, CorpusError, CorpusScan, Skipped, check_counts, check_root, find_audio, probe, track,
+    with_same_as,
+)
 
 RAW_TO_CANONICAL = {
     "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry",
@@ -34,7 +38,7 @@ EXPECTED = {"total": 5531, "neu": 1708, "ang": 1103, "sad": 1084, "hap": 595, "e
 
 UTT_RE = re.compile(r"^(?P<dialog>Ses(?P<ses>\d\d)[FM]_\w+)_(?P<spk>[FM])(?P<num>\d{3})$")
 LINE_RE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]\s*$")
-LAYOUT = "IEMOCAP_full_release with Session1..Session5 folders (sentences/wav, dialog/EmoEvaluation)"
+LAYOUT = "IEMOCAP_full_release with Session1..Session5 folders (sentences/wav audio files, dialog/EmoEvaluation)"
 
 
 def _sessions(root: Path) -> list[Path]:
@@ -69,13 +73,25 @@ def read_labels(txt: Path, skipped: list[Skipped], warnings: list[str]) -> dict[
     return labels
 
 
+def _first_usable(files: list[Path], check_silent: bool, skipped: list[Skipped]) -> tuple[Path, AudioInfo] | None:
+    """The first of an utterance's ``files`` that :func:`probe` finds usable; the others go to ``skipped``."""
+    chosen = None
+    for path in files:
+        info = DUPLICATE if chosen is not None else probe(path, check_silent)
+        if isinstance(info, str):
+            skipped.append(Skipped(str(path), info))
+        else:
+            chosen = (path, info)
+    return chosen
+
+
 def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool = True) -> CorpusScan:
     """Scan an IEMOCAP_full_release copy; see the module docstring for what is skipped."""
     root = check_root(root)
     skipped: list[Skipped] = []
     warnings: list[str] = []
     labels: dict[str, tuple[str, Path]] = {}  # uid -> (raw label, label file)
-    wavs: dict[str, Path] = {}
+    wavs: dict[str, list[Path]] = {}  # uid -> its audio files (normally one)
     for sess in _sessions(root):
         evaluation = sess / "dialog" / "EmoEvaluation"
         if not evaluation.is_dir():
@@ -86,31 +102,31 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
                 continue
             for uid, raw in read_labels(txt, skipped, warnings).items():
                 labels.setdefault(uid, (raw, txt))
-        for wav in sorted((sess / "sentences" / "wav").glob("*/*.wav")):
+        for wav in find_audio(sess / "sentences" / "wav", pattern="*/*"):
             if wav.name.startswith("._"):
                 skipped.append(Skipped(str(wav), APPLEDOUBLE))
             elif not UTT_RE.match(wav.stem):
                 skipped.append(Skipped(str(wav), "unparseable name: expected <dialog>_<F|M><NNN>.wav"))
             else:
-                wavs[wav.stem] = wav
+                wavs.setdefault(wav.stem, []).append(wav)
     if not labels:
         raise CorpusError(root, f"no label lines in Session*/dialog/EmoEvaluation/*.txt; expected {LAYOUT}")
 
-    skipped += [Skipped(str(w), "no label line in EmoEvaluation") for u, w in sorted(wavs.items()) if u not in labels]
+    skipped += [Skipped(str(w), "no label line in EmoEvaluation")
+                for u, files in sorted(wavs.items()) if u not in labels for w in files]
     records = []
     for uid in track(sorted(labels), "scanning iemocap", progress):
         raw, txt = labels[uid]
         m = UTT_RE.match(uid)
         assert m is not None  # read_labels only keeps parseable ids
-        wav = wavs.get(uid)
-        if wav is None:
+        if uid not in wavs:
             expected_wav = txt.parent.parent.parent / "sentences" / "wav" / m["dialog"] / f"{uid}.wav"
             skipped.append(Skipped(str(expected_wav), "wav missing (the utterance has a label line)"))
             continue
-        info = probe(wav, check_silent)
-        if isinstance(info, str):
-            skipped.append(Skipped(str(wav), info))
+        usable = _first_usable(wavs[uid], check_silent, skipped)
+        if usable is None:
             continue
+        wav, info = usable
         records.append({
             "utt_id": uid, "path": str(wav), "corpus": "iemocap",
             "speaker": f"Ses{m['ses']}{m['spk']}", "session": f"Ses{m['ses']}", "gender": m["spk"],
@@ -120,4 +136,4 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
     found = Counter(raw for raw, _ in labels.values() if raw in EXPECTED)
     found["total"] = sum(found.values())
     warnings += check_counts("iemocap 4-class labels", found, EXPECTED)
-    return CorpusScan(make_manifest(records), skipped, warnings)
+    return CorpusScan(with_same_as(records), skipped, warnings)

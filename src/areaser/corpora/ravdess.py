@@ -1,4 +1,6 @@
-"""RAVDESS, speech part: ``Actor_XX/MM-VV-EE-II-SS-RR-AA.wav`` (48 kHz).
+"""RAVDESS, speech part: ``Actor_XX/MM-VV-EE-II-SS-RR-AA.wav`` (48 kHz), or any audio file so named.
+
+Converted copies are common (e.g. 16 kHz FLAC: ``03-01-05-01-02-01-01.flac``).
 
 Fields: modality (03 audio), vocal channel (01 speech, 02 song: skipped), emotion,
 intensity, statement, repetition, actor 01-24 (odd = male). Speaker ids are
@@ -19,7 +21,7 @@ EMOTIONS = {
 }
 EXPECTED = {"files": 1440, "01": 96, **{e: 192 for e in EMOTIONS if e != "01"}}
 NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(0[12])-(0[12])-(0[12])-(\d\d)$")
-LAYOUT = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (e.g. Actor_01/03-01-05-01-02-01-01.wav)"
+LAYOUT = "Actor_XX/MM-VV-EE-II-SS-RR-AA audio files (e.g. Actor_01/03-01-05-01-02-01-01.wav or .flac)"
 
 
 def parse(path: Path) -> dict[str, object] | str:

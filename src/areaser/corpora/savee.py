@@ -1,4 +1,4 @@
-"""SAVEE: ``AudioData/<SPK>/<emo><NN>.wav`` or flat ``<SPK>_<emo><NN>.wav`` (44.1 kHz).
+"""SAVEE: ``AudioData/<SPK>/<emo><NN>.wav`` or flat ``<SPK>_<emo><NN>.wav`` (44.1 kHz), any audio format.
 
 Speakers DC JE JK KL (all male), speaker ids ``savee_DC``; no sessions. Emotions
 a anger, d disgust, f fear, h happiness, n neutral, sa sadness, su surprise.
@@ -18,7 +18,7 @@ EXPECTED = {"files": 480}
 SPEAKERS = ("DC", "JE", "JK", "KL")
 FLAT_RE = re.compile(r"^(DC|JE|JK|KL)_(sa|su|a|d|f|h|n)(\d\d)$")
 NESTED_RE = re.compile(r"^(sa|su|a|d|f|h|n)(\d\d)$")
-LAYOUT = "AudioData/<DC|JE|JK|KL>/<emo><NN>.wav or <SPK>_<emo><NN>.wav (e.g. AudioData/DC/a01.wav)"
+LAYOUT = "AudioData/<DC|JE|JK|KL>/<emo><NN> or <SPK>_<emo><NN> audio files (e.g. AudioData/DC/a01.wav)"
 
 
 def parse(path: Path) -> dict[str, object] | str:

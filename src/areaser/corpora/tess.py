@@ -1,4 +1,4 @@
-"""TESS: ``<SPK>_<word>_<emotion>.wav`` (e.g. ``OAF_back_angry.wav``, 24,414 Hz).
+"""TESS: ``<SPK>_<word>_<emotion>.wav`` (e.g. ``OAF_back_angry.wav``, 24,414 Hz), or any audio file so named.
 
 Speakers OAF and YAF (both female), speaker ids ``tess_OAF``; no sessions.
 Folder names vary between copies, so labels come from the file name only
@@ -20,7 +20,7 @@ EMOTIONS = {
 }
 EXPECTED = {"files": 2800}
 NAME_RE = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_([A-Za-z]+)$", re.IGNORECASE)
-LAYOUT = "<OAF|YAF>_<word>_<emotion>.wav (e.g. OAF_back_angry.wav)"
+LAYOUT = "<OAF|YAF>_<word>_<emotion> audio files (e.g. OAF_back_angry.wav)"
 
 
 def parse(path: Path) -> dict[str, object] | str:
