@@ -60,3 +60,38 @@ def test_a_random_evaluation_is_explained_where_the_two_scorings_differ(tmp_path
     assert "every scoring of the same" not in write_run_report(tmp_path, same)["md"].read_text()
     md = write_run_report(tmp_path, rep)["md"].read_text()
     assert "every scoring of the same" in md and f"WA {100 * h['wa']:.2f} here, {100 * rep['test']['wa']:.2f} there" in md
+
+
+def test_notes_and_own_headings_are_drawn_above_the_numbers(tmp_path):
+    """A warning (synthetic data, speaker-dependent protocol) comes before any number; a cross-corpus
+    report gets its own title and test heading."""
+    rep = {**_report(), "notes": ["corpus x is synthetic", "protocol y is speaker-dependent"],
+           "title": "Cross-corpus report: a on b", "test_heading": "Scored on b"}
+    md = write_run_report(tmp_path, rep)["md"].read_text()
+    assert md.startswith("# Cross-corpus report: a on b\n")
+    assert md.index("> **Note:** corpus x is synthetic") < md.index("| 6 |")
+    assert "> **Note:** protocol y is speaker-dependent" in md and "## Scored on b" in md and "## Test set" not in md
+
+
+def test_cv_report_draws_the_cross_corpus_table_with_mean_and_std(tmp_path):
+    from areaser.reports import write_cross_summary
+
+    rep = _report()
+    folds = [{"name": f"fold{i}", "test_group": f"Ses0{i}", "dir": f"fold{i}", "epoch": 1, "wa": 0.5, "ua": 0.5,
+              "macro_f1": 0.5} for i in (1, 2)]
+    cross_folds = [{"name": f"fold{i}", "dir": f"fold{i}/cross/emodb", "n": 40, "wa": w, "ua": u, "macro_f1": f}
+                   for i, (w, u, f) in ((1, (0.30, 0.20, 0.10)), (2, (0.50, 0.40, 0.30)))]
+    cross = {"emodb": {"corpus": "emodb", "corpus_text": "emodb", "manifest": "emodb.csv", "n": 40,
+                       "classes_used": ["neutral", "happy", "angry"], "classes_left_out": ["sad"],
+                       "folds": cross_folds, "aggregate": summarise_runs(cross_folds, ["wa", "ua", "macro_f1"])}}
+    summary = {"name": "cv", "protocol": "loso", "classes": list(CLASSES), "folds": folds,
+               "aggregate": summarise_runs(folds, ["wa", "ua", "macro_f1"]), "confusion": rep["test"]["confusion"],
+               "cross_corpus": cross}
+    md = write_cv_report(tmp_path, summary)["md"].read_text()
+    # std of (0.3, 0.5) = std of (0.2, 0.4) = std of (0.1, 0.3) = 0.1414 (n - 1)
+    assert "| **mean +- std** |  | 40.00 +- 14.14 | 30.00 +- 14.14 | 20.00 +- 14.14 |" in md
+    assert "### Scored on emodb" in md and "(left out of UA): sad" in md
+    assert "[fold1](fold1/cross/emodb/report.md)" in md
+    md = write_cross_summary(tmp_path / "cross" / "emodb", {"name": "cv on emodb", "cross_corpus": cross},
+                             base="../../")["md"].read_text()
+    assert "[fold2](../../fold2/cross/emodb/report.md)" in md and "40.00 +- 14.14" in md

@@ -257,3 +257,68 @@ def test_a_saved_config_under_another_protocol_takes_that_protocols_defaults(tmp
     assert config_with(base, protocol="xu2021", epochs=8).resolved().epochs == 8
     assert config_with(base, protocol="loso", epochs=8).resolved().label_set == "4class"  # same protocol: kept
     assert config_with(base, epochs=5).resolved().track_test is False
+
+
+def test_cosine_schedule_decays_the_rate_epoch_by_epoch(manifest, tmp_path):
+    import math
+
+    cfg = tiny(manifest, tmp_path, name="cos", lr_schedule="cosine", epochs=3)
+    lrs = [r["lr"] for r in train(cfg, log=None)["history"]]
+    # the rate an epoch trained with: lr0 * (1 + cos(pi * e / E)) / 2 for e = 0, 1, 2 of E = 3
+    assert lrs == pytest.approx([3e-3 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-6)
+
+
+class _BatchMeans(Callback):
+    """Records the per-channel batch mean entering the first BatchNorm layer at every training step."""
+
+    def __init__(self):
+        self.means, self.final = [], None
+
+    def on_train_start(self, trainer, module):
+        bn = next(m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.register_forward_hook(lambda m, inp, out: self.means.append(inp[0].detach().mean((0, 2, 3)))
+                                 if m.training else None)
+        self.bn = bn
+
+    def on_train_epoch_end(self, trainer, module):
+        self.final = self.bn.running_mean.clone()
+
+
+def test_epoch_bn_statistics_are_the_equal_average_of_the_epochs_batches(manifest, tmp_path):
+    rec = _BatchMeans()
+    cfg = tiny(manifest, tmp_path, name="bn", bn_stats="epoch", epochs=1)
+    train(cfg, callbacks=[rec], log=None)
+    assert len(rec.means) > 3
+    assert torch.allclose(rec.final, torch.stack(rec.means).mean(0), atol=1e-5)
+    # the exponential average (the default) weights the last batches: a different number
+    ema = torch.zeros_like(rec.final)
+    for m in rec.means:
+        ema = 0.9 * ema + 0.1 * m
+    assert not torch.allclose(ema, torch.stack(rec.means).mean(0), atol=1e-3)
+
+
+def test_cli_labels_train_any_label_list_under_the_random_protocol(manifest, tmp_path, monkeypatch, capsys):
+    """`--labels` takes a comma list; `--protocol random` trains data without speakers, and says it is
+    speaker-dependent."""
+    import pandas as pd
+
+    df = pd.read_csv(manifest, keep_default_na=False)
+    df = df.assign(path=[str(manifest.parent / p) for p in df["path"]], speaker="", session="")
+    nospk = tmp_path / "nospk.csv"
+    df.to_csv(nospk, index=False)
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**TINY, "epochs": 1}))
+    out = tmp_path / "runs"
+    code, _ = _cli(["train", str(nospk), "--config", str(cfg), "--protocol", "random", "--labels", "sad,angry",
+                    "--out", str(out), "--name", "r"], monkeypatch, capsys)
+    assert code in (0, None)
+    report = json.loads((out / "r" / "report.json").read_text())
+    assert report["classes"] == ["sad", "angry"]
+    split = json.loads((out / "r" / "split.json").read_text())
+    wanted = set(df.loc[df["label"].isin(["sad", "angry"]), "utt_id"])
+    assert set(split["train"]) | set(split["dev"]) | set(split["test"]) == wanted
+    assert "speaker-dependent" in (out / "r" / "report.md").read_text()
+    # a label the manifest lacks: one line naming it, before any training
+    code, err = _cli(["train", str(nospk), "--config", str(cfg), "--protocol", "random", "--labels", "sad,calm",
+                      "--out", str(out), "--name", "r2"], monkeypatch, capsys)
+    assert code == 2 and "['calm']" in err and "Traceback" not in err

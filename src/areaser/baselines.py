@@ -26,7 +26,9 @@ with balanced class weights because UA is the headline metric).
 :func:`fit_predict` trains on one fold and returns test-set class probabilities,
 so the baseline is scored by the same metrics code as the neural models, and
 :func:`train_baseline` runs it on a :class:`areaser.training.TrainConfig` fold with the
-run directory and report of :func:`areaser.training.train`.
+run directory and report of :func:`areaser.training.train`. A baseline run keeps what it
+needs to score other data later (:data:`FIT_FILE`, read back by :func:`load_fitted`), e.g.
+another corpus (:func:`areaser.crossval.evaluate_on`).
 
 Model names that select it anywhere a model name is taken: ``egemaps-lr`` and
 ``egemaps-svm`` (:data:`BASELINES`).
@@ -35,7 +37,7 @@ Model names that select it anywhere a model name is taken: ``egemaps-lr`` and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -52,6 +54,9 @@ __all__ = [
     "extract_features",
     "make_classifier",
     "fit_predict",
+    "FIT_FILE",
+    "FittedBaseline",
+    "load_fitted",
     "train_baseline",
 ]
 
@@ -320,6 +325,75 @@ def fit_predict(
     return proba
 
 
+# ----------------------------------------------------------------------------- a fitted baseline, kept
+
+# Why training features, not the classifier: a fitted sklearn pipeline can only be saved by
+# pickle (not allowed here: loading must not run code), and re-implementing the imputer,
+# scaler, logistic regression and the calibrated SVM's predict_proba by hand would be a second
+# implementation of sklearn's. Fitting is deterministic (lbfgs and libsvm, unshuffled
+# calibration folds), so ``fit_predict`` on the stored features and labels rebuilds the very
+# classifier the run scored, without the audio and without the slow pitch tracking.
+FIT_FILE = "baseline.safetensors"
+
+
+@dataclass
+class FittedBaseline:
+    """A trained baseline run, ready to score new utterances (see :data:`FIT_FILE`).
+
+    ``x_train`` ``[N, len(FEATURE_NAMES)]`` and ``y_train`` ``[N]`` are the run's training
+    features and class indices; ``classes`` its classes; ``header`` the stored JSON (``config``,
+    ``fold``, ``train_ids``, ``baseline``, ``features``).
+    """
+
+    classes: tuple[str, ...]
+    cfg: BaselineConfig
+    sr: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    header: dict
+
+    def predict_proba(self, paths: Sequence[str | os.PathLike], progress: bool = False) -> np.ndarray:
+        """Class probabilities ``[len(paths), len(classes)]`` of the classifier the run fitted."""
+        x = extract_features(paths, self.cfg, self.sr, progress=progress)
+        return fit_predict(self.x_train, self.y_train, x, len(self.classes), self.cfg)
+
+
+def _save_fit(run_dir, config, prep, x_train: np.ndarray, bcfg: BaselineConfig):
+    """Write :data:`FIT_FILE`: the fold's training features and labels, the config that made them."""
+    import torch
+
+    from .checkpoint import save_tree
+
+    train = prep.parts["train"]
+    tensors = {"x_train": torch.from_numpy(np.array(x_train, dtype=np.float64)),  # copies: writable, contiguous
+               "y_train": torch.from_numpy(np.array(train["y"], dtype=np.int64))}
+    header = {"config": config.to_dict(), "classes": list(prep.classes), "fold": prep.fold.name,
+              "train_ids": list(train["utt_id"]), "baseline": asdict(bcfg), "features": list(FEATURE_NAMES)}
+    return save_tree(os.path.join(run_dir, FIT_FILE), tensors, header)
+
+
+def load_fitted(run_dir: str | os.PathLike) -> FittedBaseline:
+    """The fit of a baseline run directory; :class:`areaser.checkpoint.CheckpointError` (one line,
+    says what to do) when it is absent or was made with other settings or features."""
+    from pathlib import Path
+
+    from .checkpoint import CheckpointError, load_tree
+    from .config import TrainConfig
+
+    path = Path(run_dir) / FIT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; a baseline run stores its fit since cross-corpus scoring "
+                              "came in: train it again (areaser train ... --restart)")
+    tree, header = load_tree(path)
+    c = TrainConfig.from_dict(header["config"])
+    bcfg = get_baseline(c.model, seed=c.seed)
+    if header.get("features") != list(FEATURE_NAMES) or header.get("baseline") != asdict(bcfg):
+        raise CheckpointError(f"{path}: fitted with other features or baseline settings than this version's; "
+                              "train it again (--restart)")
+    return FittedBaseline(tuple(header["classes"]), bcfg, c.features.sr, tree["x_train"].numpy(),
+                          tree["y_train"].numpy(), header)
+
+
 # ----------------------------------------------------------------------------- a run, like a neural one
 
 
@@ -328,19 +402,23 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
 
     The twin of :func:`areaser.training.train` for ``config.model`` in :data:`BASELINES`
     (``train`` hands baselines here): the same fold (``prepare_fold``), the same metrics
-    (``classification_metrics``), the same run directory (``config.json``, ``report.json``,
-    ``report.md``, ``confusion.png``) and report dict, so tables and cross-validation treat
-    both alike. The classifier learns from the fold's ``train`` part (augmented copies
+    (``classification_metrics``), the same run directory (``config.json``, ``split.json``,
+    ``report.json``, ``report.md``, ``confusion.png``) and report dict, so tables and
+    cross-validation treat both alike. The classifier learns from the fold's ``train`` part (augmented copies
     included, if any); the ``dev`` part is left unused, as it only picks the epoch of a
     neural model. A run whose ``report.json`` exists with the same config is returned as it
     is, unless ``resume`` is ``False`` (``--restart``). ``bar``: an outer rich progress to
-    draw into.
+    draw into. The fit is kept (:data:`FIT_FILE`), and ``config.test_manifests`` (other corpora)
+    are scored with it after the run (:func:`areaser.crossval.score_test_manifests`).
     """
     import json
     import time
     from pathlib import Path
 
+    from .crossval import check_test_manifests, score_test_manifests
+    from .fileio import atomic_write_json
     from .metrics import classification_metrics
+    from .provenance import console_line, describe, info_rows, notes
     from .reports import write_run_report
     from .training import ConfigError, TrainConfig, prepare_fold
 
@@ -356,6 +434,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
             say(f"{run_dir}: already finished (report.json exists)")
             return old
     prep = prepare_fold(c)
+    check_test_manifests(c.label_set, prep.classes, c.test_manifests)  # a bad one stops before the work
     bcfg = get_baseline(c.model, seed=c.seed)
     t0 = time.perf_counter()
     train, test = prep.parts["train"], prep.parts["test"]
@@ -365,6 +444,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     t_feat = time.perf_counter() - t0
     proba = fit_predict(x_train, train["y"].to_numpy(), x_test, len(prep.classes), bcfg)
     metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), prep.classes, list(test["speaker"]))
+    prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
     report = {
         "name": c.name,
         "classes": list(prep.classes),
@@ -374,10 +454,14 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
         "test": metrics,
         "history": [],
         "config": c.to_dict(),
+        "provenance": prov,
+        "notes": notes(prov),
         "info": {
+            **info_rows(prov),
             "manifest": c.manifest,
-            "protocol / fold": f"{c.protocol} / {prep.fold.name} (held out: {prep.fold.test_group})",
-            "label set": c.label_set,
+            "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
+            "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}); classifier fitted on "
+                           "the train part, dev part unused",
             "model": f"{c.model} ({len(FEATURE_NAMES)} eGeMAPS-like functionals, {bcfg.classifier}, C={bcfg.C:g})",
             "utterances train / dev (unused) / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
             "feature extraction + training time": f"{t_feat:.1f} s + {time.perf_counter() - t0 - t_feat:.1f} s",
@@ -385,6 +469,10 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     c.save(run_dir / "config.json")
+    atomic_write_json(run_dir / "split.json", {"fold": prep.fold.name, "test_group": prep.fold.test_group,
+                                               **{k: list(v["utt_id"]) for k, v in prep.parts.items()}})
+    _save_fit(run_dir, c, prep, x_train, bcfg)  # before the report: a run with a report can always score again
     write_run_report(run_dir, report)
-    say(f"test: WA {100 * metrics['wa']:.2f} %, UA {100 * metrics['ua']:.2f} %; report {run_dir / 'report.md'}")
+    say(console_line(report, run_dir / "report.md"))
+    score_test_manifests(run_dir, c.test_manifests, log=log)
     return report

@@ -81,6 +81,11 @@ def scan(
         True, "--check-silent/--no-check-silent", help="Skip digitally silent files (reads until the first sound)."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    speaker_regex: Optional[str] = typer.Option(
+        None, "--speaker-regex",
+        help="generic folder layout only: regex searched in each file's path under ROOT; its group "
+        "'speaker' (or group 1) is the speaker, e.g. '(?P<speaker>spk\\d+)'. Files it misses are skipped.",
+    ),
 ) -> None:
     """Scan a local copy of a corpus into a manifest; print counts per label, speaker and session."""
     from collections import Counter
@@ -88,8 +93,12 @@ def scan(
     from .corpora import load_corpus
     from .manifest import count_table, write_manifest
 
+    # Only generic needs it: every other loader reads speakers from the corpus' own names.
+    if speaker_regex is not None and corpus.lower() != "generic":
+        raise fail(f"--speaker-regex is only for the generic loader; {corpus} reads speakers from its file names")
+    options = {} if speaker_regex is None else {"speaker_regex": speaker_regex}
     try:
-        result = load_corpus(corpus, root, progress=progress, check_silent=check_silent)
+        result = load_corpus(corpus, root, progress=progress, check_silent=check_silent, **options)
     except ValueError as e:  # unknown corpus name, missing root, wrong layout
         raise fail(str(e)) from None
     df = result.manifest
@@ -260,8 +269,9 @@ def _train_config(manifest: Optional[Path], config_file: Optional[Path], preset:
 
 
 _MANIFEST = typer.Argument(None, help="Manifest CSV (from `areaser scan` or `areaser synth`); or set it in --config.")
-_PROTOCOL = typer.Option(None, "--protocol", "-p", help="loso (default), lospk, kfold or xu2021 (the paper's).")
-_PRESET = typer.Option(None, "--preset", help="default, or faithful (the authors' loss, model and epoch reading).")
+_PROTOCOL = typer.Option(None, "--protocol", "-p", help="loso (default), lospk, kfold, random (speaker-dependent, needs no speakers) or xu2021 (the paper's).")
+_PRESET = typer.Option(None, "--preset", help="default, cpu (sized for a CPU: 64 mels, 16 ms hop, ...), or faithful (the authors' loss, model and epoch reading).")
+_LABELS = typer.Option(None, "--labels", "-l", help="Classes: a label set (4class, 4class-exc, 6class, 7class, emodb, ravdess, cremad, tess, savee), all (every label in the manifest) or a comma list (neutral,happy,sad,angry). Default: the protocol's (4class).")
 _MODEL = typer.Option(None, "--model", "-m", help="Model preset: paper (default), faithful, cnn, ...")
 _EPOCHS = typer.Option(None, "--epochs", min=1, help="Epochs (default: the protocol's; 30, xu2021 100).")
 _BATCH = typer.Option(None, "--batch-size", min=1, help="Batch size (default 32, the paper's).")
@@ -285,6 +295,7 @@ def train_cmd(
     manifest: Optional[Path] = _MANIFEST,
     protocol: Optional[str] = _PROTOCOL,
     fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, help="Fold index, from 0 (loso: 0 holds out Ses01)."),
+    labels: Optional[str] = _LABELS,
     preset: Optional[str] = _PRESET,
     model: Optional[str] = _MODEL,
     epochs: Optional[int] = _EPOCHS,
@@ -301,6 +312,7 @@ def train_cmd(
     strategy: Optional[str] = _STRATEGY,
     accelerator: Optional[str] = _ACCEL,
     resume: Optional[bool] = _RESUME,
+    test_manifest: list[Path] = typer.Option([], "--test-manifest", metavar="CSV", help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): RUN/cross/<corpus>/."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
@@ -310,10 +322,11 @@ def train_cmd(
     from .training import ConfigError, train
 
     _quiet_lightning()
-    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, fold=fold, model=model, epochs=epochs,
+    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, label_set=labels, fold=fold, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
                         out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
-                        strategy=strategy, accelerator=accelerator, progress=progress)
+                        strategy=strategy, accelerator=accelerator, progress=progress,
+                        test_manifests=[str(m) for m in test_manifest] or None)
     try:
         train(cfg, resume=resume, log=_log)
     except ConfigError as e:
@@ -325,6 +338,7 @@ def cv_cmd(
     manifest: Optional[Path] = _MANIFEST,
     protocol: Optional[str] = _PROTOCOL,
     folds: Optional[str] = typer.Option(None, "--folds", help="Comma-separated fold indices to run (default: all)."),
+    labels: Optional[str] = _LABELS,
     preset: Optional[str] = _PRESET,
     model: Optional[str] = _MODEL,
     epochs: Optional[int] = _EPOCHS,
@@ -341,6 +355,7 @@ def cv_cmd(
     strategy: Optional[str] = _STRATEGY,
     accelerator: Optional[str] = _ACCEL,
     resume: Optional[bool] = _RESUME,
+    test_manifest: list[Path] = typer.Option([], "--test-manifest", metavar="CSV", help="Also score every fold's model on this other corpus' manifest (cross-corpus; repeatable): a table in the cv report."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
@@ -351,10 +366,11 @@ def cv_cmd(
     from .training import ConfigError
 
     _quiet_lightning()
-    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, model=model, epochs=epochs,
+    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, label_set=labels, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
                         out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
-                        strategy=strategy, accelerator=accelerator, progress=progress)
+                        strategy=strategy, accelerator=accelerator, progress=progress,
+                        test_manifests=[str(m) for m in test_manifest] or None)
     try:
         chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:
@@ -367,19 +383,31 @@ def cv_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run: Path = typer.Argument(..., help="A run directory of `areaser train`, or of `areaser cv` (every fold)."),
+    run: Path = typer.Argument(..., help="A run directory of `areaser train` (neural or egemaps baseline), or of `areaser cv` (every fold)."),
+    manifest: list[Path] = typer.Option(
+        [], "--manifest", "-m", metavar="CSV", help="Score the run on this other corpus' manifest instead (cross-corpus; repeatable): "
+        "classes matched by name through the run's label set, report in RUN/cross/<corpus>/; the run's own report is kept.",
+    ),
 ) -> None:
-    """Score a trained run again on its test data and rewrite its report (JSON, Markdown, PNG)."""
+    """Score a trained run again on its test data and rewrite its report (JSON, Markdown, PNG).
+
+    With --manifest: score it on every original utterance of another corpus instead (cross-corpus).
+    """
     from .checkpoint import CheckpointError
-    from .crossval import evaluate_run
+    from .crossval import evaluate_on, evaluate_run
+    from .manifest import ManifestError
     from .training import ConfigError
 
     _quiet_lightning()
     try:
-        evaluate_run(run, log=_log)
-    except (ConfigError, CheckpointError) as e:
+        if not manifest:
+            evaluate_run(run, log=_log)
+        for m in manifest:
+            evaluate_on(run, m, log=_log)
+    except (ConfigError, CheckpointError, ManifestError) as e:
         raise fail(str(e)) from None
-    console.print(f"report: {run / 'report.md'}", highlight=False)
+    if not manifest:
+        console.print(f"report: {run / 'report.md'}", highlight=False)
 
 
 @app.command("demo")
@@ -409,7 +437,8 @@ def _log(message: str) -> None:
 def ablate(
     study: str = typer.Argument(..., help="area-size, vtlp-copies, area-features, layout or vtlp-impl."),
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest CSV (areaser scan / areaser synth)."),
-    protocol: str = typer.Option("loso", "--protocol", "-p", help="loso, xu2021, lospk or kfold."),
+    protocol: str = typer.Option("loso", "--protocol", "-p", help="loso, lospk, kfold, random or xu2021."),
+    labels: Optional[str] = _LABELS,
     folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Run the first N folds (default: all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds; each fold runs once per seed."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the protocol's)."),
@@ -440,6 +469,8 @@ def ablate(
     except ValueError:
         raise fail(f"--seeds must be integers separated by commas, got {seeds!r}") from None
     overrides = _parse_sets(set_)
+    if labels is not None:
+        overrides["label_set"] = labels
     if not manifest.is_file():
         raise fail(f"{manifest}: manifest not found (write one with `areaser scan` or `areaser synth`)")
     cfg = AblationConfig(

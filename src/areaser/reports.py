@@ -11,7 +11,14 @@ A run ``report`` dict holds (what :func:`areaser.training.train` produces): ``na
 row per epoch: ``epoch``, ``train_loss``, ``dev_loss``, ``dev_wa``, ``dev_ua``, and
 ``test_wa`` / ``test_ua`` when the test set was tracked), ``selected_epoch``, and
 optionally ``paper_and_honest`` (:func:`areaser.metrics.paper_and_honest`), ``info``
-(free key -> value facts shown in a table).
+(free key -> value facts shown in a table), ``notes`` (warnings shown above everything, e.g.
+synthetic data or a speaker-dependent protocol: :func:`areaser.provenance.notes`), ``title``
+and ``test_heading`` (a cross-corpus report's own headings, instead of "Run report" and
+"Test set").
+
+A cv ``summary`` may hold ``cross_corpus`` (:func:`areaser.crossval.summarise_cross`): every
+fold's model scored on other corpora, drawn as one table per corpus with mean +- std over
+folds; :func:`write_cross_summary` writes that table alone (``areaser evaluate CV --manifest``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["plot_confusion", "plot_curves", "write_run_report", "write_cv_report", "pct"]
+__all__ = ["plot_confusion", "plot_curves", "write_run_report", "write_cv_report", "write_cross_summary", "pct"]
 
 
 def pct(x: float) -> str:
@@ -173,11 +180,13 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
     history = report.get("history") or []
     if history:
         paths["curves"] = plot_curves(history, run_dir / "curves.png", report.get("selected_epoch"))
-    md = [f"# Run report: {report.get('name', run_dir.name)}", ""]
+    md = [f"# {report.get('title') or 'Run report: ' + report.get('name', run_dir.name)}", ""]
+    md += _notes_md(report.get("notes"))
     if report.get("info"):
         md += [_table(["", ""], [[k, v] for k, v in report["info"].items()]), ""]
     sel = report.get("selected_epoch")
-    md += [f"## Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}", ""]
+    heading = report.get("test_heading") or f"Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}"
+    md += [f"## {heading}", ""]
     md += _metrics_md(test) + ["", "![confusion matrix](confusion.png)", ""]
     if report.get("paper_and_honest"):
         md += _paper_honest_md(report["paper_and_honest"], test)
@@ -187,6 +196,11 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
         md += [_table(["epoch"] + keys, [[r["epoch"]] + [_fmt(r[k]) for k in keys] for r in history]), ""]
     atomic_write_text(paths["md"], "\n".join(md))
     return paths
+
+
+def _notes_md(notes: Sequence[str] | None) -> list[str]:
+    """Each warning as its own quoted paragraph, at the top where no reader misses it."""
+    return [line for n in notes or () for line in (f"> **Note:** {n}", "")]
 
 
 def _fmt(v: object) -> str:
@@ -199,7 +213,8 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     ``summary`` holds ``name``, ``protocol``, ``classes``, ``folds`` (list of
     ``{"name", "test_group", "dir", "wa", "ua", "macro_f1", "epoch"}`` plus optional
     ``paper_max_wa`` / ``paper_max_ua``), ``aggregate`` (:func:`areaser.metrics.summarise_runs`
-    output), ``confusion`` (summed over folds) and optionally ``info``.
+    output), ``confusion`` (summed over folds) and optionally ``info``, ``notes`` and
+    ``cross_corpus`` (see the module docstring).
     """
     cv_dir = Path(cv_dir)
     paths = {"json": cv_dir / "report.json", "md": cv_dir / "report.md"}
@@ -209,6 +224,7 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     agg = summary["aggregate"]
     paper = "paper_max_wa" in summary["folds"][0]
     md = [f"# Cross-validation report: {summary.get('name', cv_dir.name)}", ""]
+    md += _notes_md(summary.get("notes"))
     if summary.get("info"):
         md += [_table(["", ""], [[k, v] for k, v in summary["info"].items()]), ""]
     header = ["fold", "held out", "epoch (dev)", "WA %", "UA %", "macro-F1 %"]
@@ -220,13 +236,9 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
         if paper:
             row += [pct(f["paper_max_wa"]), pct(f["paper_max_ua"])]
         rows.append(row)
-
-    def ms(k: str) -> str:
-        return f"{pct(agg[k]['mean'])} +- {pct(agg[k]['std'])}" if k in agg else ""
-
-    last = ["**mean +- std**", "", "", ms("wa"), ms("ua"), ms("macro_f1")]
+    last = ["**mean +- std**", "", "", *(_mean_std(agg, k) for k in ("wa", "ua", "macro_f1"))]
     if paper:
-        last += [ms("paper_max_wa"), ms("paper_max_ua")]
+        last += [_mean_std(agg, "paper_max_wa"), _mean_std(agg, "paper_max_ua")]
     md += ["## Per fold (test set)", "", _table(header, rows + [last]), ""]
     md += ["Standard deviation is the sample std over folds (n - 1).", ""]
     if paper:
@@ -237,5 +249,59 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
             "",
         ]
     md += ["## Confusion matrix (all folds)", "", "![confusion matrix](confusion.png)", ""]
+    if summary.get("cross_corpus"):
+        md += _cross_md(summary["cross_corpus"])
+    atomic_write_text(paths["md"], "\n".join(md))
+    return paths
+
+
+def _mean_std(agg: Mapping, k: str) -> str:
+    return f"{pct(agg[k]['mean'])} +- {pct(agg[k]['std'])}" if k in agg else ""
+
+
+def _cross_md(cross: Mapping[str, Mapping], base: str = "") -> list[str]:
+    """One table per other corpus: every fold's model on it, then mean +- std over folds.
+
+    ``base``: the path from the Markdown file to the cv folder (fold links are relative to it).
+    """
+    md = [
+        "## Cross-corpus (every fold's model on another corpus)",
+        "",
+        "Each fold's model (the one its test scores above come from) scores every original utterance of the other "
+        "corpus whose label maps to one of its classes, by name through the label set. Model classes the other "
+        "corpus lacks are left out of UA and macro-F1 (they have no recall there). Standard deviation: sample "
+        "std over folds (n - 1).",
+        "",
+    ]
+    for name, e in cross.items():
+        left = ", ".join(e["classes_left_out"]) or "none"
+        md += [
+            f"### Scored on {e.get('corpus_text', name)}",
+            "",
+            f"Manifest `{e['manifest']}`: {e['n']} utterances scored; classes used: {', '.join(e['classes_used'])}; "
+            f"model classes absent there (left out of UA): {left}.",
+            "",
+        ]
+        rows = [[f"[{f['name']}]({base}{f['dir']}/report.md)", f["n"], pct(f["wa"]), pct(f["ua"]), pct(f["macro_f1"])]
+                for f in e["folds"]]
+        agg = e["aggregate"]
+        rows.append(["**mean +- std**", "", _mean_std(agg, "wa"), _mean_std(agg, "ua"), _mean_std(agg, "macro_f1")])
+        md += [_table(["fold", "utterances", "WA %", "UA %", "macro-F1 %"], rows), ""]
+    return md
+
+
+def write_cross_summary(out_dir: str | os.PathLike, summary: Mapping, base: str = "") -> dict[str, Path]:
+    """``report.json`` and ``report.md`` of the cross-corpus scores of a cv's folds.
+
+    ``summary`` holds ``name``, optionally ``notes`` and ``info``, and ``cross_corpus`` (as in
+    :func:`write_cv_report`); ``base`` is the path from ``out_dir`` back to the cv folder.
+    """
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+    atomic_write_json(paths["json"], summary)
+    md = [f"# Cross-corpus report: {summary.get('name', out_dir.name)}", ""] + _notes_md(summary.get("notes"))
+    if summary.get("info"):
+        md += [_table(["", ""], [[k, v] for k, v in summary["info"].items()]), ""]
+    md += _cross_md(summary["cross_corpus"], base)
     atomic_write_text(paths["md"], "\n".join(md))
     return paths

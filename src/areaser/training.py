@@ -50,6 +50,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
 from .config import TRAIN_PRESETS, ConfigError, TrainConfig, config_with
 from .fileio import atomic_write_json, atomic_write_text
+from .specaug import spec_mask
 
 __all__ = [
     "ConfigError",
@@ -82,6 +83,22 @@ def build_modules(config: TrainConfig | Mapping, n_classes: int) -> tuple[torch.
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"model {c.model!r} with overrides {c.model_overrides}: {e}") from None
     return features, model
+
+
+def _restart_bn_averages(model: torch.nn.Module) -> None:
+    """BatchNorm layers average this epoch's batch statistics equally (``momentum=None``).
+
+    With the default exponential average (momentum 0.1) the statistics an evaluation uses come
+    from the last ~10 batches, so dev scores swing from epoch to epoch even where the weights have
+    stopped moving (seen on EmoDB's one-speaker dev split); an equal average over the epoch does
+    not. Frozen BatchNorm keeps its fixed statistics.
+    """
+    from .models import FrozenBatchNorm2d
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, FrozenBatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
 
 
 def _seed(*parts: int) -> int:
@@ -121,7 +138,12 @@ class SERModule(L.LightningModule):
         return self.model(self.features(wave))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.lr_schedule == "none":
+            return opt
+        # cosine decay to 0 over the configured epochs, stepped per epoch (resumes with the epoch)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ training
 
@@ -129,9 +151,12 @@ class SERModule(L.LightningModule):
         self.ddp_check = {"world_size": self.trainer.world_size, "init_in_sync": self._replicas_agree()}
 
     def on_train_epoch_start(self) -> None:
+        if self.cfg.bn_stats == "epoch":
+            _restart_bn_averages(self.model)
         self._seen = torch.zeros(self.n_train, dtype=torch.long)
         self._loss_sum = torch.zeros((), dtype=torch.float64)
         self._loss_n = 0
+        self._lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])  # the rate this epoch trains with
         self._t0 = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
@@ -144,7 +169,10 @@ class SERModule(L.LightningModule):
             from .vtlp import sample_factors
 
             warp = sample_factors(len(y), self.cfg.vtlp, torch.Generator().manual_seed(_seed(*key, 1))).to(self.device)
-        logits = self.model(self.features(wave, warp))
+        x = self.features(wave, warp)
+        if self.cfg.masks.active:
+            x = spec_mask(x, self.cfg.masks, torch.Generator().manual_seed(_seed(*key, 2)))
+        logits = self.model(x)
         loss = compute_loss(logits, y, self.cfg.loss, self.class_weights)
         self._seen.index_add_(0, idx.cpu(), torch.ones_like(idx.cpu()))
         self._loss_sum += loss.detach().double().cpu() * len(y)
@@ -161,6 +189,7 @@ class SERModule(L.LightningModule):
             "train_windows": int(seen.sum()),  # all processes together, DDP padding included
             "train_windows_distinct": int((seen > 0).sum()),
             "train_s": round(secs, 3),
+            "lr": self._lr,
         }
 
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -267,8 +296,7 @@ def read_manifests(config: TrainConfig) -> pd.DataFrame:
 
 def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> PreparedFold:
     """Select, split and check one fold; every input problem is raised here, before training."""
-    from .labels import get_label_set
-    from .splits import SplitError, check_fold, get_protocol, make_folds, select_utterances, split_frame
+    from .splits import SplitError, check_fold, get_protocol, make_folds, resolve_label_set, select_utterances, split_frame
 
     c = config
     try:
@@ -280,7 +308,7 @@ def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> Prepare
             raise ConfigError(f"fold {c.fold} out of range: protocol {c.protocol!r} has {len(folds)} folds (0..{len(folds) - 1})")
         fold = folds[c.fold]
         parts = split_frame(sel, fold, use_copies=True)
-        classes = get_label_set(c.label_set).classes
+        classes = resolve_label_set(df, c.label_set).classes
         check_fold(parts, classes, fold.name)
     except SplitError as e:
         raise ConfigError(str(e)) from None
@@ -323,7 +351,6 @@ class RunCheckpoint(Checkpoint):
         from .checkpoint import save_weights
 
         row = {"epoch": trainer.current_epoch + 1, **module.epoch_stats, **module.eval_stats}
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
         score = row[self.monitor]
         better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
@@ -428,7 +455,7 @@ def make_progress():
 def _same_run(old: Mapping, new: Mapping) -> list[str]:
     """Config keys that differ in ways that make resuming meaningless."""
     free = {"epochs", "patience", "progress", "tensorboard", "num_workers", "threads", "devices", "num_nodes",
-            "strategy", "accelerator", "name", "out_dir", "deterministic"}
+            "strategy", "accelerator", "name", "out_dir", "deterministic", "test_manifests"}
     return sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
 
 
@@ -484,6 +511,10 @@ def train(
 
     # ---- inputs: everything that can be wrong is found before training
     prep = prepare_fold(c)
+    if c.test_manifests:  # a cross-corpus manifest that cannot be scored is found before training
+        from .crossval import check_test_manifests
+
+        check_test_manifests(c.label_set, prep.classes, c.test_manifests)
     if c.threads:
         torch.set_num_threads(c.threads)
     L.seed_everything(c.seed, workers=True, verbose=False)
@@ -568,8 +599,11 @@ def train(
     from .reports import write_run_report
 
     write_run_report(paths["dir"], report)
-    say(f"test: WA {100 * report['test']['wa']:.2f} %, UA {100 * report['test']['ua']:.2f} % "
-        f"(epoch {report['selected_epoch']} chosen on dev); report {paths['report_md']}")
+    from .crossval import score_test_manifests
+    from .provenance import console_line
+
+    say(console_line(report, paths["report_md"]))
+    score_test_manifests(paths["dir"], c.test_manifests, log=log)  # cross-corpus: RUN/cross/<corpus>/
     return report
 
 
@@ -596,7 +630,15 @@ def _raw_chunks(features, ws, batch: int = 256):
 
 def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_epoch: int, module, test_ws,
             train_ws, fit_s: float, ddp: dict | None) -> dict:
+    """The report dict of a run (:mod:`areaser.reports`): ``module``'s scores on ``test_ws``.
+
+    Besides the scores it names where they come from, so a number is never read without it:
+    ``provenance`` (:func:`areaser.provenance.describe`: corpus, synthetic or not, label set and
+    classes, protocol), ``notes`` (the synthetic-data and speaker-dependence warnings) and the
+    same facts as lines of ``info``.
+    """
     from .metrics import paper_and_honest
+    from .provenance import describe, info_rows, notes
 
     ws = test_ws
     if ws.feats is None:
@@ -606,6 +648,7 @@ def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], select
     epochs_run = len(history)
     windows = sum(r["train_windows"] for r in history)
     secs = sum(r["train_s"] for r in history)
+    prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
     report = {
         "name": c.name,
         "classes": list(prep.classes),
@@ -615,10 +658,14 @@ def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], select
         "test": test,
         "history": history,
         "config": c.to_dict(),
+        "provenance": prov,
+        "notes": notes(prov),
         "info": {
+            **info_rows(prov),
             "manifest": c.manifest,
-            "protocol / fold": f"{c.protocol} / {prep.fold.name} (held out: {prep.fold.test_group})",
-            "label set": c.label_set,
+            "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
+            "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}), model of the epoch "
+                           f"chosen on its dev part ({c.monitor})",
             "preset / model": f"{c.preset} / {c.model}",
             "VTLP": c.vtlp.impl,
             "utterances train / dev / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
