@@ -35,9 +35,7 @@ models' config (value read as JSON), e.g. ``--set 'model_overrides={"channels":[
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
 import platform
 import re
@@ -45,7 +43,6 @@ import shlex
 import subprocess
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -55,6 +52,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from areaser.ablation import quiet_lightning, worker_init
 from benchmarks import opensmile_peer
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -211,30 +209,6 @@ def _check_folder(config) -> tuple[Path, dict]:
 # ----------------------------------------------------------------------------- running
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Hush Lightning's per-fold banners and library warnings; errors still raise."""
-    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _worker_init(threads: int) -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
 def fold_seconds(report: dict) -> float | None:
     """Seconds a fold cost, from its report: a neural run's fit time, a classical run's features + fit."""
     info = report.get("info", {})
@@ -252,7 +226,7 @@ def run_job(job: dict) -> dict:
     c = TrainConfig.from_dict(job["config"])
     say = print if job["log"] else None
     t0, started = time.perf_counter(), time.time()
-    with _quiet():
+    with quiet_lightning():
         if c.model == PEER:
             summary = opensmile_peer.cross_validate(c, job["folds"], cache=Path(job["cache"]),
                                                     progress=job["progress"], log=say)
@@ -304,7 +278,7 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     try:
         if bar is not None:
             bar.start()
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init,
                                  initargs=(1,)) as pool:
             futures = {pool.submit(run_job, {**j, "log": False, "progress": False,
                                              "config": {**j["config"], "progress": False}}): j for j in jobs}
@@ -435,7 +409,6 @@ def write_doc(doc: Path, store: dict) -> Path:
     sig = store.get("signature", {})
     png_dir = doc.parent / doc.stem
     inv = store.get("invocations", [])
-    last = inv[-1] if inv else {}
     md = [
         "# Real speech: EmoDB and RAVDESS, speaker-independent",
         "",

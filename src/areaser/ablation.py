@@ -58,6 +58,8 @@ __all__ = [
     "StudyResult",
     "Run",
     "plan_runs",
+    "quiet_lightning",
+    "worker_init",
     "run_study",
     "execute_run",
     "aggregate",
@@ -392,7 +394,7 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
         torch.set_num_threads(threads)
     c = TrainConfig.from_dict(run.config)
     t0 = time.perf_counter()
-    with _quiet():
+    with quiet_lightning():
         report = train(c, log=None)  # neural or baseline
     elapsed = time.perf_counter() - t0
     test = report["test"]
@@ -418,7 +420,7 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_lightning():
     """Hush Lightning's per-run banners and library warnings: a study runs hundreds of runs,
     and its output is the progress bar and the table. Errors still raise."""
     loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
@@ -434,7 +436,7 @@ def _quiet():
             lg.setLevel(level)
 
 
-def _worker_init(threads: int) -> None:
+def worker_init(threads: int) -> None:
     """Each worker: ``threads`` torch threads (1 when several workers share the cores)."""
     import torch
     from threadpoolctl import threadpool_limits  # numpy / scipy BLAS, already loaded by now
@@ -481,7 +483,7 @@ def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationCon
     for impl, k in need.items():
         out = study_dir / "augment" / impl
         if jobs > 1 and len(sources) >= 4 * jobs:
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=worker_init,
                                      initargs=(1,)) as pool:
                 chunks = [sources.iloc[i::jobs] for i in range(jobs)]
                 list(pool.map(_augment_chunk, chunks, [str(out)] * jobs, [k] * jobs, [impl] * jobs))
@@ -562,7 +564,7 @@ def run_study(
         elif todo:
             _warm_caches(todo)
             ctx = get_context("spawn")  # fork + torch threads deadlock; spawn starts clean
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(1,)) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(1,)) as pool:
                 futures = {pool.submit(execute_run, r, 1): r for r in todo}
                 for fut in as_completed(futures):
                     try:

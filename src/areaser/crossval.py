@@ -480,7 +480,7 @@ def _evaluate_cv_on(cv_dir: Path, manifest: str | os.PathLike, log) -> dict:
     first = next(iter(reports.values()))
     name = first["cross_name"]
     cross = summarise_cross(list(reports), [{name: r} for r in reports.values()])
-    trained, scored = first["provenance"]["trained_on"], first["provenance"]["scored_on"]
+    trained = first["provenance"]["trained_on"]
     summary = {
         "kind": "cross-corpus cv",
         "name": f"{meta['config'].get('name') or cv_dir.name} on {name}",
