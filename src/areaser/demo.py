@@ -74,7 +74,8 @@ def run_demo(
     run_dir = Path(out_dir) / cfg.name
     test = report["test"]
     say(f"[bold]3/4[/] held-out session {report['test_group']}: {test['n']} utterances, "
-        f"WA {100 * test['wa']:.2f} %, UA {100 * test['ua']:.2f} % (chance 25 %)")
+        f"WA {100 * test['wa']:.2f} %, UA {100 * test['ua']:.2f} % (chance 25 %; synthetic speech: this checks the "
+        "pipeline, not emotion recognition, for which see docs/real-speech.md)")
 
     split = json.loads((run_dir / "split.json").read_text())
     df = read_manifest(manifest).set_index("utt_id")
