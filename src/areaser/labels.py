@@ -63,6 +63,11 @@ class LabelSet:
         return self.classes.index(cls)
 
 
+def _own(name: str, classes: tuple[str, ...], description: str) -> LabelSet:
+    """A set whose every class is one label, unmerged (each corpus' native set, comma lists, ``all``)."""
+    return LabelSet(name, classes, {c: c for c in classes}, description)
+
+
 LABEL_SETS: dict[str, LabelSet] = {
     s.name: s
     for s in (
@@ -92,36 +97,14 @@ LABEL_SETS: dict[str, LabelSet] = {
              "fear": "fear", "disgust": "disgust", "surprise": "surprise"},
             "the seven basic emotions (TESS, SAVEE)",
         ),
-        LabelSet(
-            "emodb",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
-            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom")},
-            "EmoDB's seven emotions (boredom included)",
-        ),
-        LabelSet(
-            "ravdess",
-            ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            {k: k for k in ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")},
-            "RAVDESS's eight emotions (calm included)",
-        ),
-        LabelSet(
-            "cremad",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust"),
-            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust")},
-            "CREMA-D's six emotions",
-        ),
-        LabelSet(
-            "tess",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")},
-            "TESS's seven emotions (pleasant surprise as surprise)",
-        ),
-        LabelSet(
-            "savee",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            {k: k for k in ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")},
-            "SAVEE's seven emotions",
-        ),
+        _own("emodb", ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
+             "EmoDB's seven emotions (boredom included)"),
+        _own("ravdess", ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+             "RAVDESS's eight emotions (calm included)"),
+        _own("cremad", ("neutral", "happy", "sad", "angry", "fear", "disgust"), "CREMA-D's six emotions"),
+        _own("tess", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+             "TESS's seven emotions (pleasant surprise as surprise)"),
+        _own("savee", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"), "SAVEE's seven emotions"),
     )
 }
 
@@ -163,7 +146,7 @@ def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
         classes = label_order(labels)
         if len(classes) < 2:
             raise ValueError(f"label set 'all': the manifest has {len(classes)} label(s) {list(classes)}; need >= 2")
-        return LabelSet("all", classes, {c: c for c in classes}, "every label in the manifest")
+        return _own("all", classes, "every label in the manifest")
     if items is not None:
         if labels is not None:
             have = set(labels)
@@ -171,5 +154,5 @@ def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
             if absent:
                 raise ValueError(f"label(s) {absent} of {spec!r} are not in the manifest; it has: "
                                  f"{', '.join(label_order(have))}")
-        return LabelSet(spec, items, {c: c for c in items}, "the labels given")
+        return _own(spec, items, "the labels given")
     return LABEL_SETS[spec]
