@@ -398,8 +398,8 @@ def test_same_as_hashes_only_files_that_share_a_size(tmp_path: Path, monkeypatch
     for i, seconds in enumerate((0.2, 0.2, 0.3, 0.4, 0.5)):  # 16-bit wav: the size follows the length
         tone(tmp_path / "wav" / f"03a0{[1, 2, 4, 5, 7][i]}Wa.wav", seconds=seconds)
     hashed: list[str] = []
-    digest = base._digest
-    monkeypatch.setattr(base, "_digest", lambda path: hashed.append(Path(path).name) or digest(path))
+    digest = base.file_digest
+    monkeypatch.setattr(base, "file_digest", lambda path: hashed.append(Path(path).name) or digest(path))
     df = load_corpus("emodb", tmp_path, progress=False).manifest
     assert sorted(hashed) == ["03a01Wa.wav", "03a02Wa.wav"] and set(df["same_as"]) == {""}
 

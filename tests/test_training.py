@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from areaser.checkpoint import load_run, load_tree, load_weights, read_header
+from areaser.checkpoint import load_run, load_tree, load_weights, read_header, run_paths
 from areaser.crossval import cross_validate, evaluate_run
 from areaser.training import ConfigError, TrainConfig, config_with, train
 
@@ -89,6 +89,12 @@ def test_identical_runs_give_identical_results(reference, manifest):
     again = train(replace(cfg, name="ref-again"), log=None)
     assert again["history"] == [{**r, "train_s": again["history"][i]["train_s"]} for i, r in enumerate(report["history"])]
     assert again["test"] == report["test"]
+    # the weights themselves, bit for bit, not only the scores: the chosen epoch's and the last
+    runs = [run_paths(Path(cfg.out_dir) / name) for name in ("ref", "ref-again")]
+    (a, _), (b, _) = (load_weights(p["best"]) for p in runs)
+    (la, _), (lb, _) = (load_tree(p["last"]) for p in runs)
+    for x, y in ((a, b), (la["state_dict"], lb["state_dict"])):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 class Crash(Callback):
@@ -322,3 +328,14 @@ def test_cli_labels_train_any_label_list_under_the_random_protocol(manifest, tmp
     code, err = _cli(["train", str(nospk), "--config", str(cfg), "--protocol", "random", "--labels", "sad,calm",
                       "--out", str(out), "--name", "r2"], monkeypatch, capsys)
     assert code == 2 and "['calm']" in err and "Traceback" not in err
+
+
+def test_load_run_rebuilds_the_last_epochs_weights_too(reference):
+    cfg, report = reference
+    run_dir = Path(cfg.out_dir) / "ref"
+    last = load_run(run_dir, "last")
+    tree, _ = load_tree(run_paths(run_dir)["last"])
+    assert last.classes == load_run(run_dir).classes and last.header["epoch"] == len(report["history"])
+    got = {**{f"features.{k}": v for k, v in last.features.state_dict().items()},
+           **{f"model.{k}": v for k, v in last.model.state_dict().items()}}
+    assert got.keys() == tree["state_dict"].keys() and all(torch.equal(got[k], tree["state_dict"][k]) for k in got)

@@ -420,6 +420,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     from .metrics import classification_metrics
     from .provenance import console_line, describe, info_rows, notes
     from .reports import write_run_report
+    from .splits import split_record
     from .training import ConfigError, TrainConfig, prepare_fold
 
     say = log or (lambda s: None)
@@ -469,8 +470,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     c.save(run_dir / "config.json")
-    atomic_write_json(run_dir / "split.json", {"fold": prep.fold.name, "test_group": prep.fold.test_group,
-                                               **{k: list(v["utt_id"]) for k, v in prep.parts.items()}})
+    atomic_write_json(run_dir / "split.json", split_record(prep.fold, prep.parts))
     _save_fit(run_dir, c, prep, x_train, bcfg)  # before the report: a run with a report can always score again
     write_run_report(run_dir, report)
     say(console_line(report, run_dir / "report.md"))

@@ -241,6 +241,13 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
     if which == "last" and p.suffix != ".safetensors":
         tree, header = load_tree(path)
         state = tree["state_dict"]
+        # the trainer state carries no config: the best weights of the same run do (saved first, every run has them)
+        best = run_paths(p)["best"]
+        if not best.is_file():
+            raise CheckpointError(f"{best}: missing, so the config and classes of {path} are unknown")
+        run_header = read_header(best)
+        header = {**header, "config": run_header["config"], "classes": run_header["classes"],
+                  "fold": run_header.get("fold", ""), "epoch": int(header["epoch"]) + 1}  # 1-based, as best's
     else:
         if not path.is_file():
             raise CheckpointError(f"{path}: no trained model here (is {p} a run directory of `areaser train`?)")

@@ -389,7 +389,9 @@ def evaluate_cmd(
         "classes matched by name through the run's label set, report in RUN/cross/<corpus>/; the run's own report is kept.",
     ),
 ) -> None:
-    """Score a trained run again on its test data and rewrite its report (JSON, Markdown, PNG).
+    """Score a trained run again on its test utterances (those of RUN/split.json) and rewrite its report (JSON, Markdown, PNG).
+
+    The utterances are found through the run's manifest, whose relative path is relative to the folder training ran in, not the current one. If any is missing from it or has changed (its audio's SHA-1, where split.json records it), nothing is scored, the report is left as it is, and the command fails (exit 2).
 
     With --manifest: score it on every original utterance of another corpus instead (cross-corpus).
     """

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from .features import FeatureConfig
 from .fileio import atomic_write_json
+from .metrics import DECISIONS
 from .segments import SegmentConfig
 from .specaug import MaskConfig
 from .vtlp import VTLPConfig
@@ -151,7 +152,7 @@ class TrainConfig:
         _check_choice("lr_schedule", c.lr_schedule, ("none", "cosine"))
         _check_choice("bn_stats", c.bn_stats, ("ema", "epoch"))
         _check_choice("monitor", c.monitor, ("dev_ua", "dev_wa", "dev_f1", "dev_loss"))
-        _check_choice("decision", c.decision, ("prob", "logits"))
+        _check_choice("decision", c.decision, DECISIONS)
         _check_choice("preset", c.preset, tuple(TRAIN_PRESETS))
         if isinstance(c.class_weights, str):
             _check_choice("class_weights", c.class_weights, ("none", "balanced"))

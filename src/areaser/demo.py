@@ -12,9 +12,9 @@ the ``paper`` preset unchanged (same layers, 2-D multiscale area attention up to
 projections) and training follows the paper (Adam 1e-4, batch 32, 2 s windows, hop 1 s, VTLP
 0.8..1.2); the log-Mel is coarser: 32 mel bands and a 50 ms hop (41 frames per window) instead
 of 128 and 25 ms. The attention map shrinks from 64 x 20 to 16 x 10 positions and area
-attention's cost with it: ``python -m benchmarks.bench_training`` measured 6.2 windows/s at the
-paper's size and 189 at the demo's on 2 idle CPU cores (README, Performance). 8 epochs, the
-epoch chosen on dev.
+attention's cost with it (``python -m benchmarks.bench_training`` measures the training
+throughput: at the paper's size by default, at the demo's with ``--set features.n_mels=32
+--set features.hop_length=800``; README, Performance). 8 epochs, the epoch chosen on dev.
 Scores on the synthetic corpus say the code works end to end, nothing about human speech.
 """
 

@@ -21,7 +21,6 @@ filterbank, evaluated at warped STFT bin frequencies, so no audio is rewritten.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Iterable, Literal
@@ -90,13 +89,6 @@ class FeatureConfig:
     def from_dict(cls, d: dict) -> "FeatureConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-    def spectral_key(self) -> str:
-        """JSON of the fields that change the log-Mel values before normalisation (cache keys)."""
-        d = self.to_dict()
-        for k in ("norm", "norm_eps"):
-            d.pop(k)
-        return json.dumps(d, sort_keys=True)
 
 
 def n_frames(n_samples: int, config: FeatureConfig = FeatureConfig()) -> int:
@@ -294,7 +286,7 @@ class LogMel(nn.Module):
         return self.normalize(x, groups)
 
     def raw(self, wave: Tensor, warp_factors: Tensor | None = None) -> Tensor:
-        """The log-Mel before normalisation (what :class:`areaser.cache.FeatureCache` stores)."""
+        """The log-Mel before normalisation (what training precomputes for dev and test windows)."""
         wave = _as_batch(wave).to(self.window.device)
         return _compute(wave, self.config, self.window, self.basis, self.mel_f, self.bin_freqs, warp_factors, self.fhi)
 

@@ -4,13 +4,16 @@ The path one file takes, in memory bounded by one decoded block whatever the fil
 
     stream_audio (decode, mix to mono, resample; blocks)  ->  stream_windows (2 s windows, hop,
     carry-over between blocks)  ->  silence skip (optional)  ->  batches of windows  ->  backend
-    (log-Mel + model + softmax)  ->  timeline  ->  decision (mean of window probabilities, argmax)
+    (log-Mel + model + softmax)  ->  timeline  ->  decision (:func:`areaser.metrics.utterance_probs`)
 
 The windows are those of :func:`areaser.segments.segment` with policy ``pad`` (a short file is
-padded to one window, an end-aligned last window covers the tail), and the decision is the
-paper's: average the windows' softmax outputs. A backend is any callable
+padded to one window, an end-aligned last window covers the tail), and the decision is the one
+training and evaluation use, :func:`areaser.metrics.utterance_probs` on the windows'
+log-probabilities: ``prob`` (the paper's) averages the windows' softmax outputs, ``logits``
+takes the softmax of their mean logit. A backend is any callable
 ``windows [B, N] float32 -> probabilities [B, C]``; :class:`TorchBackend` runs the PyTorch model,
-:class:`areaser.export.OnnxBackend` an exported ONNX graph.
+:class:`areaser.export.OnnxBackend` an exported ONNX graph. Backends only score windows: the
+utterance decision is the recognizer's, the same whatever the backend.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .audio import DEFAULT_SR, SILENCE_PEAK, AudioError, resample, stream_audio, to_mono
+from .metrics import DECISIONS, utterance_probs
 from .segments import segment, window_starts
 
 __all__ = [
@@ -78,8 +82,8 @@ class InferenceConfig:
             raise ValueError(f"win_s and hop_s must be > 0 seconds, got win_s={self.win_s}, hop_s={self.hop_s}")
         if self.silence_db is not None and self.silence_db >= 0:
             raise ValueError(f"silence_db is a level below full scale: give a negative number (e.g. -50), got {self.silence_db}")
-        if self.decision not in ("prob", "logits"):
-            raise ValueError(f"decision must be 'prob' or 'logits', got {self.decision!r}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
         if self.batch_size < 1 or not self.block_s > 0:
             raise ValueError(f"batch_size must be >= 1 and block_s > 0, got {self.batch_size}, {self.block_s}")
 
@@ -97,9 +101,10 @@ class Window:
 class Prediction:
     """What :meth:`Recognizer.predict` says about one recording.
 
-    ``probabilities [C]`` is the mean of the scored windows' probabilities and ``label`` its
-    argmax; ``timeline`` lists the scored windows in time order; ``skipped`` counts windows left
-    out as silence.
+    ``probabilities [C]`` is the utterance decision over the scored windows
+    (:func:`areaser.metrics.utterance_probs` with the config's ``decision``: by default the
+    mean of their probabilities) and ``label`` its argmax; ``timeline`` lists the scored
+    windows in time order; ``skipped`` counts windows left out as silence.
     """
 
     source: str
@@ -235,8 +240,10 @@ def stream_windows(
 class WaveformClassifier(nn.Module):
     """Waveform windows to class probabilities: ``[B, N] -> [B, C]`` (log-Mel, model, softmax).
 
-    The one module behind both backends: :class:`TorchBackend` runs it, and
-    :func:`areaser.export.export_onnx` exports it, so the two cannot drift apart.
+    The module :class:`TorchBackend` runs. The ONNX export (:func:`areaser.export.export_modules`)
+    does not use it: it exports the model alone (log-Mel in, logits and probabilities out), and
+    :class:`~areaser.export.OnnxBackend` computes the log-Mel with the run's own
+    :class:`~areaser.features.LogMel`, as this module does.
     """
 
     def __init__(self, features: nn.Module, model: nn.Module):
@@ -361,7 +368,7 @@ class Recognizer:
 
         Returns
         -------
-        :class:`Prediction`: label, mean probabilities ``[C]``, per-window timeline.
+        :class:`Prediction`: label, utterance probabilities ``[C]``, per-window timeline.
 
         Raises
         ------
@@ -458,26 +465,16 @@ class Recognizer:
             err = AudioError(entry.source, reason)
             return Failure(entry.source, str(err), err)
         probs = np.stack(entry.probs)
-        mean = _decide(probs, self.config.decision)
+        # the backend gives probabilities [n, C]; the decision takes their logs (log-probabilities
+        # are logits up to one constant per window), floored so an underflowed 0 stays finite
+        log_probs = np.log(np.maximum(probs.astype(np.float64), 1e-30))
+        decided = utterance_probs(log_probs, decision=self.config.decision).astype(np.float32)
         timeline = [
             Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)
         ]
         return Prediction(
-            entry.source, self.classes[int(np.argmax(mean))], self.classes, mean, timeline, duration, entry.skipped
+            entry.source, self.classes[int(np.argmax(decided))], self.classes, decided, timeline, duration, entry.skipped
         )
-
-
-def _decide(probs: np.ndarray, decision: str) -> np.ndarray:
-    """Utterance probabilities ``[C]`` from window probabilities ``[n, C]``.
-
-    ``logits``: softmax of the mean logit. A window's logits and its log-probabilities differ by
-    one constant per window, so the mean log-probability gives the same softmax.
-    """
-    if decision == "prob":
-        return probs.mean(axis=0)
-    z = np.log(np.maximum(probs.astype(np.float64), 1e-30)).mean(axis=0)
-    e = np.exp(z - z.max())
-    return (e / e.sum()).astype(np.float32)
 
 
 def _array_to_mono(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:

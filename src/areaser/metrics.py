@@ -2,7 +2,10 @@
 
 The model sees 2 s windows; an utterance is classified by averaging its windows'
 outputs (:func:`utterance_probs`): the mean of softmax probabilities (the paper) or of
-logits, then argmax.
+logits, then argmax. :func:`utterance_probs` is the one implementation of that rule:
+training and evaluation (:func:`areaser.training.score_windows`) and ``predict`` / the
+HTTP service (:class:`areaser.inference.Recognizer`, with any backend, PyTorch or ONNX)
+all decide utterances with it.
 
 * WA (weighted accuracy) = correct utterances / utterances.
 * UA (unweighted accuracy) = mean of per-class recall over the classes present in the
@@ -24,7 +27,7 @@ import torch
 
 __all__ = [
     "DECISIONS", "utterance_probs", "classification_metrics", "summarise", "summarise_runs", "best_epoch",
-    "paper_and_honest",
+    "is_better", "lower_is_better", "paper_and_honest",
 ]
 
 DECISIONS = ("prob", "logits")
@@ -32,28 +35,42 @@ DECISIONS = ("prob", "logits")
 
 def utterance_probs(
     window_logits: torch.Tensor | np.ndarray,
-    utt_index: torch.Tensor | np.ndarray,
-    n_utts: int,
+    utt_index: torch.Tensor | np.ndarray | None = None,
+    n_utts: int | None = None,
     decision: str = "prob",
 ) -> np.ndarray:
-    """Average window outputs per utterance.
+    """The utterance decision: average window outputs per utterance (the one implementation).
 
     Parameters
     ----------
-    window_logits : ``[n_windows, n_classes]`` model logits.
-    utt_index : ``[n_windows]`` utterance index (0 .. n_utts-1) of each window.
-    n_utts : number of utterances; every one must own at least one window.
-    decision : ``"prob"`` averages softmax probabilities (paper), ``"logits"`` averages
-        logits and applies softmax after.
+    window_logits : ``[n_windows, n_classes]`` window scores: model logits, or
+        log-probabilities (``log`` of the softmax outputs a backend returns). Both give the
+        same result: a window's logits and log-probabilities differ by one constant, which
+        the softmax cancels.
+    utt_index : ``[n_windows]`` utterance index (0 .. n_utts-1) of each window, in any
+        order; ``None``: all windows belong to one utterance.
+    n_utts : number of utterances (default ``utt_index.max() + 1``); every one must own at
+        least one window.
+    decision : ``"prob"``: mean of the windows' softmax probabilities (the paper);
+        ``"logits"``: softmax of the mean logit (equivalently of the mean log-probability).
 
     Returns
     -------
-    ``[n_utts, n_classes]`` float64 probabilities (rows sum to 1).
+    ``[n_utts, n_classes]`` float64 probabilities (rows sum to 1); ``[n_classes]`` when
+    ``utt_index`` is ``None``. The decision is the argmax of each row.
     """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     z = torch.as_tensor(window_logits, dtype=torch.float64)
-    idx = torch.as_tensor(utt_index, dtype=torch.long)
+    single = utt_index is None
+    if single:
+        if n_utts not in (None, 1):
+            raise ValueError(f"without utt_index all windows are one utterance, got n_utts={n_utts}")
+        idx, n_utts = torch.zeros(z.shape[:1], dtype=torch.long), 1
+    else:
+        idx = torch.as_tensor(utt_index, dtype=torch.long)
+        if n_utts is None:
+            n_utts = int(idx.max()) + 1 if idx.numel() else 0
     if z.ndim != 2 or idx.shape != z.shape[:1]:
         raise ValueError(f"expected logits [n, C] and index [n], got {tuple(z.shape)} and {tuple(idx.shape)}")
     counts = torch.bincount(idx, minlength=n_utts).to(torch.float64)
@@ -62,7 +79,7 @@ def utterance_probs(
     x = z.softmax(-1) if decision == "prob" else z
     mean = torch.zeros(n_utts, z.shape[1], dtype=torch.float64).index_add_(0, idx, x) / counts[:, None]
     probs = mean if decision == "prob" else mean.softmax(-1)
-    return probs.numpy()
+    return probs[0].numpy() if single else probs.numpy()
 
 
 def classification_metrics(
@@ -130,11 +147,38 @@ def summarise_runs(results: Sequence[Mapping[str, float]], keys: Sequence[str]) 
     return {k: summarise(r[k] for r in results) for k in keys if all(k in r for r in results)}
 
 
+def lower_is_better(key: str) -> bool:
+    """Whether ``key`` is minimised: a loss (``dev_loss``); a score (``dev_ua``, ``test_wa``...) is maximised."""
+    return key.endswith("loss")
+
+
+def is_better(key: str, new: float, old: float | None) -> bool:
+    """Whether value ``new`` of ``key`` beats ``old`` (``None``: nothing yet), the epoch-selection rule.
+
+    Lower wins for a loss, higher for a score (:func:`lower_is_better`). Strict: a tie keeps
+    ``old``, so the earliest epoch wins ties. A NaN never wins and is beaten by any number.
+    """
+    if old is None:
+        return True
+    if old != old:  # NaN
+        return new == new
+    return bool(new < old) if lower_is_better(key) else bool(new > old)
+
+
 def best_epoch(history: Sequence[Mapping[str, float]], key: str) -> int:
-    """Index of the first row with the highest ``key`` (earliest epoch wins ties)."""
+    """Index of the best row on ``key``: the lowest loss, or the highest score (:func:`is_better`);
+    the earliest epoch wins ties.
+
+    The one rule that picks a run's epoch: training keeps ``best.safetensors`` by it
+    (:class:`areaser.training.RunCheckpoint`) and :func:`paper_and_honest` reads the honest epoch with it.
+    """
     if not history:
         raise ValueError("empty history")
-    return int(np.argmax([row[key] for row in history]))
+    best = 0
+    for i, row in enumerate(history):
+        if i and is_better(key, row[key], history[best][key]):
+            best = i
+    return best
 
 
 def paper_and_honest(history: Sequence[Mapping[str, float]], monitor: str = "dev_ua") -> dict:
@@ -145,7 +189,8 @@ def paper_and_honest(history: Sequence[Mapping[str, float]], monitor: str = "dev
     * ``paper``: what the authors' code reports: maxWA and maxUA as *separate* maxima over
       epochs of test scores (they may come from different epochs), and the checkpoint it
       keeps, picked on test WA + UA. Optimistic: the test set chooses the model.
-    * ``honest``: the epoch picked on ``monitor`` (a dev score), and its test WA / UA.
+    * ``honest``: the epoch picked on ``monitor`` (a dev score or loss) by :func:`best_epoch`, the
+      rule training keeps ``best.safetensors`` by, and its test WA / UA.
     """
     wa = [row["test_wa"] for row in history]
     ua = [row["test_ua"] for row in history]

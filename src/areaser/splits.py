@@ -33,11 +33,13 @@ side, the side of its member that is furthest from training (test, then dev).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .fileio import file_digest
 from .labels import LabelSet, get_label_set
 from .manifest import select_classes
 
@@ -47,6 +49,7 @@ __all__ = [
     "Fold",
     "SplitError",
     "get_protocol",
+    "split_record",
     "resolve_label_set",
     "select_utterances",
     "make_folds",
@@ -363,3 +366,19 @@ def check_fold(parts: dict[str, pd.DataFrame], classes: tuple[str, ...], fold_na
     missing = [c for c in classes if c not in have]
     if missing:
         raise SplitError(f"fold {fold_name}: class(es) {missing} have no training utterances")
+
+
+def split_record(fold: Fold, parts: dict[str, pd.DataFrame], base: str | os.PathLike | None = None) -> dict:
+    """What a run's ``split.json`` holds: the fold, the utterance ids of each part, the test files' hashes.
+
+    Keys: ``fold``, ``test_group``, ``train`` / ``dev`` / ``test`` (utterance ids), ``base`` (the
+    folder relative manifest paths are relative to: ``base``, default the current directory, where
+    training runs) and ``test_files`` ``{utt_id: {"sha1", "bytes"}}`` of each test audio file, so that
+    :func:`areaser.crossval.evaluate_run` refuses a test file changed since training.
+    """
+    test = parts["test"]
+    return {"fold": fold.name, "test_group": fold.test_group,
+            **{k: list(v["utt_id"]) for k, v in parts.items()},
+            "base": os.path.abspath(os.getcwd() if base is None else base),
+            "test_files": {str(u): {"sha1": file_digest(p), "bytes": os.path.getsize(p)}
+                           for u, p in zip(test["utt_id"], test["path"])}}

@@ -51,6 +51,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 from .config import TRAIN_PRESETS, ConfigError, TrainConfig, config_with
 from .fileio import atomic_write_json, atomic_write_text
 from .specaug import spec_mask
+from .splits import split_record
 
 __all__ = [
     "ConfigError",
@@ -257,7 +258,11 @@ def predict_windows(features: torch.nn.Module, model: torch.nn.Module, ws, batch
 
 def score_windows(ws, logits: torch.Tensor, classes: Sequence[str], decision: str = "prob",
                   speakers: bool = False) -> dict:
-    """Utterance-level metrics of window ``logits`` (:func:`areaser.metrics.classification_metrics`)."""
+    """Utterance-level metrics of window ``logits [n_windows, C]`` (:func:`areaser.metrics.classification_metrics`).
+
+    Each utterance's decision is :func:`areaser.metrics.utterance_probs` with ``decision``, the
+    rule ``predict`` and the service apply to the same windows (:class:`areaser.inference.Recognizer`).
+    """
     from .metrics import classification_metrics, utterance_probs
 
     probs = utterance_probs(logits, ws.utt_index, ws.n_utts, decision)
@@ -336,26 +341,31 @@ class RunCheckpoint(Checkpoint):
     It runs at the end of each training epoch, after validation and early stopping. Its
     state (history, best score) travels inside ``last.safetensors``, so a resumed run
     continues the same history.
+
+    The best epoch is :func:`areaser.metrics.best_epoch` over the history (lowest loss or highest
+    score on ``monitor``, earliest on ties), the rule the report's honest reading uses too; ``mode``
+    (for early stopping) comes from the same place (:func:`areaser.metrics.lower_is_better`).
     """
 
     def __init__(self, paths: dict[str, Path], header: dict, monitor: str):
+        from .metrics import lower_is_better
+
         self.paths = paths
         self.header = header
         self.monitor = monitor
-        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.mode = "min" if lower_is_better(monitor) else "max"
         self.history: list[dict] = []
         self.best_score: float | None = None
         self.best_epoch: int | None = None
 
     def on_train_epoch_end(self, trainer, module) -> None:
         from .checkpoint import save_weights
+        from .metrics import best_epoch
 
         row = {"epoch": trainer.current_epoch + 1, **module.epoch_stats, **module.eval_stats}
         self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
-        score = row[self.monitor]
-        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
-        if better:
-            self.best_score, self.best_epoch = float(score), row["epoch"]
+        if best_epoch(self.history, self.monitor) == len(self.history) - 1:  # this epoch is the new best
+            self.best_score, self.best_epoch = float(row[self.monitor]), row["epoch"]
             if trainer.is_global_zero:
                 save_weights(self.paths["best"], module.state_dict(), {**self.header, "epoch": row["epoch"], "scores": row})
         if trainer.is_global_zero:
@@ -555,8 +565,7 @@ def train(
         if rank0:
             paths["dir"].mkdir(parents=True, exist_ok=True)
             c.save(paths["config"])
-            atomic_write_json(paths["split"], {"fold": prep.fold.name, "test_group": prep.fold.test_group,
-                                               **{k: list(v["utt_id"]) for k, v in prep.parts.items()}})
+            atomic_write_json(paths["split"], split_record(prep.fold, prep.parts))
         ckpt = RunCheckpoint(paths, header, c.monitor)
         cbs: list[Any] = [ckpt, *callbacks]
         if c.patience is not None:
@@ -587,11 +596,15 @@ def train(
     if not trainer.is_global_zero:
         return {}
 
-    # ---- final scoring with the dev-chosen weights
+    # ---- final scoring with the dev-chosen weights (never the last epoch's, never chosen on test)
     from .checkpoint import load_weights
+    from .metrics import best_epoch
 
     test_ws = sets["test"]
+    chosen = int(ckpt.history[best_epoch(ckpt.history, c.monitor)]["epoch"])
     state, best_header = load_weights(paths["best"])
+    if int(best_header["epoch"]) != chosen:
+        raise RuntimeError(f"{paths['best']} holds epoch {best_header['epoch']}, but {c.monitor} picks epoch {chosen}")
     module.load_state_dict(state)
     module.to("cpu")
     report = build_report(c, prep, ckpt.history, int(best_header["epoch"]), module, test_ws, sets["train"], fit_s,

@@ -1,9 +1,11 @@
 """Corpus loaders: a user's local copy of a corpus -> a manifest (one row per utterance).
 
->>> scan = load_corpus("iemocap", "/data/IEMOCAP_full_release")   # doctest: +SKIP
->>> scan.manifest        # areaser.manifest.COLUMNS, canonical labels
->>> scan.skipped         # [Skipped(path, reason), ...]: files that could not be used
->>> scan.warnings        # e.g. counts that differ from the documented full corpus
+.. code-block:: python
+
+    scan = load_corpus("iemocap", "/data/IEMOCAP_full_release")
+    scan.manifest    # areaser.manifest.COLUMNS, canonical labels
+    scan.skipped     # [Skipped(path, reason), ...]: files that could not be used
+    scan.warnings    # e.g. counts that differ from the documented full corpus
 
 Every loader takes ``root`` plus the options ``progress`` (rich bar on stderr,
 default True) and ``check_silent`` (skip digitally silent files, default True).

@@ -10,7 +10,6 @@ converted (RAVDESS as FLAC, say), so no loader insists on ``.wav``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pandas as pd
 import soundfile as sf
 
 from ..audio import SILENCE_PEAK, AudioError, AudioInfo, audio_info
+from ..fileio import file_digest
 from ..manifest import make_manifest
 
 __all__ = [
@@ -163,14 +163,6 @@ def check_counts(corpus: str, found: Mapping[str, int], expected: Mapping[str, i
     ]
 
 
-def _digest(path: str) -> bytes:
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.digest()
-
-
 def same_as(paths: Sequence[str], ids: Sequence[str]) -> list[str]:
     """For each file, the id of the first earlier file with the same bytes, else "".
 
@@ -185,7 +177,7 @@ def same_as(paths: Sequence[str], ids: Sequence[str]) -> list[str]:
     for group in (g for g in by_size.values() if len(g) > 1):
         first: dict[bytes, str] = {}
         for i in group:  # in input order, so the earliest file of a set is the one named
-            earlier = first.setdefault(_digest(paths[i]), ids[i])
+            earlier = first.setdefault(file_digest(paths[i]), ids[i])
             out[i] = "" if earlier == ids[i] else earlier
     return out
 

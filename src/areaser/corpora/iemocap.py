@@ -13,6 +13,11 @@ holds ``impro``. Skipped, with the reason: label lines whose audio is missing, a
 files without a label line or with an unparseable name, a second file of the same
 utterance (``X.wav`` and ``X.flac``), ``._*`` files, LFS pointers, unreadable and
 silent audio. Byte-identical files are marked in the ``same_as`` column.
+
+Duplicate label lines (an EmoEvaluation file may hold an utterance's summary line twice):
+identical repeats (same utterance, same label) are collapsed silently; conflicting ones
+(same utterance, another label, in one file or across files) are a warning naming the
+file and the utterance, and the FIRST label read is kept (files in sorted order).
 """
 
 from __future__ import annotations
@@ -51,7 +56,12 @@ def _sessions(root: Path) -> list[Path]:
 
 
 def read_labels(txt: Path, skipped: list[Skipped], warnings: list[str]) -> dict[str, str]:
-    """``{utterance id: raw label}`` from one EmoEvaluation file."""
+    """``{utterance id: raw label}`` from one EmoEvaluation file.
+
+    Duplicate summary lines of one utterance: a repeat with the same label is collapsed
+    silently; a repeat with another label is a warning naming the file, line and utterance,
+    and the FIRST label is kept.
+    """
     labels: dict[str, str] = {}
     with open(txt, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
@@ -67,7 +77,11 @@ def read_labels(txt: Path, skipped: list[Skipped], warnings: list[str]) -> dict[
             elif raw not in RAW_TO_CANONICAL:
                 skipped.append(Skipped(f"{txt}:{n}", f"unknown label {raw!r}"))
             elif uid in labels:
-                warnings.append(f"{txt}:{n}: {uid} labelled twice, first label kept")
+                if raw != labels[uid]:  # an identical repeat says nothing new: collapsed silently
+                    warnings.append(
+                        f"{txt}:{n}: {uid} labelled twice with different labels "
+                        f"({labels[uid]!r}, then {raw!r}), first label kept"
+                    )
             else:
                 labels[uid] = raw
     return labels
@@ -101,6 +115,9 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
                 skipped.append(Skipped(str(txt), APPLEDOUBLE))
                 continue
             for uid, raw in read_labels(txt, skipped, warnings).items():
+                if uid in labels and labels[uid][0] != raw:
+                    warnings.append(f"{txt}: {uid} labelled {raw!r} here but {labels[uid][0]!r} in "
+                                    f"{labels[uid][1]}, first label kept")
                 labels.setdefault(uid, (raw, txt))
         for wav in find_audio(sess / "sentences" / "wav", pattern="*/*"):
             if wav.name.startswith("._"):
