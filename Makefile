@@ -20,7 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/areaser demo
 
+# lint + format check (ruff, settings in pyproject.toml), then the tests and the package's doctests
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

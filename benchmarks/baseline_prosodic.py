@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from rich.console import Console
-from scipy.signal import find_peaks
 from rich.table import Table
+from scipy.signal import find_peaks
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
@@ -58,9 +58,13 @@ def prosodic_features(y: np.ndarray, sr: int) -> list[float]:
     peaks, _ = find_peaks(smooth, prominence=3.0, distance=5)
     speech_s = speech.sum() * HOP / sr
     return [
-        float(st.mean()), float(st.std()),
-        float(frame_db[speech].mean()), float(frame_db[speech].std()), float(frame_db.max()),
-        float(np.sum(speech[peaks]) / max(speech_s, 0.1)), float(speech.mean()),
+        float(st.mean()),
+        float(st.std()),
+        float(frame_db[speech].mean()),
+        float(frame_db[speech].std()),
+        float(frame_db.max()),
+        float(np.sum(speech[peaks]) / max(speech_s, 0.1)),
+        float(speech.mean()),
     ]
 
 
@@ -83,10 +87,14 @@ def evaluate(table: pd.DataFrame) -> pd.DataFrame:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
         model.fit(train[list(FEATURES)], train["y"])
         pred = model.predict(test[list(FEATURES)])
-        rows.append({
-            "held-out session": session, "test utterances": len(test),
-            "UA": balanced_accuracy_score(test["y"], pred), "WA": float(np.mean(pred == test["y"])),
-        })
+        rows.append(
+            {
+                "held-out session": session,
+                "test utterances": len(test),
+                "UA": balanced_accuracy_score(test["y"], pred),
+                "WA": float(np.mean(pred == test["y"])),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -113,8 +121,14 @@ def main() -> None:
         out.add_column(col, justify="right")
     for r in res.itertuples(index=False):
         out.add_row(r[0], str(r[1]), f"{100 * r[2]:.1f} %", f"{100 * r[3]:.1f} %", f"{r[2] / 0.25:.2f}x")
-    out.add_row("mean", str(int(res["test utterances"].sum())), f"{100 * res['UA'].mean():.1f} %",
-                f"{100 * res['WA'].mean():.1f} %", f"{res['UA'].mean() / 0.25:.2f}x", style="bold")
+    out.add_row(
+        "mean",
+        str(int(res["test utterances"].sum())),
+        f"{100 * res['UA'].mean():.1f} %",
+        f"{100 * res['WA'].mean():.1f} %",
+        f"{res['UA'].mean() / 0.25:.2f}x",
+        style="bold",
+    )
     console.print(out)
     console.print("chance (majority guess) UA = 25.0 %. Synthetic corpus: says nothing about human speech.")
 

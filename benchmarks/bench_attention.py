@@ -58,7 +58,9 @@ def _attention_fn(case: str, height: int, width: int, dim: int, max_area: tuple[
         from areaser.attention import area_attention
 
         # scale=True: logits divided by sqrt(dim), as the package and sdpa do
-        return lambda x: area_attention(x, x, x, height, max_area=max_area, key_mode="mean", value_mode="sum", scale=True)
+        return lambda x: area_attention(
+            x, x, x, height, max_area=max_area, key_mode="mean", value_mode="sum", scale=True
+        )
     if case == "package":
         import area_attention
 
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         ref = res.get("ours", r)
         table.add_row(case, str(r["reps"]), f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
                       f"{r['peak_bytes'] / 2**20:,.0f}", f"{r['seconds'] / ref['seconds']:.2f}",
-                      f"{r['cpu_seconds'] / ref['cpu_seconds']:.2f}", f"{r['peak_bytes'] / max(ref['peak_bytes'], 1):.2f}")  # fmt: skip
+                      f"{r['cpu_seconds'] / ref['cpu_seconds']:.2f}",
+                      f"{r['peak_bytes'] / max(ref['peak_bytes'], 1):.2f}")  # fmt: skip
     console.print(table)
 
     ratios = {}
@@ -244,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         console.print("measuring training throughput ...", style="dim")
         rates = throughput(args)
         results["throughput_windows_per_s"] = rates
-        t = Table(title=f"training throughput (forward + backward + Adam), batch {args.batch}, 128 x 81 log-Mel, {where}",
+        t = Table(title=f"training throughput (forward + backward + Adam), batch {args.batch}, "
+                        f"128 x 81 log-Mel, {where}",
                   title_justify="left")  # fmt: skip
         for col in ("preset", "windows/s", "ratio to cnn"):
             t.add_column(col, justify="left" if col == "preset" else "right")

@@ -97,15 +97,20 @@ def bench_log_mel(windows: np.ndarray, device: torch.device, repeats: int) -> fl
     @torch.no_grad()
     def ours() -> None:
         for i in range(0, len(windows), 256):
-            module(torch.from_numpy(windows[i:i + 256]).to(device, non_blocking=True))
+            module(torch.from_numpy(windows[i : i + 256]).to(device, non_blocking=True))
 
     peer = timed(authors, torch.device("cpu"), max(1, repeats - 1))
     mine = timed(ours, device, repeats)
-    console.print(table(
-        f"log-Mel, {len(windows)} windows of 2 s ({audio_s:,.0f} s of audio), device {device}",
-        [("authors: librosa per window (apply_along_axis)", peer, audio_s), (f"areaser LogMel, batch 256 ({device})", mine, audio_s)],
-        audio_s / peer,
-    ))
+    console.print(
+        table(
+            f"log-Mel, {len(windows)} windows of 2 s ({audio_s:,.0f} s of audio), device {device}",
+            [
+                ("authors: librosa per window (apply_along_axis)", peer, audio_s),
+                (f"areaser LogMel, batch 256 ({device})", mine, audio_s),
+            ],
+            audio_s / peer,
+        )
+    )
     return peer / mine
 
 
@@ -139,8 +144,10 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
 
         peer = timed(lambda: nlpaug_all(False), torch.device("cpu"), 1)
         peer_feats = timed(lambda: nlpaug_all(True), torch.device("cpu"), 1)
-        rows += [("nlpaug 1.1.11 VtlpAug (waveform -> waveform): the peer", peer, few_s),
-                 ("nlpaug VtlpAug + authors' librosa log-Mel", peer_feats, few_s)]
+        rows += [
+            ("nlpaug 1.1.11 VtlpAug (waveform -> waveform): the peer", peer, few_s),
+            ("nlpaug VtlpAug + authors' librosa log-Mel", peer_feats, few_s),
+        ]
 
     def stft_all() -> None:
         for w, a in zip(few, factors):
@@ -153,7 +160,7 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
     @torch.no_grad()
     def melwarp(warp: bool) -> None:
         for i in range(0, len(windows), 256):
-            w = torch.from_numpy(windows[i:i + 256]).to(device, non_blocking=True)
+            w = torch.from_numpy(windows[i : i + 256]).to(device, non_blocking=True)
             module(w, sample_factors(len(w), cfg, gen, device=device) if warp else None)
 
     stft_s = timed(stft_all, torch.device("cpu"), 1)
@@ -167,9 +174,9 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
         ("areaser melwarp's own cost (melwarp - plain)", extra, audio_s),
     ]
     peer_rate = few_s / peer
-    console.print(table(
-        f"VTLP, factors U(0.8, 1.2), fhi 4800; per-window contenders on {len(few)} windows, CPU", rows, peer_rate
-    ))
+    console.print(
+        table(f"VTLP, factors U(0.8, 1.2), fhi 4800; per-window contenders on {len(few)} windows, CPU", rows, peer_rate)
+    )
     return {
         "melwarp_vs_nlpaug": (audio_s / warped) / peer_rate,
         "own_vs_nlpaug": (audio_s / extra) / peer_rate,
@@ -220,7 +227,9 @@ def bench_training_step(windows: np.ndarray, device: torch.device, steps: int, b
         plain.append(step(False))
         warped.append(step(True))
     p, w = statistics.median(plain), statistics.median(warped)
-    t = Table(title=f"training step, paper model, batch 32 of 2 s windows, median of {steps} ({device})", title_justify="left")
+    t = Table(
+        title=f"training step, paper model, batch 32 of 2 s windows, median of {steps} ({device})", title_justify="left"
+    )
     for col in ("log-Mel on the fly", "step ms", "audio s / wall s"):
         t.add_column(col, justify="left" if col.startswith("log") else "right")
     t.add_row("plain", f"{1e3 * p:.1f}", f"{32 * WIN_S / p:,.0f}")
@@ -237,10 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for every contender (default 1)")
     ap.add_argument("--utterances", type=int, default=None, help="use only the first N utterances")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (default 3)")
-    ap.add_argument("--peer-windows", type=int, default=32, help="windows given to the slow per-window peers (default 32)")
+    ap.add_argument(
+        "--peer-windows", type=int, default=32, help="windows given to the slow per-window peers (default 32)"
+    )
     ap.add_argument("--steps", type=int, default=20, help="training steps per variant, at most (default 20)")
     ap.add_argument("--no-step", action="store_true", help="skip the training-step measurement")
-    ap.add_argument("--step-budget", type=float, default=120.0, help="seconds for the timed training steps (default 120)")
+    ap.add_argument(
+        "--step-budget", type=float, default=120.0, help="seconds for the timed training steps (default 120)"
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -265,8 +278,10 @@ def main(argv: list[str] | None = None) -> None:
             synthesize(root, SynthConfig(n_utterances=60, seed=0), progress=False)
         windows = corpus_windows(root, args.utterances)
 
-    console.print(f"torch {torch.__version__}, {args.threads} CPU thread(s), device {device}"
-                  + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    console.print(
+        f"torch {torch.__version__}, {args.threads} CPU thread(s), device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     mel_ratio = bench_log_mel(windows, device, args.repeats)
     vtlp = bench_vtlp(windows, device, args.repeats, args.peer_windows)
     overhead = None if args.no_step else bench_training_step(windows, device, args.steps, args.step_budget)
@@ -277,14 +292,18 @@ def main(argv: list[str] | None = None) -> None:
     summary.add_row("log-Mel, ours vs authors' librosa pipeline", f"{mel_ratio:.1f}x", ">= 10x", _met(mel_ratio >= 10))
     if np.isfinite(vtlp["melwarp_vs_nlpaug"]):
         v = vtlp["melwarp_vs_nlpaug"]
-        summary.add_row("VTLP: melwarp (log-Mel included) vs nlpaug VtlpAug alone", f"{v:,.0f}x", ">= 50x", _met(v >= 50))
+        summary.add_row(
+            "VTLP: melwarp (log-Mel included) vs nlpaug VtlpAug alone", f"{v:,.0f}x", ">= 50x", _met(v >= 50)
+        )
         v = vtlp["own_vs_nlpaug"]
         summary.add_row("VTLP: melwarp's own cost vs nlpaug VtlpAug", f"{v:,.0f}x", ">= 50x", _met(v >= 50))
         v = vtlp["melwarp_vs_nlpaug_features"]
         summary.add_row("warped log-Mel: melwarp vs nlpaug + librosa log-Mel", f"{v:,.0f}x", "", "")
         summary.add_row("VTLP: vtlp_stft resynthesis vs nlpaug VtlpAug", f"{vtlp['stft_vs_nlpaug']:.1f}x", "", "")
     if overhead is not None:
-        summary.add_row("melwarp cost in a paper-model training step", f"{overhead:+.2f} %", "< 5 %", _met(overhead < 5))
+        summary.add_row(
+            "melwarp cost in a paper-model training step", f"{overhead:+.2f} %", "< 5 %", _met(overhead < 5)
+        )
     console.print(summary)
 
 

@@ -51,8 +51,10 @@ def random_run(run_dir: Path, model: str = "paper") -> Path:
     classes = list(get_label_set("4class").classes)
     torch.manual_seed(0)
     features, net = build_modules(cfg, len(classes))
-    state = {**{f"features.{k}": v for k, v in features.state_dict().items()},
-             **{f"model.{k}": v for k, v in net.state_dict().items()}}
+    state = {
+        **{f"features.{k}": v for k, v in features.state_dict().items()},
+        **{f"model.{k}": v for k, v in net.state_dict().items()},
+    }
     save_weights(run_paths(run_dir)["best"], state, {"config": cfg, "classes": classes})
     return run_dir
 
@@ -114,6 +116,7 @@ def measure_service(recognizer, paths: list[Path], n: int, k: int) -> float:
     async def load(url: str) -> float:
         gate = asyncio.Semaphore(k)
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
             async def one(i: int) -> None:
                 async with gate:
                     r = await client.post("/v1/predict?timeline=false", files={"file": bodies[i % len(bodies)]})
@@ -156,7 +159,9 @@ def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
         elif isinstance(mod, torch.nn.Linear):
             total += 2 * out.numel() * mod.in_features
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     with torch.no_grad():
         model(torch.zeros(shape))
     for h in hooks:
@@ -184,10 +189,12 @@ def compute_ceiling(run: Path, onnx_path: Path, batch: int = 40) -> str:
     rate = flops * batch / best
     attention = any("Attention" in type(m).__name__ and m is not loaded.model for m in loaded.model.modules())
     what = "convolutions and dense layers" + ("; area attention not counted" if attention else "")
-    return (f"{run.name}: {flops / 1e6:,.0f} MFLOP per 2 s window ({shape[1]} x {shape[2]} log-Mel; {what}); "
-            f"ONNX Runtime fp32 takes {1000 * best / batch:.2f} ms per window on one thread (batch {batch}): "
-            f"{rate / 1e9:.0f} GFLOP/s of those; 200x real time at hop 0.4 s (2.5 windows per audio second) "
-            f"needs {200 * 2.5 * flops / 1e9:.0f} GFLOP/s")
+    return (
+        f"{run.name}: {flops / 1e6:,.0f} MFLOP per 2 s window ({shape[1]} x {shape[2]} log-Mel; {what}); "
+        f"ONNX Runtime fp32 takes {1000 * best / batch:.2f} ms per window on one thread (batch {batch}): "
+        f"{rate / 1e9:.0f} GFLOP/s of those; 200x real time at hop 0.4 s (2.5 windows per audio second) "
+        f"needs {200 * 2.5 * flops / 1e9:.0f} GFLOP/s"
+    )
 
 
 def _timed(fn) -> float:  # noqa: ANN001
@@ -199,8 +206,11 @@ def _timed(fn) -> float:  # noqa: ANN001
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, action="append", default=[], help="a trained run directory (repeatable)")
-    ap.add_argument("--presets", default=None, help="model presets with random weights, comma-separated "
-                    "(default: cnn,paper without --model, none with it)")
+    ap.add_argument(
+        "--presets",
+        default=None,
+        help="model presets with random weights, comma-separated (default: cnn,paper without --model, none with it)",
+    )
     ap.add_argument("--corpus", type=Path, help="built-in corpus root (default: synthesise one)")
     ap.add_argument("--files", type=int, default=None, help="use only the first N corpus files")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the files (best is kept)")
@@ -225,13 +235,18 @@ def main() -> None:
             corpus = tmp / "corpus"
         paths, audio_s = corpus_as_recordings(corpus, tmp / "rec", args.files)
         calib = paths[::2]
-        console.print(f"{len(paths)} files, {audio_s:.1f} s of 44.1 kHz stereo audio; torch {torch.__version__}, "
-                      f"onnxruntime {__import__('onnxruntime').__version__}; {os.cpu_count()} cores, "
-                      f"load average {os.getloadavg()[0]:.1f}", highlight=False)
+        console.print(
+            f"{len(paths)} files, {audio_s:.1f} s of 44.1 kHz stereo audio; torch {torch.__version__}, "
+            f"onnxruntime {__import__('onnxruntime').__version__}; {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f}",
+            highlight=False,
+        )
 
         hops = (0.4, 2.0)
-        table = Table(title="inference real-time factor, one CPU thread: audio seconds per wall second and per CPU "
-                            "second (higher is better); vs peer by CPU second")
+        table = Table(
+            title="inference real-time factor, one CPU thread: audio seconds per wall second and per CPU "
+            "second (higher is better); vs peer by CPU second"
+        )
         table.add_column("model")
         table.add_column("backend")
         for hop in hops:
@@ -247,8 +262,11 @@ def main() -> None:
             makers = {"PyTorch fp32 (peer)": lambda m=model, **kw: Recognizer.load(m, **kw)}
             for kind, f in files.items():
                 makers[f"ONNX Runtime {kind}"] = lambda f=f, **kw: Recognizer.load(f, threads=1, **kw)
-            rtf = {(name, hop): measure_rtf(make(hop_s=hop), paths, audio_s, args.repeats)
-                   for name, make in makers.items() for hop in hops}
+            rtf = {
+                (name, hop): measure_rtf(make(hop_s=hop), paths, audio_s, args.repeats)
+                for name, make in makers.items()
+                for hop in hops
+            }
             for name in makers:
                 cells = []
                 for hop in hops:
@@ -259,8 +277,11 @@ def main() -> None:
                 ort_rtf = {k: v[1] for (k, h), v in rtf.items() if h == hop and k.startswith("ONNX")}
                 if ort_rtf:
                     best = max(ort_rtf, key=ort_rtf.get)
-                    goals.append(f"{model.name}, hop {hop:g} s: best ONNX Runtime RTF {ort_rtf[best]:,.0f}x per CPU second ({best}) "
-                                 f"-> goal 200x {'met' if ort_rtf[best] >= 200 else 'not met'}")
+                    goals.append(
+                        f"{model.name}, hop {hop:g} s: best ONNX Runtime RTF {ort_rtf[best]:,.0f}x "
+                        f"per CPU second ({best}) "
+                        f"-> goal 200x {'met' if ort_rtf[best] >= 200 else 'not met'}"
+                    )
             if why:
                 table.add_row(model.name, "ONNX Runtime", f"[red]not exportable: {why[:120]}[/]")
             if files:
@@ -270,16 +291,21 @@ def main() -> None:
                 want = _window_labels(fp32, paths)
                 for kind in ("int8 static", "int8 dynamic"):
                     got = _window_labels(Recognizer.load(files[kind], threads=1), paths)
-                    console.print(f"{model.name}: ONNX Runtime {kind} agrees with fp32 on the top-1 class of "
-                                  f"{np.mean(got == want):.2%} of {len(want)} windows (hop 0.4)", highlight=False)
+                    console.print(
+                        f"{model.name}: ONNX Runtime {kind} agrees with fp32 on the top-1 class of "
+                        f"{np.mean(got == want):.2%} of {len(want)} windows (hop 0.4)",
+                        highlight=False,
+                    )
         console.print(table)
         for line in goals:
             console.print(line, highlight=False)
 
         torch.set_num_threads(os.cpu_count() or 1)
         svc = next((m for m in models if onnx_files.get(m.name)), models[0])
-        table = Table(title=f"service throughput ({svc.name}): POST /v1/predict on loopback, {args.requests} uploads, "
-                            f"{args.concurrency} in flight, {os.cpu_count()} cores")
+        table = Table(
+            title=f"service throughput ({svc.name}): POST /v1/predict on loopback, {args.requests} uploads, "
+            f"{args.concurrency} in flight, {os.cpu_count()} cores"
+        )
         table.add_column("backend")
         table.add_column("requests/s", justify="right")
         table.add_column("audio s/s", justify="right")
@@ -292,7 +318,9 @@ def main() -> None:
         rps = {}
         for name, make in backends.items():
             rps[name] = measure_service(make(), paths, args.requests, args.concurrency)
-            table.add_row(name, f"{rps[name]:.1f}", f"{rps[name] * mean_s:,.0f}", f"{rps[name] / rps['PyTorch fp32 (peer)']:.2f}")
+            table.add_row(
+                name, f"{rps[name]:.1f}", f"{rps[name] * mean_s:,.0f}", f"{rps[name] / rps['PyTorch fp32 (peer)']:.2f}"
+            )
         console.print(table)
 
 

@@ -74,10 +74,20 @@ def main() -> None:
     for col in ("what", "audio s", "wall s", "CPU s", "audio s / wall s", "audio s / CPU s", "vs peer"):
         table.add_column(col, justify="left" if col == "what" else "right")
     for what, audio, wall, cpu in rows:
-        table.add_row(what, f"{audio:.0f}", f"{wall:.1f}", f"{cpu:.1f}", f"{audio / wall:.0f}", f"{audio / cpu:.0f}",
-                      f"{audio / cpu / peer:.2f}")
+        table.add_row(
+            what,
+            f"{audio:.0f}",
+            f"{wall:.1f}",
+            f"{cpu:.1f}",
+            f"{audio / wall:.0f}",
+            f"{audio / cpu:.0f}",
+            f"{audio / cpu / peer:.2f}",
+        )
     console.print(table)
-    console.print(f"load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min; the machine has {os.cpu_count()} cores)")
+    console.print(
+        f"load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(1, 5, 15 min; the machine has {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

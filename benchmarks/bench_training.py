@@ -44,8 +44,9 @@ def corpus_windows(root: Path | None, n: int) -> torch.Tensor:
         root = Path(tempfile.mkdtemp(prefix="areaser-bench-"))
         synthesize(root, SynthConfig(n_utterances=60, seed=0), progress=False)
     df = read_manifest(root / "manifest.csv")
-    windows, _ = segment_utterances(((r.utt_id, load_audio(r.path)) for r in df.itertuples()), 16_000,
-                                    SegmentConfig(), train=True)
+    windows, _ = segment_utterances(
+        ((r.utt_id, load_audio(r.path)) for r in df.itertuples()), 16_000, SegmentConfig(), train=True
+    )
     reps = int(np.ceil(n / len(windows)))
     return torch.from_numpy(np.ascontiguousarray(np.tile(windows, (reps, 1))[:n]))
 
@@ -88,9 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10, help="measured steps per preset (after 2 warm-up steps)")
     ap.add_argument("--presets", default=",".join(PRESETS))
-    ap.add_argument("--root", type=Path, default=None, help="a built-in corpus folder (default: synthesise 60 utterances)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="TrainConfig override for every preset, e.g. features.n_mels=32 (value read as JSON)")
+    ap.add_argument(
+        "--root", type=Path, default=None, help="a built-in corpus folder (default: synthesise 60 utterances)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TrainConfig override for every preset, e.g. features.n_mels=32 (value read as JSON)",
+    )
     args = ap.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -119,15 +127,25 @@ def main(argv: list[str] | None = None) -> None:
 
     peer = "cnn" if "cnn" in contenders else presets[0]
     rate = {p: args.batch / statistics.median(c.times) for p, c in contenders.items()}
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
-    table = Table(title=f"training throughput, batch {args.batch}, {device.type} ({dev_name}, "
-                        f"{torch.get_num_threads()} threads), median of {args.steps} steps"
-                        + (f", {' '.join(args.set)}" if args.set else ""), title_justify="left")
+    dev_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
+    )
+    table = Table(
+        title=f"training throughput, batch {args.batch}, {device.type} ({dev_name}, "
+        f"{torch.get_num_threads()} threads), median of {args.steps} steps"
+        + (f", {' '.join(args.set)}" if args.set else ""),
+        title_justify="left",
+    )
     for col in ("preset", "parameters", "windows/s", "ms/step", f"ratio to {peer}"):
         table.add_column(col, justify="right" if col != "preset" else "left")
     for p, c in contenders.items():
-        table.add_row(p, f"{c.params:,}", f"{rate[p]:.1f}", f"{1000 * statistics.median(c.times):.0f}",
-                      f"{rate[p] / rate[peer]:.2f}")
+        table.add_row(
+            p,
+            f"{c.params:,}",
+            f"{rate[p]:.1f}",
+            f"{1000 * statistics.median(c.times):.0f}",
+            f"{rate[p] / rate[peer]:.2f}",
+        )
     console.print(table)
 
 

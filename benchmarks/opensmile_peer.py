@@ -47,8 +47,9 @@ _KEY = ("path", "size", "mtime_ns")
 def _smile():
     import opensmile  # the bench extra; non-commercial licence: benchmark peer only
 
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.Functionals)
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    )
 
 
 def opensmile_version() -> str:
@@ -87,8 +88,15 @@ def extract(paths: Sequence[str], cache: Path, progress: bool = False) -> tuple[
             t0 = time.perf_counter()
             f = smile.process_signal(load_audio(k[0], sr=DEFAULT_SR), DEFAULT_SR)
             secs = time.perf_counter() - t0
-            rows.append({"path": k[0], "size": k[1], "mtime_ns": k[2], "seconds": secs,
-                         **{c: float(f[c].iloc[0]) for c in f.columns}})
+            rows.append(
+                {
+                    "path": k[0],
+                    "size": k[1],
+                    "mtime_ns": k[2],
+                    "seconds": secs,
+                    **{c: float(f[c].iloc[0]) for c in f.columns},
+                }
+            )
         fresh = pd.DataFrame(rows)
         if len(table):  # a changed file replaces its stale row
             table = table[~table["path"].isin(set(fresh["path"]))]
@@ -109,8 +117,14 @@ def _classifier():
     return make_pipeline(StandardScaler(), SVC(kernel=KERNEL, C=C, class_weight="balanced"))
 
 
-def cross_validate(config, folds: Sequence[int] | None = None, *, cache: Path, progress: bool = False,
-                   log: Callable[[str], None] | None = print) -> dict:
+def cross_validate(
+    config,
+    folds: Sequence[int] | None = None,
+    *,
+    cache: Path,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict:
     """Every fold (or ``folds``) of ``config``'s protocol; the summary of
     :func:`areaser.crossval.summarise_cv`, also written as ``<out_dir>/<name>/report.*``."""
     from areaser.config import ConfigError
@@ -155,22 +169,31 @@ def cross_validate(config, folds: Sequence[int] | None = None, *, cache: Path, p
         t_feat = float(sum(s for p, s in zip(paths, secs) if p in first_use[i]))
         t0 = time.perf_counter()
         model = _classifier().fit(x[: len(train)], train["y"].to_numpy())
-        pred = model.predict(x[len(train):])
+        pred = model.predict(x[len(train) :])
         metrics = classification_metrics(test["y"].to_numpy(), pred, prep.classes, list(test["speaker"]))
         t_fit = time.perf_counter() - t0
         prov = describe(fc.manifest, prep.parts, fc.label_set, prep.classes, fc.protocol)
         report = {
-            "name": fc.name, "classes": list(prep.classes), "fold": prep.fold.name,
-            "test_group": prep.fold.test_group, "selected_epoch": None, "test": metrics, "history": [],
-            "config": fc.to_dict(), "provenance": prov, "notes": notes(prov),
+            "name": fc.name,
+            "classes": list(prep.classes),
+            "fold": prep.fold.name,
+            "test_group": prep.fold.test_group,
+            "selected_epoch": None,
+            "test": metrics,
+            "history": [],
+            "config": fc.to_dict(),
+            "provenance": prov,
+            "notes": notes(prov),
             "info": {
                 **info_rows(prov),
                 "manifest": fc.manifest,
                 "protocol / fold": f"{fc.protocol} / {prep.fold.name} (held out: {prep.fold.test_group})",
                 "model": f"{NAME}: openSMILE {opensmile_version()} {FEATURE_SET} functionals ({x.shape[1]}) + "
-                         f"StandardScaler + SVC(kernel={KERNEL!r}, C={C:g}, class_weight='balanced'); peer, "
-                         "not part of areaser",
-                "utterances train / dev (unused) / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
+                f"StandardScaler + SVC(kernel={KERNEL!r}, C={C:g}, class_weight='balanced'); peer, "
+                "not part of areaser",
+                "utterances train / dev (unused) / test": " / ".join(
+                    str(len(prep.parts[k])) for k in ("train", "dev", "test")
+                ),
                 "feature extraction + training time": f"{t_feat:.1f} s + {t_fit:.1f} s",
             },
         }

@@ -73,13 +73,21 @@ class Corpus:
 
 CORPORA = {
     "emodb": Corpus(
-        "emodb", "EmoDB", "emodb", "lospk", "emodb",
+        "emodb",
+        "EmoDB",
+        "emodb",
+        "lospk",
+        "emodb",
         "Leave-one-speaker-out: 10 folds, each tests one of the 10 speakers (35-71 utterances), the "
         "next speaker is the dev speaker (epoch choice), the other 8 train. With so few speakers the "
         "spread over folds is large (the data README says so too).",
     ),
     "ravdess": Corpus(
-        "ravdess", "RAVDESS (speech)", "ravdess", "kfold", "ravdess",
+        "ravdess",
+        "RAVDESS (speech)",
+        "ravdess",
+        "kfold",
+        "ravdess",
         "5 stratified folds grouped by speaker. With 24 actors, leave-one-speaker-out would be 24 "
         "trainings per model, each scored on 60 utterances of one actor; 5 folds keep 4-5 test actors "
         "(240-300 utterances) per fold, one dev actor and 18-19 training actors, at a fifth of the "
@@ -100,8 +108,22 @@ WHAT = {
     "egemaps-svm": "eGeMAPS-like functionals (librosa) + RBF SVM",
     PEER: "openSMILE eGeMAPSv02 functionals + linear SVM (peer)",
 }
-SETTING_KEYS = ("preset", "model_overrides", "features", "segments", "vtlp", "lr", "weight_decay", "batch_size",
-                "epochs", "patience", "loss", "class_weights", "monitor", "decision")
+SETTING_KEYS = (
+    "preset",
+    "model_overrides",
+    "features",
+    "segments",
+    "vtlp",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "patience",
+    "loss",
+    "class_weights",
+    "monitor",
+    "decision",
+)
 VOLATILE = ("progress", "threads", "out_dir", "name", "fold")  # may change between invocations of one run
 
 
@@ -112,7 +134,9 @@ def _csv(text: str, choices: tuple[str, ...], what: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in items if s not in choices]
     if bad or not items:
-        raise SystemExit(f"real_speech: unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(choices)}")
+        raise SystemExit(
+            f"real_speech: unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(choices)}"
+        )
     return list(dict.fromkeys(items))
 
 
@@ -161,13 +185,29 @@ def corpus_manifest(corpus: Corpus, data: Path, work: Path, per_speaker: int | N
     return write_manifest(df, work / "manifest.csv")
 
 
-def job_config(corpus: Corpus, model: str, seed: int, manifest: Path, work: Path, epochs: int | None,
-               overrides: dict, progress: bool):
+def job_config(
+    corpus: Corpus,
+    model: str,
+    seed: int,
+    manifest: Path,
+    work: Path,
+    epochs: int | None,
+    overrides: dict,
+    progress: bool,
+):
     """The :class:`areaser.config.TrainConfig` of one cross-validation."""
     from areaser.config import config_with
 
-    common = dict(manifest=str(manifest), protocol=corpus.protocol, label_set=corpus.label_set, model=model,
-                  seed=seed, out_dir=str(work), name=f"{model}-seed{seed}", tensorboard=False)
+    common = dict(
+        manifest=str(manifest),
+        protocol=corpus.protocol,
+        label_set=corpus.label_set,
+        model=model,
+        seed=seed,
+        out_dir=str(work),
+        name=f"{model}-seed{seed}",
+        tensorboard=False,
+    )
     if model in NEURAL:
         extra = dict(overrides, **({"epochs": epochs} if epochs is not None else {}))
         return config_with(None, preset="cpu", progress=progress, **common, **extra)
@@ -185,10 +225,15 @@ def settings_of(config) -> dict:
         d = c.to_dict()
         return {k: d[k] for k in SETTING_KEYS}
     if c.model in CLASSICAL:
-        return {"features": f"{len(FEATURE_NAMES)} eGeMAPS-like functionals", **asdict(get_baseline(c.model, seed=c.seed))}
-    return {"features": f"openSMILE {opensmile_peer.opensmile_version()} {opensmile_peer.FEATURE_SET} functionals",
-            "classifier": f"StandardScaler + SVC(kernel={opensmile_peer.KERNEL!r}, C={opensmile_peer.C:g}, "
-                          "class_weight='balanced')"}
+        return {
+            "features": f"{len(FEATURE_NAMES)} eGeMAPS-like functionals",
+            **asdict(get_baseline(c.model, seed=c.seed)),
+        }
+    return {
+        "features": f"openSMILE {opensmile_peer.opensmile_version()} {opensmile_peer.FEATURE_SET} functionals",
+        "classifier": f"StandardScaler + SVC(kernel={opensmile_peer.KERNEL!r}, C={opensmile_peer.C:g}, "
+        "class_weight='balanced')",
+    }
 
 
 def _check_folder(config) -> tuple[Path, dict]:
@@ -201,8 +246,10 @@ def _check_folder(config) -> tuple[Path, dict]:
         old = json.loads(meta.read_text())
         diff = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
         if diff:
-            raise SystemExit(f"real_speech: {cv_dir} holds runs made with another {', '.join(diff)}; "
-                             "use another --out or delete that folder")
+            raise SystemExit(
+                f"real_speech: {cv_dir} holds runs made with another {', '.join(diff)}; "
+                "use another --out or delete that folder"
+            )
     return meta, sig
 
 
@@ -228,8 +275,9 @@ def run_job(job: dict) -> dict:
     t0, started = time.perf_counter(), time.time()
     with quiet_lightning():
         if c.model == PEER:
-            summary = opensmile_peer.cross_validate(c, job["folds"], cache=Path(job["cache"]),
-                                                    progress=job["progress"], log=say)
+            summary = opensmile_peer.cross_validate(
+                c, job["folds"], cache=Path(job["cache"]), progress=job["progress"], log=say
+            )
         else:
             summary = cross_validate(c, folds=job["folds"], log=say)
     wall = time.perf_counter() - t0
@@ -240,14 +288,33 @@ def run_job(job: dict) -> dict:
         trained += path.stat().st_mtime >= started
         rep = json.loads(path.read_text())
         t = rep["test"]
-        folds.append({"name": row["name"], "test_group": row["test_group"], "n": t["n"], "wa": t["wa"], "ua": t["ua"],
-                      "macro_f1": t["macro_f1"], "epoch": row["epoch"], "seconds": fold_seconds(rep),
-                      "confusion": t["confusion"]})
+        folds.append(
+            {
+                "name": row["name"],
+                "test_group": row["test_group"],
+                "n": t["n"],
+                "wa": t["wa"],
+                "ua": t["ua"],
+                "macro_f1": t["macro_f1"],
+                "epoch": row["epoch"],
+                "seconds": fold_seconds(rep),
+                "confusion": t["confusion"],
+            }
+        )
     return {
-        "corpus": job["corpus"], "model": c.model, "seed": c.seed, "protocol": c.protocol,
-        "label_set": c.resolved().label_set, "classes": list(summary["classes"]), "n_folds": job["n_folds"],
-        "manifest": c.manifest, "cv_dir": str(cv_dir), "folds": folds, "settings": job["settings"],
-        "wall_s": round(wall, 1), "trained": trained,
+        "corpus": job["corpus"],
+        "model": c.model,
+        "seed": c.seed,
+        "protocol": c.protocol,
+        "label_set": c.resolved().label_set,
+        "classes": list(summary["classes"]),
+        "n_folds": job["n_folds"],
+        "manifest": c.manifest,
+        "cv_dir": str(cv_dir),
+        "folds": folds,
+        "settings": job["settings"],
+        "wall_s": round(wall, 1),
+        "trained": trained,
     }
 
 
@@ -258,8 +325,11 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     def done(e: dict) -> None:
         results.append(e)
         ua, wa = (np.mean([f[k] for f in e["folds"]]) for k in ("ua", "wa"))
-        console.print(f"{e['corpus']} / {e['model']} / seed {e['seed']}: UA {100 * ua:.2f} %, WA {100 * wa:.2f} % "
-                      f"over {len(e['folds'])} fold(s), {e['trained']} trained now ({e['wall_s']:.0f} s)", highlight=False)
+        console.print(
+            f"{e['corpus']} / {e['model']} / seed {e['seed']}: UA {100 * ua:.2f} %, WA {100 * wa:.2f} % "
+            f"over {len(e['folds'])} fold(s), {e['trained']} trained now ({e['wall_s']:.0f} s)",
+            highlight=False,
+        )
 
     if workers <= 1:
         for j in jobs:
@@ -278,18 +348,26 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     try:
         if bar is not None:
             bar.start()
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init,
-                                 initargs=(1,)) as pool:
-            futures = {pool.submit(run_job, {**j, "log": False, "progress": False,
-                                             "config": {**j["config"], "progress": False}}): j for j in jobs}
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=worker_init, initargs=(1,)
+        ) as pool:
+            futures = {
+                pool.submit(
+                    run_job, {**j, "log": False, "progress": False, "config": {**j["config"], "progress": False}}
+                ): j
+                for j in jobs
+            }
             for fut in as_completed(futures):
                 try:
                     e = fut.result()
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)  # running ones finish and keep their folds
                     j = futures[fut]
-                    console.print(f"{j['corpus']} / {j['config']['model']} / seed {j['config']['seed']} failed; "
-                                  "finished folds are kept", highlight=False)
+                    console.print(
+                        f"{j['corpus']} / {j['config']['model']} / seed {j['config']['seed']} failed; "
+                        "finished folds are kept",
+                        highlight=False,
+                    )
                     raise
                 done(e)
                 if bar is not None:
@@ -306,10 +384,15 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
 def git_commit() -> str:
     """Short commit of the checkout, noting uncommitted changes (read-only git calls)."""
     try:
-        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=20).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "diff-index", "--quiet", "HEAD", "--"],
-                               capture_output=True, timeout=20).returncode != 0
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(REPO), "diff-index", "--quiet", "HEAD", "--"], capture_output=True, timeout=20
+            ).returncode
+            != 0
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha or "unknown") + (" with uncommitted changes" if sha and dirty else "")
@@ -320,8 +403,13 @@ def machine() -> dict:
 
     from areaser.ablation import machine_description
 
-    return {"processor": platform.processor() or platform.machine(), "cpu": machine_description(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cpu": machine_description(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 # ----------------------------------------------------------------------------- the document
@@ -344,14 +432,23 @@ def rows_of(entries: list[dict], corpus: str) -> list[dict]:
         folds = [f for e in es for f in e["folds"]]
         secs = [f["seconds"] for f in folds if f["seconds"] is not None]
         conf = np.sum([np.asarray(f["confusion"]) for f in folds], axis=0)
-        rows.append({
-            "model": model, "seeds": [e["seed"] for e in es], "folds": len(folds) // len(es),
-            "n_folds": es[0]["n_folds"], "entries": len(folds), "classes": es[0]["classes"],
-            "protocol": es[0]["protocol"], "label_set": es[0]["label_set"],
-            **{k: _pm([f[k] for f in folds]) for k in ("ua", "wa", "macro_f1")},
-            "s_fold": float(np.mean(secs)) if secs else None, "s_total": float(np.sum(secs)) if secs else None,
-            "confusion": conf.tolist(), "settings": es[0]["settings"],
-        })
+        rows.append(
+            {
+                "model": model,
+                "seeds": [e["seed"] for e in es],
+                "folds": len(folds) // len(es),
+                "n_folds": es[0]["n_folds"],
+                "entries": len(folds),
+                "classes": es[0]["classes"],
+                "protocol": es[0]["protocol"],
+                "label_set": es[0]["label_set"],
+                **{k: _pm([f[k] for f in folds]) for k in ("ua", "wa", "macro_f1")},
+                "s_fold": float(np.mean(secs)) if secs else None,
+                "s_total": float(np.sum(secs)) if secs else None,
+                "confusion": conf.tolist(),
+                "settings": es[0]["settings"],
+            }
+        )
     return rows
 
 
@@ -373,8 +470,11 @@ def score_table(rows: list[dict]) -> str:
         cells = [f"`{r['model']}`", WHAT[r["model"]]]
         for k in ("ua", "wa", "macro_f1"):
             cells.append(f"**{r[k][2]}**" if len(rows) > 1 and r[k][0] == best[k] else r[k][2])
-        cells += [_folds_cell(r), "-" if r["s_fold"] is None else f"{r['s_fold']:.1f}",
-                  "-" if r["s_total"] is None else f"{r['s_total']:.0f}"]
+        cells += [
+            _folds_cell(r),
+            "-" if r["s_fold"] is None else f"{r['s_fold']:.1f}",
+            "-" if r["s_total"] is None else f"{r['s_total']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -391,8 +491,9 @@ def recall_table(rows: list[dict]) -> str:
 def live_settings(store: dict) -> dict:
     """What ``--preset cpu`` resolves to in the code now, with the stored invocation's overrides."""
     sig = store.get("signature", {})
-    c = job_config(CORPORA["emodb"], "cnn", 0, Path("manifest.csv"), Path("."), sig.get("epochs"),
-                   sig.get("overrides", {}), False)
+    c = job_config(
+        CORPORA["emodb"], "cnn", 0, Path("manifest.csv"), Path("."), sig.get("epochs"), sig.get("overrides", {}), False
+    )
     return settings_of(c)
 
 
@@ -418,20 +519,35 @@ def write_doc(doc: Path, store: dict) -> Path:
         "",
     ]
     if sig.get("per_speaker"):
-        md += [f"> **Subset.** Only {sig['per_speaker']} utterances per speaker (`--per-speaker`): a smoke test; "
-               "these numbers say little about the corpora.", ""]
+        md += [
+            f"> **Subset.** Only {sig['per_speaker']} utterances per speaker (`--per-speaker`): a smoke test; "
+            "these numbers say little about the corpora.",
+            "",
+        ]
     if sig.get("epochs") is not None or sig.get("overrides"):
-        md += ["> **Settings changed from `--preset cpu`:** "
-               + ", ".join([f"epochs {sig['epochs']}"] * (sig.get("epochs") is not None)
-                           + [f"`{k}={json.dumps(v)}`" for k, v in sig.get("overrides", {}).items()])
-               + " (neural models only).", ""]
+        md += [
+            "> **Settings changed from `--preset cpu`:** "
+            + ", ".join(
+                [f"epochs {sig['epochs']}"] * (sig.get("epochs") is not None)
+                + [f"`{k}={json.dumps(v)}`" for k, v in sig.get("overrides", {}).items()]
+            )
+            + " (neural models only).",
+            "",
+        ]
     md += ["Made by these invocations (the last one wrote this page):", ""]
     for i in inv:
         m = i["machine"]
-        md += [f"- {i['date']}, commit `{i['commit']}`, {m['cpu']} (`platform.processor()`: "
-               f"`{m['processor']}`), torch {m['torch']} with {i['torch_threads']} thread(s) per run, "
-               f"{i['jobs']} worker process(es), {i['wall_s']:.0f} s wall clock, "
-               f"{i['trained']} fold(s) trained in {i['cvs']} cross-validation(s):", "", "  ```bash", f"  {i['command']}", "  ```", ""]
+        md += [
+            f"- {i['date']}, commit `{i['commit']}`, {m['cpu']} (`platform.processor()`: "
+            f"`{m['processor']}`), torch {m['torch']} with {i['torch_threads']} thread(s) per run, "
+            f"{i['jobs']} worker process(es), {i['wall_s']:.0f} s wall clock, "
+            f"{i['trained']} fold(s) trained in {i['cvs']} cross-validation(s):",
+            "",
+            "  ```bash",
+            f"  {i['command']}",
+            "  ```",
+            "",
+        ]
     md += [
         "Scores are test-set scores of speaker-independent folds (no test speaker is trained on or chooses "
         "the epoch), in %: **UA** = unweighted accuracy (mean per-class recall, the headline), **WA** = "
@@ -446,35 +562,66 @@ def write_doc(doc: Path, store: dict) -> Path:
     for name, corpus in CORPORA.items():
         rows = rows_of(entries, name)
         if not rows:
-            md += [f"## {corpus.title}, protocol `{corpus.protocol}`, label set `{corpus.label_set}`", "", corpus.why, "",
-                   f"Not run in this page yet (`{PROG} --corpora {name}`).", ""]
+            md += [
+                f"## {corpus.title}, protocol `{corpus.protocol}`, label set `{corpus.label_set}`",
+                "",
+                corpus.why,
+                "",
+                f"Not run in this page yet (`{PROG} --corpora {name}`).",
+                "",
+            ]
             continue
         protocol, label_set, classes = rows[0]["protocol"], rows[0]["label_set"], rows[0]["classes"]
         where = f"{corpus.title}, protocol `{protocol}`, label set `{label_set}`"
-        md += [f"## {where} ({len(classes)} classes)", "", corpus.why, "",
-               f"Classes: {', '.join(classes)}; chance UA {100 / len(classes):.1f} %.", "",
-               f"Scores ({where}):", "", score_table(rows), "",
-               f"Per-class recall ({where}; %, pooled over folds: the rows of the summed confusion matrix):", "",
-               recall_table(rows), "", f"Confusion matrices ({where}; test utterances summed over folds"
-               + (" and seeds" if any(len(r["seeds"]) > 1 for r in rows) else "") + "):", ""]
+        md += [
+            f"## {where} ({len(classes)} classes)",
+            "",
+            corpus.why,
+            "",
+            f"Classes: {', '.join(classes)}; chance UA {100 / len(classes):.1f} %.",
+            "",
+            f"Scores ({where}):",
+            "",
+            score_table(rows),
+            "",
+            f"Per-class recall ({where}; %, pooled over folds: the rows of the summed confusion matrix):",
+            "",
+            recall_table(rows),
+            "",
+            f"Confusion matrices ({where}; test utterances summed over folds"
+            + (" and seeds" if any(len(r["seeds"]) > 1 for r in rows) else "")
+            + "):",
+            "",
+        ]
         for r in rows:
             png = png_dir / f"{name}-{r['model']}.png"
-            plot_confusion(r["confusion"], classes, png,
-                           f"{r['model']}: {corpus.title}, {protocol}, label set {label_set} ({_folds_cell(r)} folds)")
+            plot_confusion(
+                r["confusion"],
+                classes,
+                png,
+                f"{r['model']}: {corpus.title}, {protocol}, label set {label_set} ({_folds_cell(r)} folds)",
+            )
             md.append(f"![{r['model']} on {corpus.title}]({doc.stem}/{png.name})")
         md.append("")
     md += ["## What the settings are", ""]
     neural = {json.dumps(e["settings"], sort_keys=True) for e in entries if e["model"] in NEURAL}
     live = live_settings(store)
     if neural:
-        md += ["The neural models (`cnn`, `paper`, `faithful`; model presets in `src/areaser/models.py`) were "
-               "trained with the resolved config below (`config_with(None, preset=\"cpu\", ...).resolved()`, "
-               "read from the runs themselves):", ""]
+        md += [
+            "The neural models (`cnn`, `paper`, `faithful`; model presets in `src/areaser/models.py`) were "
+            'trained with the resolved config below (`config_with(None, preset="cpu", ...).resolved()`, '
+            "read from the runs themselves):",
+            "",
+        ]
         for s in sorted(neural):
             md += _settings_block(json.loads(s))
         if neural != {json.dumps(live, sort_keys=True)}:
-            md += ["**The code now resolves `--preset cpu` differently** (below): run the benchmark again "
-                   "in a fresh `--out` to bring this page up to date.", "", *_settings_block(live)]
+            md += [
+                "**The code now resolves `--preset cpu` differently** (below): run the benchmark again "
+                "in a fresh `--out` to bring this page up to date.",
+                "",
+                *_settings_block(live),
+            ]
         else:
             md += ["This is what `--preset cpu` resolves to at the commit that wrote this page.", ""]
     else:
@@ -483,13 +630,21 @@ def write_doc(doc: Path, store: dict) -> Path:
         es = [e for e in entries if e["model"] == model]
         if es:
             md.append(f"- `{model}`: " + ", ".join(f"{k} {v}" for k, v in es[0]["settings"].items()))
-    md += ["", "The classical models use each fold's train part only (the dev part picks a neural model's "
-           "epoch and is unused here). openSMILE is free for research and non-commercial use only: it is a "
-           "benchmark peer (the `bench` extra), never imported by the package.", ""]
-    md += ["## Published reference points", "",
-           "For orientation only (other preprocessing; from `../shared/data/README.md`): EmoDB, 7 classes, "
-           "leave-one-speaker-out: openSMILE ComParE 2016 functionals + SVM about 77 % UAR; wav2vec2 embeddings "
-           "+ SVM above 93 % UAR; a 3-D attention CRNN on log-Mel 82.8 % UAR (Chen et al., IEEE SPL 2018).", ""]
+    md += [
+        "",
+        "The classical models use each fold's train part only (the dev part picks a neural model's "
+        "epoch and is unused here). openSMILE is free for research and non-commercial use only: it is a "
+        "benchmark peer (the `bench` extra), never imported by the package.",
+        "",
+    ]
+    md += [
+        "## Published reference points",
+        "",
+        "For orientation only (other preprocessing; from `../shared/data/README.md`): EmoDB, 7 classes, "
+        "leave-one-speaker-out: openSMILE ComParE 2016 functionals + SVM about 77 % UAR; wav2vec2 embeddings "
+        "+ SVM above 93 % UAR; a 3-D attention CRNN on log-Mel 82.8 % UAR (Chen et al., IEEE SPL 2018).",
+        "",
+    ]
     return atomic_write_text(doc, "\n".join(md))
 
 
@@ -499,13 +654,22 @@ def print_tables(store: dict) -> None:
         rows = rows_of(entries, name)
         if not rows:
             continue
-        t = Table(title=f"{corpus.title}, protocol {rows[0]['protocol']}, label set {rows[0]['label_set']}: "
-                        "mean +- std over folds, %", title_justify="left")
+        t = Table(
+            title=f"{corpus.title}, protocol {rows[0]['protocol']}, label set {rows[0]['label_set']}: "
+            "mean +- std over folds, %",
+            title_justify="left",
+        )
         for col in ("model", "UA %", "WA %", "macro-F1 %", "folds", "s / fold"):
             t.add_column(col, justify="left" if col == "model" else "right")
         for r in rows:
-            t.add_row(r["model"], r["ua"][2], r["wa"][2], r["macro_f1"][2], _folds_cell(r),
-                      "-" if r["s_fold"] is None else f"{r['s_fold']:.1f}")
+            t.add_row(
+                r["model"],
+                r["ua"][2],
+                r["wa"][2],
+                r["macro_f1"][2],
+                _folds_cell(r),
+                "-" if r["s_fold"] is None else f"{r['s_fold']:.1f}",
+            )
         console.print(t)
 
 
@@ -524,8 +688,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "real-speech", help="work folder (manifests, runs)")
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "real-speech.md", help="the page to write")
     ap.add_argument("--jobs", type=int, default=1, help="cross-validations at once, in processes (1 torch thread each)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="TrainConfig override of the neural models, value read as JSON")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TrainConfig override of the neural models, value read as JSON",
+    )
     ap.add_argument("--per-speaker", type=int, default=None, help="keep N utterances per speaker (smoke tests)")
     ap.add_argument("--doc-only", action="store_true", help="rewrite the doc from its JSON; train nothing")
     ap.add_argument("--no-progress", action="store_true")
@@ -556,12 +725,21 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("real_speech: --seeds is empty")
     data = args.data.resolve()
     if not data.is_dir():
-        raise SystemExit(f"real_speech: data folder {data} not found (the real corpora beside the project, "
-                         "see ../shared/data/README.md); pass --data DIR")
+        raise SystemExit(
+            f"real_speech: data folder {data} not found (the real corpora beside the project, "
+            "see ../shared/data/README.md); pass --data DIR"
+        )
     for c in corpora:
         if not (data / c.folder).is_dir():
-            raise SystemExit(f"real_speech: {data / c.folder} not found: no {c.title} in the data folder; pass --data DIR")
-    if args.folds is not None and args.folds < 1 or args.jobs < 1 or (args.per_speaker is not None and args.per_speaker < 1):
+            raise SystemExit(
+                f"real_speech: {data / c.folder} not found: no {c.title} in the data folder; pass --data DIR"
+            )
+    if (
+        args.folds is not None
+        and args.folds < 1
+        or args.jobs < 1
+        or (args.per_speaker is not None and args.per_speaker < 1)
+    ):
         raise SystemExit("real_speech: --folds, --jobs and --per-speaker must be >= 1")
     if PEER in models:
         try:
@@ -584,14 +762,23 @@ def main(argv: list[str] | None = None) -> dict:
                 if n_folds is None:
                     n_folds = prepare_fold(cfg.resolved()).n_folds
                     if args.folds is not None and args.folds > n_folds:
-                        console.print(f"{corpus.name}: protocol {corpus.protocol} has {n_folds} folds; running all",
-                                      highlight=False)
+                        console.print(
+                            f"{corpus.name}: protocol {corpus.protocol} has {n_folds} folds; running all",
+                            highlight=False,
+                        )
                 metas.append(_check_folder(cfg))
-                jobs.append({"corpus": corpus.name, "config": cfg.to_dict(), "n_folds": n_folds, "log": True,
-                             "progress": progress,
-                             "folds": None if args.folds is None else list(range(min(args.folds, n_folds))),
-                             "cache": str(work / f"opensmile-{opensmile_peer.FEATURE_SET}.csv"),
-                             "settings": settings_of(cfg)})
+                jobs.append(
+                    {
+                        "corpus": corpus.name,
+                        "config": cfg.to_dict(),
+                        "n_folds": n_folds,
+                        "log": True,
+                        "progress": progress,
+                        "folds": None if args.folds is None else list(range(min(args.folds, n_folds))),
+                        "cache": str(work / f"opensmile-{opensmile_peer.FEATURE_SET}.csv"),
+                        "settings": settings_of(cfg),
+                    }
+                )
     for meta, sig_ in metas:
         atomic_write_json(meta, sig_)
     console.print(f"{len(jobs)} cross-validation(s) in {out}", highlight=False)
@@ -603,20 +790,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     store = json.loads(store_path.read_text()) if store_path.is_file() else {}
     if store and store.get("signature") != sig:
-        console.print(f"{store_path}: dropping results made with other settings ({store.get('signature')})",
-                      highlight=False)
+        console.print(
+            f"{store_path}: dropping results made with other settings ({store.get('signature')})", highlight=False
+        )
         store = {}
     store = {"signature": sig, "runs": store.get("runs", {}), "invocations": store.get("invocations", [])}
     for e in entries:
         store["runs"][f"{e['corpus']}/{e['model']}/seed{e['seed']}"] = e
     trained = sum(e["trained"] for e in entries)
     if trained or not store["invocations"]:  # an invocation that only reused finished folds made nothing
-        store["invocations"].append({
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": f"{PROG} {shlex.join(argv)}".strip(),
-            "commit": git_commit(), "machine": machine(),
-            "torch_threads": torch.get_num_threads() if min(args.jobs, len(jobs)) == 1 else 1,
-            "jobs": min(args.jobs, len(jobs)), "wall_s": round(wall, 1), "cvs": len(entries), "trained": trained,
-        })
+        store["invocations"].append(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": f"{PROG} {shlex.join(argv)}".strip(),
+                "commit": git_commit(),
+                "machine": machine(),
+                "torch_threads": torch.get_num_threads() if min(args.jobs, len(jobs)) == 1 else 1,
+                "jobs": min(args.jobs, len(jobs)),
+                "wall_s": round(wall, 1),
+                "cvs": len(entries),
+                "trained": trained,
+            }
+        )
     doc.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(store_path, store)
     write_doc(doc, store)

@@ -43,8 +43,14 @@ def run_demo() -> str:
         if shared.is_dir():
             os.symlink(shared, Path(tmp) / "shared")
         env = {**os.environ, "COLUMNS": "100", "TERM": "dumb"}
-        proc = subprocess.run(["bash", "-c", "time make demo"], cwd=clone, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(
+            ["bash", "-c", "time make demo"],
+            cwd=clone,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout)
             raise SystemExit(f"make demo failed in the fresh clone (exit {proc.returncode}); README left as it was")

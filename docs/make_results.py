@@ -30,8 +30,20 @@ CORPUS = "data/builtin"
 # A reduced model and training so that each study takes about 10-15 min on a 2-core CPU: 16 mel
 # bands at a 50 ms hop (an 8 x 10 attention map instead of 64 x 20), a fifth of the channels,
 # non-overlapping 2 s training windows, 3 epochs at lr 1e-3 (the paper: 100 epochs at 1e-4).
-SMALL = ["--epochs", "3", "--set", "features.n_mels=16", "--set", "features.hop_length=800",
-         "--set", "model_overrides.channels=[8,8,16,16,16]", "--set", "lr=0.001", "--set", "segments.train_hop_s=2.0"]
+SMALL = [
+    "--epochs",
+    "3",
+    "--set",
+    "features.n_mels=16",
+    "--set",
+    "features.hop_length=800",
+    "--set",
+    "model_overrides.channels=[8,8,16,16,16]",
+    "--set",
+    "lr=0.001",
+    "--set",
+    "segments.train_hop_s=2.0",
+]
 
 # (study, protocol, extra arguments), in the order they run
 PLAN: list[tuple[str, str, list[str]]] = [
@@ -43,20 +55,35 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("vtlp-copies", "loso", ["--folds", "1", "--only", "copies0,copies1,copies2,copies4,melwarp", *SMALL]),
 ]
 
-REFERENCE = """\
-| publication | system | corpus and protocol | WA % | UA % |
-|---|---|---|---:|---:|
-| Xu et al., ICASSP 2021 (the paper this project rebuilds) | CNN + multiscale area attention (3x3) + VTLP | IEMOCAP improvised, 4 classes (excited counted as happy), utterances > 2 s; random utterance-level 80/20 split, 5 seeds, **speakers overlap train and test**; epoch picked on the **test** set | 79.34 | 77.54 |
-| same authors' previous model (Head Fusion), as cited in the paper | CNN + head-fusion attention | IEMOCAP improvised, the same random-split protocol | 76.18 | 76.36 |
-| emotion2vec, frozen + linear head | self-supervised speech representation | IEMOCAP 4 classes, **leave-one-session-out** 5-fold (speaker-independent) | 71.8 | - |
-| SpeechBrain wav2vec2 recipe (arXiv 2111.02735), fine-tuned | wav2vec2 | IEMOCAP 4 classes, train and test speakers **overlapping** | 79.6 (accuracy) | - |
-| same | wav2vec2 | IEMOCAP 4 classes, train and test speakers **disjoint** | 73.0 (accuracy) | - |
-"""
+REFERENCE = (
+    "| publication | system | corpus and protocol | WA % | UA % |\n"
+    "|---|---|---|---:|---:|\n"
+    "| Xu et al., ICASSP 2021 (the paper this project rebuilds) | CNN + multiscale area attention (3x3) + VTLP | "
+    "IEMOCAP improvised, 4 classes (excited counted as happy), utterances > 2 s; random utterance-level 80/20 split, "
+    "5 seeds, **speakers overlap train and test**; epoch picked on the **test** set | 79.34 | 77.54 |\n"
+    "| same authors' previous model (Head Fusion), as cited in the paper | CNN + head-fusion attention | "
+    "IEMOCAP improvised, the same random-split protocol | 76.18 | 76.36 |\n"
+    "| emotion2vec, frozen + linear head | self-supervised speech representation | "
+    "IEMOCAP 4 classes, **leave-one-session-out** 5-fold (speaker-independent) | 71.8 | - |\n"
+    "| SpeechBrain wav2vec2 recipe (arXiv 2111.02735), fine-tuned | wav2vec2 | "
+    "IEMOCAP 4 classes, train and test speakers **overlapping** | 79.6 (accuracy) | - |\n"
+    "| same | wav2vec2 | IEMOCAP 4 classes, train and test speakers **disjoint** | 73.0 (accuracy) | - |\n"
+)
 
 
 def command(study: str, protocol: str, extra: list[str], corpus: str) -> list[str]:
-    return ["areaser", "ablate", study, "--manifest", f"{corpus}/manifest.csv", "--protocol", protocol,
-            *extra, "--out", f"runs/ablations/{study}-{protocol}"]
+    return [
+        "areaser",
+        "ablate",
+        study,
+        "--manifest",
+        f"{corpus}/manifest.csv",
+        "--protocol",
+        protocol,
+        *extra,
+        "--out",
+        f"runs/ablations/{study}-{protocol}",
+    ]
 
 
 def machine() -> str:
@@ -87,13 +114,16 @@ def section(study: str, protocol: str, cmd: list[str]) -> tuple[list[str], str]:
     worst = min(rows, key=lambda r: r["ua"]["mean"])
     spread = 100 * (best["ua"]["mean"] - worst["ua"]["mean"])
     noise = 100 * sum(r["ua"]["std"] for r in rows) / len(rows)
-    finding = (f"best UA `{best['setting']}` ({100 * best['ua']['mean']:.1f} %), lowest `{worst['setting']}` "
-               f"({100 * worst['ua']['mean']:.1f} %); the setting means span {spread:.1f} points")
+    finding = (
+        f"best UA `{best['setting']}` ({100 * best['ua']['mean']:.1f} %), lowest `{worst['setting']}` "
+        f"({100 * worst['ua']['mean']:.1f} %); the setting means span {spread:.1f} points"
+    )
     if per < 2:
         finding += "; one run per setting, so no spread was measured and the ranking may be noise."
     else:
-        finding += (f" against a mean run-to-run std of {noise:.1f} points"
-                    + (", so the ranking is within the noise of this run." if spread <= 2 * noise else "."))
+        finding += f" against a mean run-to-run std of {noise:.1f} points" + (
+            ", so the ranking is within the noise of this run." if spread <= 2 * noise else "."
+        )
     return head + [
         "```bash",
         shlex.join(cmd),
@@ -102,7 +132,8 @@ def section(study: str, protocol: str, cmd: list[str]) -> tuple[list[str], str]:
         *table,
         "",
         f"{per} run(s) per setting (folds {', '.join(res['folds'])}), mean +- sample std; "
-        f"{res['wall_s'] / 60:.1f} min wall clock with {', '.join(str(i['jobs']) for i in inv) or '-'} worker process(es) "
+        f"{res['wall_s'] / 60:.1f} min wall clock with {', '.join(str(i['jobs']) for i in inv) or '-'} "
+        "worker process(es) "
         f"({res['run_s_total'] / 60:.1f} min summed over runs) on {res['machine']}.",
         "",
         finding,

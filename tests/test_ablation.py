@@ -34,7 +34,9 @@ def test_study_definitions_match_the_paper() -> None:
     assert [s.copies for s in copies.settings] == [0, 1, 2, 3, 4, 5, 6, 7, 0]
     assert copies.settings[-1].overrides["vtlp.impl"] == "melwarp"
     feats = get_study("area-features")
-    pairs = {(s.overrides["model_overrides.key_mode"], s.overrides["model_overrides.value_mode"]) for s in feats.settings}
+    pairs = {
+        (s.overrides["model_overrides.key_mode"], s.overrides["model_overrides.value_mode"]) for s in feats.settings
+    }
     assert {(k, v) for k in ("mean", "max", "sample") for v in VALUE_MODES} <= pairs
     assert {k for k, _ in pairs} == set(KEY_MODES)
     assert [s.name for s in get_study("layout").settings][:3] == ["faithful", "paper", "cnn"]
@@ -95,8 +97,12 @@ def test_more_seeds_reuse_finished_runs_and_resume_is_guarded(builtin_corpus: Pa
         plan_runs(get_study("area-size"), quick(builtin_corpus, tmp_path / "y", folds=99))
     # a bad model option is found while planning, before any worker starts or any file is written
     with pytest.raises(ConfigError, match="value_mode"):
-        run_study("area-size", quick(builtin_corpus, tmp_path / "z", overrides={"model_overrides.value_mode": "x"}),
-                  progress=False, log=None)
+        run_study(
+            "area-size",
+            quick(builtin_corpus, tmp_path / "z", overrides={"model_overrides.value_mode": "x"}),
+            progress=False,
+            log=None,
+        )
     assert not (tmp_path / "z").exists()
 
 

@@ -129,8 +129,15 @@ def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus,
     from areaser.baselines import train_baseline
     from areaser.training import ConfigError, config_with
 
-    cfg = config_with(None, manifest=str(builtin_corpus / "manifest.csv"), model="egemaps-lr", fold=1,
-                      out_dir=str(tmp_path), name="bl", progress=False)
+    cfg = config_with(
+        None,
+        manifest=str(builtin_corpus / "manifest.csv"),
+        model="egemaps-lr",
+        fold=1,
+        out_dir=str(tmp_path),
+        name="bl",
+        progress=False,
+    )
     report = train_baseline(cfg, log=None)
     run = tmp_path / "bl"
     for f in ("config.json", "report.json", "report.md", "confusion.png"):

@@ -18,8 +18,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from areaser.cli import app
-from areaser.corpora import CORPORA, CorpusError, load_corpus
-from areaser.corpora import base
+from areaser.corpora import CORPORA, CorpusError, base, load_corpus
 from areaser.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT, find_audio
 from areaser.labels import CANONICAL
 from areaser.manifest import COLUMNS, read_manifest, write_manifest
@@ -72,12 +71,23 @@ def label_block(start: float, uid: str, raw: str) -> str:
 
 # dialog -> [(utterance, raw label)]: both speakers of a session in every dialog
 IEMOCAP_DIALOGS = {
-    "Ses01F_impro01": [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang"),
-                       ("Ses01F_impro01_F001", "hap"), ("Ses01F_impro01_M001", "xxx")],
-    "Ses01M_script01_1": [("Ses01M_script01_1_F000", "exc"), ("Ses01M_script01_1_M000", "sad"),
-                          ("Ses01M_script01_1_M001", "fru")],
-    "Ses02F_impro02": [("Ses02F_impro02_F000", "sad"), ("Ses02F_impro02_M000", "neu"),
-                       ("Ses02F_impro02_F001", "oth"), ("Ses02F_impro02_M001", "ang")],
+    "Ses01F_impro01": [
+        ("Ses01F_impro01_F000", "neu"),
+        ("Ses01F_impro01_M000", "ang"),
+        ("Ses01F_impro01_F001", "hap"),
+        ("Ses01F_impro01_M001", "xxx"),
+    ],
+    "Ses01M_script01_1": [
+        ("Ses01M_script01_1_F000", "exc"),
+        ("Ses01M_script01_1_M000", "sad"),
+        ("Ses01M_script01_1_M001", "fru"),
+    ],
+    "Ses02F_impro02": [
+        ("Ses02F_impro02_F000", "sad"),
+        ("Ses02F_impro02_M000", "neu"),
+        ("Ses02F_impro02_F001", "oth"),
+        ("Ses02F_impro02_M001", "ang"),
+    ],
 }
 
 
@@ -87,8 +97,10 @@ def make_iemocap(root: Path) -> Path:
         sess = root / f"Session{int(dialog[3:5])}"
         text = EVAL_HEADER + "".join(label_block(1.5 + 3 * i, u, raw) for i, (u, raw) in enumerate(utts))
         put(sess / "dialog" / "EmoEvaluation" / f"{dialog}.txt", text.encode())
-        put(sess / "dialog" / "transcriptions" / f"{dialog}.txt",
-            "".join(f"{u} [001.5000-003.6000]: Hello.\n" for u, _ in utts).encode())
+        put(
+            sess / "dialog" / "transcriptions" / f"{dialog}.txt",
+            "".join(f"{u} [001.5000-003.6000]: Hello.\n" for u, _ in utts).encode(),
+        )
         tone(sess / "dialog" / "wav" / f"{dialog}.wav")  # the whole dialogue: not an utterance
         for u, _ in utts:
             tone(sess / "sentences" / "wav" / dialog / f"{u}.wav")
@@ -96,10 +108,14 @@ def make_iemocap(root: Path) -> Path:
     wav1 = s1 / "sentences" / "wav" / "Ses01F_impro01"
     # defects
     put(s1 / "dialog" / "EmoEvaluation" / "._Ses01F_impro01.txt", b"\x00\x05\x16\x07Mac OS X")
-    put(s1 / "dialog" / "EmoEvaluation" / "Attribute" / "Ses01F_impro01_atr.txt",
-        b"[1.0 - 2.0]\tSes01F_impro01_F099\tang\t[1.0, 1.0, 1.0]\n")  # must not be read
-    put(s1 / "dialog" / "EmoEvaluation" / "Categorical" / "Ses01F_impro01_e2_cat.txt",
-        b"Ses01F_impro01_F000 :Neutral state; ()\n")
+    put(
+        s1 / "dialog" / "EmoEvaluation" / "Attribute" / "Ses01F_impro01_atr.txt",
+        b"[1.0 - 2.0]\tSes01F_impro01_F099\tang\t[1.0, 1.0, 1.0]\n",
+    )  # must not be read
+    put(
+        s1 / "dialog" / "EmoEvaluation" / "Categorical" / "Ses01F_impro01_e2_cat.txt",
+        b"Ses01F_impro01_F000 :Neutral state; ()\n",
+    )
     tone(wav1 / "Ses01F_impro01_F099.wav")  # wav without a label line
     put(wav1 / "._Ses01F_impro01_F000.wav", b"\x00\x05\x16\x07Mac OS X")
     tone(wav1 / "Ses01F_impro01_F000 (copy).wav")  # unparseable name
@@ -116,10 +132,17 @@ def test_iemocap_reads_labels_and_reports_every_defect(tmp_path: Path) -> None:
     scan = load_corpus("iemocap", make_iemocap(tmp_path), progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert sorted(df.index) == sorted([
-        "Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_F001",
-        "Ses01M_script01_1_F000", "Ses01M_script01_1_M000", "Ses02F_impro02_F000", "Ses02F_impro02_M000",
-    ])
+    assert sorted(df.index) == sorted(
+        [
+            "Ses01F_impro01_F000",
+            "Ses01F_impro01_M000",
+            "Ses01F_impro01_F001",
+            "Ses01M_script01_1_F000",
+            "Ses01M_script01_1_M000",
+            "Ses02F_impro02_F000",
+            "Ses02F_impro02_M000",
+        ]
+    )
     row = df.loc["Ses01F_impro01_M000"]  # the utterance's letter, not the dialog's, is the speaker
     assert (row.speaker, row.session, row.gender, row.label, row.raw_label) == ("Ses01M", "Ses01", "M", "angry", "ang")
     assert bool(row.improvised) and not bool(df.loc["Ses01M_script01_1_F000"].improvised)
@@ -148,8 +171,17 @@ def test_iemocap_maps_every_raw_label(tmp_path: Path) -> None:
         tone(tmp_path / "Session3" / "sentences" / "wav" / "Ses03M_impro05a" / f"{u}.wav")
     df = load_corpus("iemocap", tmp_path, progress=False, check_silent=False).manifest
     assert dict(zip(df["raw_label"], df["label"])) == {
-        "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry", "fru": "frustration",
-        "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other", "xxx": "undecided",
+        "neu": "neutral",
+        "hap": "happy",
+        "exc": "excited",
+        "sad": "sad",
+        "ang": "angry",
+        "fru": "frustration",
+        "sur": "surprise",
+        "fea": "fear",
+        "dis": "disgust",
+        "oth": "other",
+        "xxx": "undecided",
     }
 
 
@@ -181,8 +213,12 @@ def test_ravdess(tmp_path: Path) -> None:
     scan = load_corpus("ravdess", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert list(df.index) == ["03-01-01-01-01-01-01", "03-01-05-02-01-02-01", "03-01-02-01-02-01-02",
-                              "03-01-08-02-02-02-24"]
+    assert list(df.index) == [
+        "03-01-01-01-01-01-01",
+        "03-01-05-02-01-02-01",
+        "03-01-02-01-02-01-02",
+        "03-01-08-02-02-02-24",
+    ]
     assert list(df["label"]) == ["neutral", "angry", "calm", "surprise"]
     assert list(df["speaker"]) == ["ravdess_01", "ravdess_01", "ravdess_02", "ravdess_24"]
     assert list(df["gender"]) == ["M", "M", "F", "F"] and set(df["session"]) == {""}
@@ -206,8 +242,13 @@ def test_cremad_known_defects(tmp_path: Path) -> None:
     scan = load_corpus("crema-d", wav, progress=False)
     df = scan.manifest
     check_manifest(df)
-    assert list(df["utt_id"]) == ["1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_ITS_DIS_XX", "1050_WSI_FEA_MD",
-                                  "1091_TIE_NEU_LO"]
+    assert list(df["utt_id"]) == [
+        "1001_DFA_ANG_XX",
+        "1001_IEO_HAP_HI",
+        "1002_ITS_DIS_XX",
+        "1050_WSI_FEA_MD",
+        "1091_TIE_NEU_LO",
+    ]
     assert list(df["label"]) == ["angry", "happy", "disgust", "fear", "neutral"]
     assert list(df["speaker"])[:3] == ["cremad_1001", "cremad_1001", "cremad_1002"]
     assert set(df["gender"]) == {""} and set(df["session"]) == {""}
@@ -228,10 +269,24 @@ def test_emodb(tmp_path: Path) -> None:
     scan = load_corpus("emodb", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert dict(df["label"]) == {"03a01Fa": "happy", "08b02Tb": "sad", "11b10Wa": "angry", "13a05Ea": "disgust",
-                                 "14b09Ab": "fear", "15a02Nc": "neutral", "16a07Lc": "boredom"}
-    assert dict(df["gender"]) == {"03a01Fa": "M", "08b02Tb": "F", "11b10Wa": "M", "13a05Ea": "F",
-                                  "14b09Ab": "F", "15a02Nc": "M", "16a07Lc": "F"}
+    assert dict(df["label"]) == {
+        "03a01Fa": "happy",
+        "08b02Tb": "sad",
+        "11b10Wa": "angry",
+        "13a05Ea": "disgust",
+        "14b09Ab": "fear",
+        "15a02Nc": "neutral",
+        "16a07Lc": "boredom",
+    }
+    assert dict(df["gender"]) == {
+        "03a01Fa": "M",
+        "08b02Tb": "F",
+        "11b10Wa": "M",
+        "13a05Ea": "F",
+        "14b09Ab": "F",
+        "15a02Nc": "M",
+        "16a07Lc": "F",
+    }
     assert df.loc["03a01Fa", "speaker"] == "emodb_03" and df.loc["03a01Fa", "raw_label"] == "F"
     why = reasons(scan)
     assert why["99a01Fa.wav"].startswith("unparseable") and why["03a01Xa.wav"].startswith("unparseable")
@@ -254,8 +309,14 @@ def test_tess_labels_from_names_and_duplicates(tmp_path: Path) -> None:
     scan = load_corpus("tess", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert dict(df["label"]) == {"OAF_back_angry": "angry", "OAF_back_neutral": "neutral", "YAF_bean_ps": "surprise",
-                                 "YAF_dog_sad": "sad", "OAF_neat_fear": "fear", "YAF_dog_angry": "angry"}
+    assert dict(df["label"]) == {
+        "OAF_back_angry": "angry",
+        "OAF_back_neutral": "neutral",
+        "YAF_bean_ps": "surprise",
+        "YAF_dog_sad": "sad",
+        "OAF_neat_fear": "fear",
+        "YAF_dog_angry": "angry",
+    }
     assert set(df["gender"]) == {"F"} and set(df["speaker"]) == {"tess_OAF", "tess_YAF"}
     assert df.loc["OAF_back_angry", "path"] == str(data / "OAF_angry" / "OAF_back_angry.wav")
     assert df.loc["YAF_dog_angry", "path"] == str(nested / "YAF_angry" / "YAF_dog_angry.wav")
@@ -279,12 +340,20 @@ def test_savee_both_layouts(tmp_path: Path) -> None:
     scan = load_corpus("savee", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert dict(df["label"]) == {"DC_a01": "angry", "DC_sa02": "sad", "JE_su15": "surprise", "JK_n30": "neutral",
-                                 "KL_h03": "happy"}
+    assert dict(df["label"]) == {
+        "DC_a01": "angry",
+        "DC_sa02": "sad",
+        "JE_su15": "surprise",
+        "JK_n30": "neutral",
+        "KL_h03": "happy",
+    }
     assert set(df["gender"]) == {"M"} and df.loc["JE_su15", "speaker"] == "savee_JE"
     why = {str(Path(s.path).relative_to(tmp_path)): s.reason.split(":")[0] for s in scan.skipped}
-    assert why == {"DC_a01.wav": DUPLICATE, "AudioData/DC/x01.wav": "unparseable name",
-                   "AudioData/XX/a01.wav": "unparseable name"}
+    assert why == {
+        "DC_a01.wav": DUPLICATE,
+        "AudioData/DC/x01.wav": "unparseable name",
+        "AudioData/XX/a01.wav": "unparseable name",
+    }
 
 
 @pytest.mark.parametrize("name", ["ravdess", "cremad", "emodb", "tess", "savee"])
@@ -353,8 +422,10 @@ def test_ravdess_flac_copy(tmp_path: Path) -> None:
 
 def test_iemocap_reads_any_audio_extension(tmp_path: Path) -> None:
     utts = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang"), ("Ses01F_impro01_F001", "sad")]
-    put(tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
-        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode())
+    put(
+        tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
+        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode(),
+    )
     wav = tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
     tone(wav / "Ses01F_impro01_F000.WAV")
     tone(wav / "Ses01F_impro01_M000.Wav")
@@ -364,8 +435,10 @@ def test_iemocap_reads_any_audio_extension(tmp_path: Path) -> None:
     scan = load_corpus("iemocap", tmp_path, progress=False)
     check_manifest(scan.manifest)
     assert {u: Path(p).name for u, p in zip(scan.manifest["utt_id"], scan.manifest["path"])} == {
-        "Ses01F_impro01_F000": "Ses01F_impro01_F000.WAV", "Ses01F_impro01_M000": "Ses01F_impro01_M000.Wav",
-        "Ses01F_impro01_F001": "Ses01F_impro01_F001.wav"}
+        "Ses01F_impro01_F000": "Ses01F_impro01_F000.WAV",
+        "Ses01F_impro01_M000": "Ses01F_impro01_M000.Wav",
+        "Ses01F_impro01_F001": "Ses01F_impro01_F001.wav",
+    }
     why = reasons(scan)
     assert why.pop("Ses01F_impro01_F000.flac") == DUPLICATE and "LFS pointer" in why.pop("Ses01F_impro01_F001.flac")
     assert why == {}
@@ -386,8 +459,11 @@ def test_same_as_names_the_earlier_identical_file(tmp_path: Path) -> None:
     tone(actor / "03-01-02-01-01-01-07.flac", seconds=0.3)
     scan = load_corpus("ravdess", tmp_path, progress=False)
     assert dict(zip(scan.manifest["utt_id"], scan.manifest["same_as"])) == {
-        "03-01-01-01-01-01-07": "", "03-01-01-01-01-02-07": "", "03-01-02-01-01-01-07": "",
-        "03-01-03-01-02-01-07": "", "03-01-03-01-02-02-07": "03-01-03-01-02-01-07",
+        "03-01-01-01-01-01-07": "",
+        "03-01-01-01-01-02-07": "",
+        "03-01-02-01-01-01-07": "",
+        "03-01-03-01-02-01-07": "",
+        "03-01-03-01-02-02-07": "03-01-03-01-02-01-07",
         "03-01-04-01-02-02-07": "03-01-03-01-02-01-07",
     }
     assert reasons(scan)["03-02-03-01-02-01-07.flac"].startswith("song")
@@ -417,8 +493,10 @@ def test_same_as_survives_the_manifest_csv_round_trip(tmp_path: Path) -> None:
 
 def test_iemocap_marks_identical_recordings(tmp_path: Path) -> None:
     utts = [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "ang")]
-    put(tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
-        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode())
+    put(
+        tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt",
+        (EVAL_HEADER + "".join(label_block(3 * i, u, raw) for i, (u, raw) in enumerate(utts))).encode(),
+    )
     wav = tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
     shutil.copy(tone(wav / "Ses01F_impro01_F000.wav"), wav / "Ses01F_impro01_M000.wav")
     df = load_corpus("iemocap", tmp_path, progress=False).manifest
@@ -437,8 +515,12 @@ def test_generic_folder_per_label(tmp_path: Path) -> None:
     scan = load_corpus("generic", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest)
-    assert dict(df["label"]) == {"Anger/a": "angry", "happiness/b": "happy", "neutral/spk1/a": "neutral",
-                                 "pleasant surprise/c": "surprise"}
+    assert dict(df["label"]) == {
+        "Anger/a": "angry",
+        "happiness/b": "happy",
+        "neutral/spk1/a": "neutral",
+        "pleasant surprise/c": "surprise",
+    }
     assert df.loc["Anger/a", "raw_label"] == "Anger" and set(df["speaker"]) == {""}
     assert reasons(scan) == {"loose.wav": "not inside a label folder"} and scan.warnings == []
 
@@ -451,8 +533,12 @@ def test_generic_keeps_labels_the_vocabulary_lacks(tmp_path: Path) -> None:
     scan = load_corpus("generic", tmp_path, progress=False)
     df = scan.manifest.set_index("utt_id")
     check_manifest(scan.manifest, canonical=False)
-    assert dict(df["label"]) == {"Anger/a": "angry", "Contempt/b": "contempt", "Contempt/c": "contempt",
-                                 "shame/d": "shame"}
+    assert dict(df["label"]) == {
+        "Anger/a": "angry",
+        "Contempt/b": "contempt",
+        "Contempt/c": "contempt",
+        "shame/d": "shame",
+    }
     assert df.loc["Contempt/b", "raw_label"] == "Contempt" and scan.skipped == []
     assert len(scan.warnings) == 1  # one warning for the scan, not one per file
     assert "not in the vocabulary" in scan.warnings[0] and "contempt 2, shame 1" in scan.warnings[0]
@@ -462,8 +548,11 @@ def test_generic_keeps_labels_the_vocabulary_lacks(tmp_path: Path) -> None:
 def test_generic_csv(tmp_path: Path) -> None:
     for name in ("a", "b", "c", "e"):
         tone(tmp_path / "audio" / f"{name}.wav")
-    csv = put(tmp_path / "labels.csv", b"audio/a.wav,ang,spk1\naudio/b.wav,joy,spk2\naudio/c.wav,Contempt,spk1\n"
-                                       b"audio/missing.wav,sad,spk2\naudio/e.wav, ,spk2\n")
+    csv = put(
+        tmp_path / "labels.csv",
+        b"audio/a.wav,ang,spk1\naudio/b.wav,joy,spk2\naudio/c.wav,Contempt,spk1\n"
+        b"audio/missing.wav,sad,spk2\naudio/e.wav, ,spk2\n",
+    )
     scan = load_corpus("generic", csv, progress=False)
     check_manifest(scan.manifest, canonical=False)
     assert list(scan.manifest["utt_id"]) == ["audio/a", "audio/b", "audio/c"]
@@ -484,8 +573,10 @@ def test_generic_csv(tmp_path: Path) -> None:
 def test_generic_csv_reads_the_speaker_column_by_its_header_name(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
         tone(tmp_path / "audio" / f"{name}.wav")
-    put(tmp_path / "h.csv", b"path,session,speaker,label\naudio/a.wav,s1,spk7,sad\naudio/b.wav,s2,spk8,ang\n"
-                            b"audio/c.wav,s2,,neu\n")
+    put(
+        tmp_path / "h.csv",
+        b"path,session,speaker,label\naudio/a.wav,s1,spk7,sad\naudio/b.wav,s2,spk8,ang\naudio/c.wav,s2,,neu\n",
+    )
     df = load_corpus("generic", tmp_path / "h.csv", progress=False).manifest
     assert list(df["speaker"]) == ["spk7", "spk8", ""] and list(df["session"]) == ["s1", "s2", "s2"]
     assert list(df["label"]) == ["sad", "angry", "neutral"]
@@ -499,7 +590,10 @@ def test_generic_speaker_regex(tmp_path: Path) -> None:
     scan = load_corpus("generic", tmp_path, progress=False, speaker_regex=r"(?P<speaker>spk\d+)")
     check_manifest(scan.manifest)
     assert dict(zip(scan.manifest["utt_id"], scan.manifest["speaker"])) == {
-        "angry/spk01_a": "spk01", "angry/spk02/take3": "spk02", "sad/spk01_b": "spk01"}
+        "angry/spk01_a": "spk01",
+        "angry/spk02/take3": "spk02",
+        "sad/spk01_b": "spk01",
+    }
     assert reasons(scan) == {"nobody.wav": "no speaker: the path does not match speaker regex '(?P<speaker>spk\\\\d+)'"}
     # without a named group, group 1; searched in the path under the root, label folder included
     df = load_corpus("generic", tmp_path, progress=False, speaker_regex=r"^(\w+)/").manifest
@@ -519,8 +613,9 @@ def test_generic_speaker_regex(tmp_path: Path) -> None:
 def test_scan_cli_writes_manifest_and_prints_counts(tmp_path: Path) -> None:
     root = make_iemocap(tmp_path / "iemocap")
     out = tmp_path / "out" / "manifest.csv"
-    res = CliRunner().invoke(app, ["scan", "iemocap", str(root), "-o", str(out), "--no-progress",
-                                   "--show-skipped", "3"])
+    res = CliRunner().invoke(
+        app, ["scan", "iemocap", str(root), "-o", str(out), "--no-progress", "--show-skipped", "3"]
+    )
     assert res.exit_code == 0, res.output
     assert "7 utterances, 4 speakers" in res.output
     assert "utterances per label and speaker" in res.output and "utterances per label and session" in res.output
@@ -557,12 +652,25 @@ def test_scan_cli_speaker_regex(tmp_path: Path) -> None:
     tone(tmp_path / "data" / "sad" / "spk02_b.ogg")
     tone(tmp_path / "data" / "sad" / "nobody.wav")
     out = tmp_path / "m.csv"
-    res = CliRunner().invoke(app, ["scan", "generic", str(tmp_path / "data"), "-o", str(out), "--no-progress",
-                                   "--speaker-regex", r"(?P<speaker>spk\d+)_"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            "generic",
+            str(tmp_path / "data"),
+            "-o",
+            str(out),
+            "--no-progress",
+            "--speaker-regex",
+            r"(?P<speaker>spk\d+)_",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "2 utterances, 2 speakers" in res.output and "does not match speaker regex" in res.output
     assert dict(zip(read_manifest(out)["utt_id"], read_manifest(out)["speaker"])) == {
-        "angry/spk01_a": "spk01", "sad/spk02_b": "spk02"}
+        "angry/spk01_a": "spk01",
+        "sad/spk02_b": "spk02",
+    }
 
 
 @pytest.mark.parametrize("args", [["emodb", "--speaker-regex", "(x)"], ["generic", "--speaker-regex", "x"]])

@@ -101,8 +101,12 @@ def test_train_with_a_test_manifest_scores_the_other_corpus_by_class_name(neural
     df = pd.read_csv(other, keep_default_na=False)
     counts = df["label"].value_counts()
     # classes by name through 4class: excited is happy, boredom has no class and is left out
-    expected = {"neutral": counts["neutral"], "happy": counts["happy"] + counts["excited"], "sad": counts["sad"],
-                "angry": counts["angry"]}
+    expected = {
+        "neutral": counts["neutral"],
+        "happy": counts["happy"] + counts["excited"],
+        "sad": counts["sad"],
+        "angry": counts["angry"],
+    }
     assert {k: v["support"] for k, v in rep["test"]["per_class"].items()} == expected
     assert rep["test"]["n"] == len(df) - 4 and rep["labels_left_out"] == {"boredom": 4}
     assert rep["classes_left_out"] == [] and rep["classes_used"] == CLASSES
@@ -208,8 +212,9 @@ def test_scoring_the_runs_own_test_utterances_reproduces_its_test_scores(neural,
 def test_a_baseline_run_keeps_its_fit_and_scores_other_corpora(manifest, other, tmp_path):
     from areaser.baselines import FEATURE_NAMES, FIT_FILE, extract_features, fit_predict, get_baseline, load_fitted
 
-    cfg = config_with(None, manifest=str(manifest), model="egemaps-lr", out_dir=str(tmp_path), name="bl",
-                      progress=False)
+    cfg = config_with(
+        None, manifest=str(manifest), model="egemaps-lr", out_dir=str(tmp_path), name="bl", progress=False
+    )
     report = train(cfg, log=None)
     run_dir = tmp_path / "bl"
     fit = load_fitted(run_dir)
@@ -239,8 +244,10 @@ def test_cv_scores_every_fold_on_each_test_manifest_and_aggregates(manifest, oth
     lines: list[str] = []
     cfg = tiny(manifest, tmp_path, name="cv", test_manifests=[str(other)])
     summary = cross_validate(cfg, folds=[0, 1], log=lines.append)
-    uas = [json.loads((tmp_path / "cv" / f / "cross" / "othercorp" / "report.json").read_text())["test"]["ua"]
-           for f in ("fold1-Ses01", "fold2-Ses02")]
+    uas = [
+        json.loads((tmp_path / "cv" / f / "cross" / "othercorp" / "report.json").read_text())["test"]["ua"]
+        for f in ("fold1-Ses01", "fold2-Ses02")
+    ]
     agg = summary["cross_corpus"]["othercorp"]["aggregate"]
     assert agg["ua"]["mean"] == pytest.approx(sum(uas) / 2)
     assert agg["ua"]["std"] == pytest.approx(statistics.stdev(uas))
@@ -251,7 +258,9 @@ def test_cv_scores_every_fold_on_each_test_manifest_and_aggregates(manifest, oth
     # the cv summary names corpus, label set and protocol, and the console says the data are synthetic
     info = summary["info"]
     assert info["corpus"].startswith("iemocap") and SYNTH in info["corpus"]
-    assert info["label set"] == "4class (neutral, happy, sad, angry)" and info["protocol"] == "loso (speaker-independent)"
+    assert (
+        info["label set"] == "4class (neutral, happy, sad, angry)" and info["protocol"] == "loso (speaker-independent)"
+    )
     assert SYNTH in md and any("cross-corpus on othercorp" in line for line in lines)
     assert SYNTH in lines[-1] and "iemocap" in lines[-1]
 
@@ -260,8 +269,11 @@ def test_test_manifests_are_checked_before_any_training(manifest, tmp_path):
     df = _frame(manifest).assign(label="calm")  # no class of 4class
     bad = tmp_path / "calm.csv"
     df.to_csv(bad, index=False)
-    with pytest.raises(ConfigError, match=r"calm.csv: none of its labels \(calm\) maps to a class of the model "
-                                          r"\(neutral, happy, sad, angry"):
+    with pytest.raises(
+        ConfigError,
+        match=r"calm.csv: none of its labels \(calm\) maps to a class of the model "
+        r"\(neutral, happy, sad, angry",
+    ):
         cross_validate(tiny(manifest, tmp_path, name="cv", test_manifests=[str(bad)]), folds=[0], log=None)
     assert not (tmp_path / "cv" / "fold1-Ses01").exists()
 
@@ -296,8 +308,22 @@ def test_cli_evaluate_manifest_and_train_test_manifest(neural, manifest, other, 
     # train --test-manifest: a tiny run from a config file, scored on the other corpus too
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({**TINY, "manifest": str(manifest)}))
-    code, out, err = _cli(["train", "--config", str(cfg), "--out", str(tmp_path / "runs"), "--name", "cli",
-                           "--test-manifest", str(other), "--no-progress"], monkeypatch, capsys)
+    code, out, err = _cli(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "runs"),
+            "--name",
+            "cli",
+            "--test-manifest",
+            str(other),
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code in (0, None), err
     assert (tmp_path / "runs" / "cli" / "cross" / "othercorp" / "report.json").is_file()
     assert json.loads((tmp_path / "runs" / "cli" / "config.json").read_text())["test_manifests"] == [str(other)]
@@ -317,7 +343,7 @@ def test_run_reports_name_corpus_label_set_protocol_and_flag_synthetic_data(neur
     md = (run_dir / "report.md").read_text()
     assert f"> **Note:** corpus iemocap is {SYNTH}" in md
     assert SPK_DEP not in md
-    first = log.split("\n")[[i for i, line in enumerate(log.split("\n")) if line.startswith("test WA")][0]:]
+    first = log.split("\n")[[i for i, line in enumerate(log.split("\n")) if line.startswith("test WA")][0] :]
     assert "iemocap (synthetic)" in first[0] and "4class (neutral, happy, sad, angry)" in first[0]
     assert "loso" in first[0] and SYNTH in first[1]
 

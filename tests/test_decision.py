@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from test_service import LiveServer
 
 from areaser.data import load_windows
 from areaser.inference import InferenceConfig, Recognizer
@@ -26,20 +27,21 @@ from areaser.metrics import utterance_probs
 from areaser.segments import SegmentConfig
 from areaser.service import create_app
 from areaser.training import score_windows
-from test_service import LiveServer
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 SR = 16_000
 WIN_S = 2.0
 
 # the probability row of each loudness level (rows sum to 1)
-ROWS = np.array([
-    [0.62, 0.20, 0.10, 0.08],
-    [0.30, 0.45, 0.15, 0.10],
-    [0.25, 0.10, 0.64, 0.01],
-    [0.02, 0.25, 0.72, 0.01],
-    [0.01, 0.08, 0.01, 0.90],
-])
+ROWS = np.array(
+    [
+        [0.62, 0.20, 0.10, 0.08],
+        [0.30, 0.45, 0.15, 0.10],
+        [0.25, 0.10, 0.64, 0.01],
+        [0.02, 0.25, 0.72, 0.01],
+        [0.01, 0.08, 0.01, 0.90],
+    ]
+)
 # peak amplitude of the 220 Hz sine of each level: not monotone in the row order
 AMPLITUDES = np.array([0.30, 0.05, 0.80, 0.12, 0.50])
 LEVEL_RMS = AMPLITUDES / np.sqrt(2.0)  # 440 whole periods in 2 s
@@ -151,7 +153,9 @@ def test_predict_many_batches_across_files_and_keeps_each_decision(decision: str
 
 
 @pytest.mark.parametrize("decision", ["prob", "logits"])
-def test_training_evaluation_and_predict_decide_alike(decision: str, wavs: dict[str, Path], rng: np.random.Generator) -> None:
+def test_training_evaluation_and_predict_decide_alike(
+    decision: str, wavs: dict[str, Path], rng: np.random.Generator
+) -> None:
     """The evaluation path (the run's own windows of the files, window logits, ``score_windows``)
     and ``predict`` (streamed windows, backend probabilities) decide the same utterances alike."""
     rec = recognizer(decision)

@@ -84,8 +84,10 @@ def _record_test_hashes(proj: Path) -> None:
     split = json.loads(path.read_text())
     if "test_files" not in split:
         rows = _test_rows(proj)
-        split["test_files"] = {u: {"sha1": hashlib.sha1(Path(p).read_bytes()).hexdigest(),
-                                   "bytes": os.path.getsize(p)} for u, p in zip(rows["utt_id"], rows["path"])}
+        split["test_files"] = {
+            u: {"sha1": hashlib.sha1(Path(p).read_bytes()).hexdigest(), "bytes": os.path.getsize(p)}
+            for u, p in zip(rows["utt_id"], rows["path"])
+        }
         path.write_text(json.dumps(split, indent=2))
 
 
@@ -140,8 +142,11 @@ def _relabel(proj: Path, rows: pd.DataFrame) -> str:
     return "label outside the run's classes"
 
 
-@pytest.mark.parametrize("mutate", [_remove_row, _delete_file, _change_file, _relabel],
-                         ids=["row-removed", "file-deleted", "file-changed", "relabelled"])
+@pytest.mark.parametrize(
+    "mutate",
+    [_remove_row, _delete_file, _change_file, _relabel],
+    ids=["row-removed", "file-deleted", "file-changed", "relabelled"],
+)
 def test_a_missing_or_changed_test_utterance_is_refused_and_the_report_kept(proj, mutate, monkeypatch, capsys):
     before = _report_bytes(proj / RUN)
     said = mutate(proj, _test_rows(proj))
@@ -177,8 +182,10 @@ def test_split_record_holds_the_ids_training_writes_and_the_hashes_evaluate_chec
     assert {k: rec[k] for k in ids} == {k: written[k] for k in ids}
     assert Path(rec["base"]).resolve() == proj.resolve()
     rows = _test_rows(proj)  # hashes of the bytes, computed here with hashlib
-    assert rec["test_files"] == {u: {"sha1": hashlib.sha1(Path(p).read_bytes()).hexdigest(), "bytes": os.path.getsize(p)}
-                                 for u, p in zip(rows["utt_id"], rows["path"])}
+    assert rec["test_files"] == {
+        u: {"sha1": hashlib.sha1(Path(p).read_bytes()).hexdigest(), "bytes": os.path.getsize(p)}
+        for u, p in zip(rows["utt_id"], rows["path"])
+    }
     assert written["test_files"] == rec["test_files"]
     (RUN / "split.json").write_text(json.dumps(rec))
     code, _, err = _cli(["evaluate", str(RUN)], proj, monkeypatch, capsys)

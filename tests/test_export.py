@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from test_inference import CLASSES, TINY, make_random_run  # one helper for the three test files
 from typer.testing import CliRunner
 
 from areaser.audio import load_audio
@@ -20,7 +21,6 @@ from areaser.cli import app
 from areaser.export import INPUT, OUTPUTS, OnnxBackend, export_onnx, quantize_int8, read_metadata
 from areaser.inference import Recognizer
 from areaser.segments import segment
-from test_inference import CLASSES, TINY, make_random_run  # one helper for the three test files
 
 
 def _quiet(fn, *args, **kw):  # noqa: ANN001, ANN202
@@ -97,7 +97,9 @@ def test_frames_axis_is_dynamic_when_the_model_allows_it(tmp_path: Path) -> None
     assert np.abs(probs - want).max() < 1e-5
 
 
-def test_cli_export_and_predict_with_onnx_backend(random_export: tuple[Path, Path], corpus_paths: list[Path], tmp_path: Path) -> None:
+def test_cli_export_and_predict_with_onnx_backend(
+    random_export: tuple[Path, Path], corpus_paths: list[Path], tmp_path: Path
+) -> None:
     run, _ = random_export
     runner = CliRunner()
     out = tmp_path / "m.onnx"
@@ -106,7 +108,9 @@ def test_cli_export_and_predict_with_onnx_backend(random_export: tuple[Path, Pat
     assert f"wrote {out}" in r.stdout and "input  logmel" in r.stdout and "output probabilities" in r.stdout
     files = [str(p) for p in corpus_paths[:3]]
     res = tmp_path / "onnx.jsonl"
-    r = runner.invoke(app, ["predict", str(run), *files, "--backend", "onnx", "--onnx", str(out), "-o", str(res), "--no-progress"])
+    r = runner.invoke(
+        app, ["predict", str(run), *files, "--backend", "onnx", "--onnx", str(out), "-o", str(res), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     got = [json.loads(line) for line in res.read_text().splitlines()]
     rec = Recognizer.load(run)
@@ -129,7 +133,8 @@ def test_cli_export_and_predict_with_onnx_backend(random_export: tuple[Path, Pat
 def _is_int8(path: Path) -> bool:
     graph = onnx.load(str(path)).graph
     return {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node} and any(
-        t.data_type == onnx.TensorProto.INT8 for t in graph.initializer  # int8 weights
+        t.data_type == onnx.TensorProto.INT8
+        for t in graph.initializer  # int8 weights
     )
 
 
@@ -146,8 +151,9 @@ def test_int8_stays_close_to_fp32(random_export: tuple[Path, Path], corpus_paths
     # through the command: calibrated by default on utterances of the run's manifest, which this run lacks
     r = CliRunner().invoke(app, ["export", str(run), "--onnx", str(tmp_path / "c.onnx"), "--int8"])
     assert r.exit_code == 2 and "--calibrate" in r.stderr
-    r = CliRunner().invoke(app, ["export", str(run), "--onnx", str(tmp_path / "c.onnx"), "--int8",
-                                 "--calibrate", str(corpus_paths[0])])
+    r = CliRunner().invoke(
+        app, ["export", str(run), "--onnx", str(tmp_path / "c.onnx"), "--int8", "--calibrate", str(corpus_paths[0])]
+    )
     assert r.exit_code == 0 and "static int8" in r.stdout and _is_int8(tmp_path / "c.onnx")
 
 
@@ -162,8 +168,17 @@ def trained_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     out = tmp_path_factory.mktemp("trained")
     cfg = config_with(
-        manifest=str(builtin_corpus / "manifest.csv"), model="cnn", model_overrides=TINY, batch_size=8, epochs=4,
-        lr=3e-3, patience=None, out_dir=str(out), name="tiny", progress=False, tensorboard=False,
+        manifest=str(builtin_corpus / "manifest.csv"),
+        model="cnn",
+        model_overrides=TINY,
+        batch_size=8,
+        epochs=4,
+        lr=3e-3,
+        patience=None,
+        out_dir=str(out),
+        name="tiny",
+        progress=False,
+        tensorboard=False,
         **{"vtlp.impl": "none"},
     )
     train(cfg, log=None)
@@ -171,7 +186,9 @@ def trained_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.mark.slow  # trains a model through areaser.training: about 45 CPU seconds
-def test_int8_agrees_with_fp32_on_the_builtin_corpus(trained_run: Path, corpus_paths: list[Path], tmp_path: Path) -> None:
+def test_int8_agrees_with_fp32_on_the_builtin_corpus(
+    trained_run: Path, corpus_paths: list[Path], tmp_path: Path
+) -> None:
     fp32 = _quiet(export_onnx, trained_run, tmp_path / "fp32.onnx")
     int8 = _quiet(quantize_int8, fp32, tmp_path / "int8.onnx", calibration=corpus_paths[::2])
     assert read_metadata(int8)["int8"]["mode"] == "static" and _is_int8(int8)

@@ -37,8 +37,10 @@ def make_random_run(run_dir: Path, model: str = "cnn", overrides: dict | None = 
     cfg = config_with(model=model, model_overrides=overrides, manifest="unused.csv").to_dict()
     torch.manual_seed(seed)
     features, net = build_modules(cfg, len(CLASSES))
-    state = {**{f"features.{k}": v for k, v in features.state_dict().items()},
-             **{f"model.{k}": v for k, v in net.state_dict().items()}}
+    state = {
+        **{f"features.{k}": v for k, v in features.state_dict().items()},
+        **{f"model.{k}": v for k, v in net.state_dict().items()},
+    }
     save_weights(run_paths(run_dir)["best"], state, {"config": cfg, "classes": list(CLASSES)})
     return run_dir
 
@@ -129,7 +131,9 @@ def _resample(y: np.ndarray, sr: int) -> np.ndarray:
     return resample(y, 16_000, sr)
 
 
-def test_predict_many_batches_across_files_and_reports_bad_ones(rec: Recognizer, files: list[Path], tmp_path: Path) -> None:
+def test_predict_many_batches_across_files_and_reports_bad_ones(
+    rec: Recognizer, files: list[Path], tmp_path: Path
+) -> None:
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")
     sources = [files[0], bad, files[1], tmp_path / "missing.wav", files[2]]
@@ -182,8 +186,14 @@ def test_expand_inputs(files: list[Path], tmp_path: Path) -> None:
     lst = tmp_path / "list.txt"
     lst.write_text(f"# two files\n{files[0]}\nd/0.wav\n\n")
     got = expand_inputs([tmp_path / "d", lst, tmp_path / "nope.wav"])
-    assert got == [tmp_path / "d" / "0.wav", tmp_path / "d" / "sub" / "1.wav", tmp_path / "d" / "sub" / "2.wav",
-                   files[0], tmp_path / "d" / "0.wav", tmp_path / "nope.wav"]
+    assert got == [
+        tmp_path / "d" / "0.wav",
+        tmp_path / "d" / "sub" / "1.wav",
+        tmp_path / "d" / "sub" / "2.wav",
+        files[0],
+        tmp_path / "d" / "0.wav",
+        tmp_path / "nope.wav",
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no audio files"):
@@ -193,7 +203,9 @@ def test_expand_inputs(files: list[Path], tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
-def test_cli_predict_table_csv_jsonl_and_errors(run_dir: Path, rec: Recognizer, files: list[Path], tmp_path: Path) -> None:
+def test_cli_predict_table_csv_jsonl_and_errors(
+    run_dir: Path, rec: Recognizer, files: list[Path], tmp_path: Path
+) -> None:
     runner = CliRunner()
     bad = tmp_path / "bad.wav"
     bad.write_text("nope")
@@ -214,7 +226,9 @@ def test_cli_predict_table_csv_jsonl_and_errors(run_dir: Path, rec: Recognizer, 
     assert pd.isna(df.loc[0, "error"]) and list(df.columns[-4:]) == ["duration_s", "windows", "skipped", "error"]
 
     out = tmp_path / "timeline.jsonl"
-    r = runner.invoke(app, ["predict", str(run_dir), str(files[0]), "--timeline", "--hop", "1.0", "-o", str(out), "--no-progress"])
+    r = runner.invoke(
+        app, ["predict", str(run_dir), str(files[0]), "--timeline", "--hop", "1.0", "-o", str(out), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(s) for s in out.read_text().splitlines()]
     assert line["timeline"][1]["start_s"] == 1.0 and line["label"] in CLASSES
@@ -262,8 +276,14 @@ def _rss_growth(run_dir: Path, tmp_path: Path, minutes: float) -> tuple[float, f
     # a fixed mmap threshold: glibc's adaptive one makes the peak depend on allocation history
     # (tens of MiB either way), which would hide what is measured here
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(run_dir), str(short), str(long)],
-                         capture_output=True, text=True, timeout=3600, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(run_dir), str(short), str(long)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
+        env=env,
+    ).stdout.split()
     before, after, duration, n = map(float, out)
     assert duration == pytest.approx(minutes * 60, abs=0.01)
     assert n == len(window_starts(int(minutes * 60 * 16_000), 16_000, 2.0, 5.0))

@@ -19,7 +19,9 @@ def _noise(rng: np.random.Generator, n: int, channels: int = 1) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sr, channels, fmt", [(44_100, 2, "wav"), (8_000, 1, "flac"), (16_000, 3, "wav")])
-def test_stream_audio_equals_load_audio(tmp_path: Path, rng: np.random.Generator, sr: int, channels: int, fmt: str) -> None:
+def test_stream_audio_equals_load_audio(
+    tmp_path: Path, rng: np.random.Generator, sr: int, channels: int, fmt: str
+) -> None:
     path = tmp_path / f"a.{fmt}"
     sf.write(path, _noise(rng, int(sr * 3.7) + 11, channels), sr)
     whole = load_audio(path)
@@ -38,8 +40,12 @@ def test_stream_audio_refuses_what_load_audio_refuses(tmp_path: Path) -> None:
     sf.write(nan, y, 16_000, subtype="FLOAT")
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all")
-    for path, reason in [(silent, "silent"), (nan, "NaN"), (text, "not a readable audio file"),
-                         (tmp_path / "gone.wav", "file not found")]:
+    for path, reason in [
+        (silent, "silent"),
+        (nan, "NaN"),
+        (text, "not a readable audio file"),
+        (tmp_path / "gone.wav", "file not found"),
+    ]:
         with pytest.raises(AudioError) as e:
             list(stream_audio(path, block_s=0.25))
         assert str(path) in str(e.value) and reason in str(e.value)

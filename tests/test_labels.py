@@ -11,8 +11,16 @@ from areaser.manifest import make_manifest, validate_manifest
 def test_native_sets_hold_each_corpus_own_emotions():
     # the documented emotions of each corpus (../shared/docs/corpora.md), canonical spellings
     assert set(get_label_set("emodb").classes) == {"angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"}
-    assert set(get_label_set("ravdess").classes) == {"neutral", "calm", "happy", "sad", "angry", "fear", "disgust",
-                                                     "surprise"}
+    assert set(get_label_set("ravdess").classes) == {
+        "neutral",
+        "calm",
+        "happy",
+        "sad",
+        "angry",
+        "fear",
+        "disgust",
+        "surprise",
+    }
     assert set(get_label_set("cremad").classes) == {"angry", "disgust", "fear", "happy", "neutral", "sad"}
     for name in ("tess", "savee"):
         assert set(get_label_set(name).classes) == {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
@@ -53,7 +61,11 @@ def test_unknown_spec_lists_the_choices():
 
 
 def test_a_label_outside_the_vocabulary_is_a_valid_manifest_label():
-    df = make_manifest([{"utt_id": "a", "path": "/x/a.wav", "label": "contempt"},
-                        {"utt_id": "b", "path": "/x/b.wav", "label": "Contempt"}])
+    df = make_manifest(
+        [
+            {"utt_id": "a", "path": "/x/a.wav", "label": "contempt"},
+            {"utt_id": "b", "path": "/x/b.wav", "label": "Contempt"},
+        ]
+    )
     problems = validate_manifest(df, check_files=False)
     assert len(problems) == 1 and "['Contempt']" in problems[0] and "lower case" in problems[0]

@@ -12,19 +12,44 @@ import soundfile as sf
 from areaser.fileio import atomic_write_text
 from areaser.labels import LABEL_SETS, get_label_set
 from areaser.manifest import (
-    COLUMNS, ManifestError, make_manifest, read_manifest, select_classes, write_manifest,
+    COLUMNS,
+    ManifestError,
+    make_manifest,
+    read_manifest,
+    select_classes,
+    write_manifest,
 )
 
 
 def _corpus(tmp_path: Path) -> pd.DataFrame:
     rows = []
-    for i, (label, raw) in enumerate([("neutral", "neu"), ("happy", "hap"), ("excited", "exc"),
-                                      ("sad", "sad"), ("angry", "ang"), ("frustration", "fru")]):
+    for i, (label, raw) in enumerate(
+        [
+            ("neutral", "neu"),
+            ("happy", "hap"),
+            ("excited", "exc"),
+            ("sad", "sad"),
+            ("angry", "ang"),
+            ("frustration", "fru"),
+        ]
+    ):
         p = tmp_path / "wav" / f"u{i}.wav"
         p.parent.mkdir(parents=True, exist_ok=True)
         sf.write(p, np.full(1600, 0.1, np.float32), 16_000)
-        rows.append(dict(utt_id=f"u{i}", path=str(p), corpus="test", speaker=f"s{i % 2}", session="Ses01",
-                         gender="F", label=label, raw_label=raw, duration_s=0.1, improvised=i % 2 == 0))
+        rows.append(
+            dict(
+                utt_id=f"u{i}",
+                path=str(p),
+                corpus="test",
+                speaker=f"s{i % 2}",
+                session="Ses01",
+                gender="F",
+                label=label,
+                raw_label=raw,
+                duration_s=0.1,
+                improvised=i % 2 == 0,
+            )
+        )
     return make_manifest(rows)
 
 

@@ -53,7 +53,10 @@ def test_wa_ua_f1_by_hand():
     assert m["macro_f1"] == pytest.approx(np.mean(f1))
     assert m["per_class"]["neutral"] == pytest.approx({"precision": 0.6, "recall": 0.75, "f1": f1[0], "support": 4})
     assert m["confusion"] == [[3, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]]
-    assert m["per_speaker"] == {"a": {"accuracy": pytest.approx(3 / 4), "n": 4}, "b": {"accuracy": pytest.approx(2 / 4), "n": 4}}
+    assert m["per_speaker"] == {
+        "a": {"accuracy": pytest.approx(3 / 4), "n": 4},
+        "b": {"accuracy": pytest.approx(2 / 4), "n": 4},
+    }
 
 
 def test_ua_averages_only_classes_present_in_the_reference():

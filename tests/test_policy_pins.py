@@ -81,11 +81,23 @@ def test_offline_vtlp_copies_each_get_their_own_factor_and_are_warped_by_it(tmp_
     src = tmp_path / "src" / "Ses01F_impro01_F000.wav"
     src.parent.mkdir(parents=True)
     sf.write(str(src), y, SR, subtype="FLOAT")
-    manifest = make_manifest([{
-        "utt_id": "Ses01F_impro01_F000", "path": str(src), "corpus": "iemocap", "speaker": "Ses01F",
-        "session": "Ses01", "gender": "F", "label": "neutral", "raw_label": "neu", "duration_s": n / SR,
-        "improvised": True, "source_id": "",
-    }])
+    manifest = make_manifest(
+        [
+            {
+                "utt_id": "Ses01F_impro01_F000",
+                "path": str(src),
+                "corpus": "iemocap",
+                "speaker": "Ses01F",
+                "session": "Ses01",
+                "gender": "F",
+                "label": "neutral",
+                "raw_label": "neu",
+                "duration_s": n / SR,
+                "improvised": True,
+                "source_id": "",
+            }
+        ]
+    )
     write_manifest(manifest, tmp_path / "m.csv")
     out = tmp_path / "aug"
     res = CliRunner().invoke(app, ["augment", str(tmp_path / "m.csv"), "-o", str(out), "--seed", "3", "--no-progress"])
@@ -114,15 +126,39 @@ def test_offline_vtlp_copies_each_get_their_own_factor_and_are_warped_by_it(tmp_
 def test_offline_vtlp_factors_respect_a_narrow_range(tmp_path):
     """``--factor-min 0.9 --factor-max 1.1`` (Jaitly & Hinton's range): every copy inside it, all distinct."""
     src = write_tone(tmp_path / "src" / "Ses01F_impro01_F000.wav", SR // 4, hz=1000.0)
-    manifest = make_manifest([{
-        "utt_id": "Ses01F_impro01_F000", "path": str(src), "corpus": "iemocap", "speaker": "Ses01F",
-        "session": "Ses01", "gender": "F", "label": "neutral", "raw_label": "neu", "duration_s": 0.25,
-        "improvised": True, "source_id": "",
-    }])
+    manifest = make_manifest(
+        [
+            {
+                "utt_id": "Ses01F_impro01_F000",
+                "path": str(src),
+                "corpus": "iemocap",
+                "speaker": "Ses01F",
+                "session": "Ses01",
+                "gender": "F",
+                "label": "neutral",
+                "raw_label": "neu",
+                "duration_s": 0.25,
+                "improvised": True,
+                "source_id": "",
+            }
+        ]
+    )
     write_manifest(manifest, tmp_path / "m.csv")
     out = tmp_path / "aug"
-    res = CliRunner().invoke(app, ["augment", str(tmp_path / "m.csv"), "-o", str(out), "--factor-min", "0.9",
-                                   "--factor-max", "1.1", "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "augment",
+            str(tmp_path / "m.csv"),
+            "-o",
+            str(out),
+            "--factor-min",
+            "0.9",
+            "--factor-max",
+            "1.1",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     factors = [float(v) for v in read_manifest(out / "manifest.csv")["vtlp_factor"]]
     assert len(factors) == 7 and len(set(factors)) == 7
@@ -239,10 +275,13 @@ def test_paper_conv1_kernels_impulse_by_hand():
     assert b[19, 6] == pytest.approx(1 + 1 * 8 + 7)  # w[1, 7]
 
 
-@pytest.mark.parametrize("n_mels, frames, expect", [
-    (32, 81, (16, 20)),  # rows 64 -> 32 -> 16; columns 81 -> 40 -> 20 (same: 81 -> 41 -> 21)
-    (35, 83, (17, 20)),  # rows 70 -> 35 -> 17 (same: 35 -> 18); columns 83 -> 41 -> 20 (same: 42 -> 21)
-])
+@pytest.mark.parametrize(
+    "n_mels, frames, expect",
+    [
+        (32, 81, (16, 20)),  # rows 64 -> 32 -> 16; columns 81 -> 40 -> 20 (same: 81 -> 41 -> 21)
+        (35, 83, (17, 20)),  # rows 70 -> 35 -> 17 (same: 35 -> 18); columns 83 -> 41 -> 20 (same: 42 -> 21)
+    ],
+)
 def test_max_pooling_is_keras_valid_not_same(n_mels, frames, expect):
     """Keras ``MaxPool2D((2, 2))`` (the authors' code) pads 'valid': floor(n / 2) at each pool;
     'same' would be ceil(n / 2). Frequency concat doubles the rows first."""
@@ -265,9 +304,14 @@ def boundary_tree(tmp_path) -> Path:
     """A tiny IEMOCAP tree, improvised, 4class-exc: three neutral files around 2 s, one long file per other class."""
     root = tmp_path / "iemocap"
     lines = []
-    utts = [("Ses01F_impro01_F000", "neu", 31_999), ("Ses01F_impro01_F001", "neu", 32_000),
-            ("Ses01F_impro01_F002", "neu", 32_001), ("Ses01F_impro01_M000", "exc", 40_000),
-            ("Ses01F_impro01_M001", "sad", 40_000), ("Ses01F_impro01_M002", "ang", 40_000)]
+    utts = [
+        ("Ses01F_impro01_F000", "neu", 31_999),
+        ("Ses01F_impro01_F001", "neu", 32_000),
+        ("Ses01F_impro01_F002", "neu", 32_001),
+        ("Ses01F_impro01_M000", "exc", 40_000),
+        ("Ses01F_impro01_M001", "sad", 40_000),
+        ("Ses01F_impro01_M002", "ang", 40_000),
+    ]
     for i, (uid, raw, n) in enumerate(utts):
         write_tone(root / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / f"{uid}.wav", n, hz=300 + 50 * i)
         lines.append(f"[{3 * i:.4f} - {3 * i + n / SR:.4f}]\t{uid}\t{raw}\t[2.5000, 2.5000, 2.5000]\n\n")

@@ -72,8 +72,13 @@ def scenario(builtin_corpus: Path, tmp_path_factory) -> tuple[Path, pd.DataFrame
     base = df[df["label"].isin(CLASSES) & (df["source_id"] == "")].reset_index(drop=True)
     train_rows = base.assign(session="C")
     test_rows = base.assign(utt_id="T_" + base["utt_id"], session="A", speaker="A1")
-    dev_rows = base.assign(utt_id="D_" + base["utt_id"], session="B", speaker="B1",
-                           label=base["label"].map(NEXT), raw_label=base["label"].map(NEXT))
+    dev_rows = base.assign(
+        utt_id="D_" + base["utt_id"],
+        session="B",
+        speaker="B1",
+        label=base["label"].map(NEXT),
+        raw_label=base["label"].map(NEXT),
+    )
     rows = pd.concat([train_rows, dev_rows, test_rows], ignore_index=True)
     out = tmp_path_factory.mktemp("policy")
     rows.to_csv(out / "manifest.csv", index=False)
@@ -127,7 +132,7 @@ def _load(run_dir: Path, which: str):
     features, model = build_modules(TrainConfig.load(run_dir / "config.json"), len(CLASSES))
     state = tree["state_dict"]
     for prefix, m in (("features.", features), ("model.", model)):
-        m.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        m.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     return features.eval(), model.eval(), int(header["epoch"]) + 1  # Lightning counts from 0
 
 
@@ -144,8 +149,9 @@ def _rescore(run_dir: str, which: str, part: str, manifest: str) -> dict:
     assert cfg.decision == "prob"
     ws = load_windows(rows, cfg.segments, train=False, sr=cfg.features.sr)
     with torch.no_grad():
-        logits = torch.cat([model(features(ws.waves(torch.arange(i, min(i + 64, len(ws))))))
-                            for i in range(0, len(ws), 64)]).double()
+        logits = torch.cat(
+            [model(features(ws.waves(torch.arange(i, min(i + 64, len(ws)))))) for i in range(0, len(ws), 64)]
+        ).double()
     probs = np.zeros((ws.n_utts, len(CLASSES)))
     np.add.at(probs, ws.utt_index.numpy(), logits.softmax(-1).numpy())
     pred = probs.argmax(1)
@@ -181,8 +187,12 @@ def test_the_epoch_is_chosen_on_dev_even_when_test_is_scored_every_epoch(ua_run,
     dev = [r["dev_ua"] for r in hist]
     test_ua, test_wa = [r["test_ua"] for r in hist], [r["test_wa"] for r in hist]
     mine = first_best(dev, lower=False)
-    on_test = {first_best(test_ua, False), first_best(test_wa, False),
-               first_best([a + b for a, b in zip(test_wa, test_ua)], False), first_best([r["test_loss"] for r in hist], True)}
+    on_test = {
+        first_best(test_ua, False),
+        first_best(test_wa, False),
+        first_best([a + b for a, b in zip(test_wa, test_ua)], False),
+        first_best([r["test_loss"] for r in hist], True),
+    }
     assert len(hist) == cfg.epochs == 8
     assert mine not in on_test, f"scenario degenerate: dev and test prefer the same epoch {mine} ({dev}, {test_ua})"
 
@@ -234,8 +244,9 @@ def test_a_loss_monitor_keeps_the_epoch_with_the_lowest_dev_loss(loss_run, ua_ru
     lowest, highest = first_best(loss, lower=True), first_best(loss, lower=False)
     assert lowest != highest, f"scenario degenerate: flat dev loss {loss}"
     # the monitor only chooses which weights are kept: training itself is the dev_ua run's
-    assert [{k: v for k, v in r.items() if k != "train_s"} for r in hist] == \
-        [{k: v for k, v in r.items() if k != "train_s"} for r in ua_run[1]["history"]]
+    assert [{k: v for k, v in r.items() if k != "train_s"} for r in hist] == [
+        {k: v for k, v in r.items() if k != "train_s"} for r in ua_run[1]["history"]
+    ]
 
     assert report["selected_epoch"] == lowest
     assert read_header(run_dir / "checkpoints/best.safetensors")["epoch"] == lowest
@@ -252,8 +263,10 @@ def test_a_loss_monitor_keeps_the_epoch_with_the_lowest_dev_loss(loss_run, ua_ru
 def test_best_epoch_is_the_one_selection_rule(ua_run, loss_run):
     """Losses are minimised, scores maximised, the earliest epoch wins ties, NaN never wins;
     and the rule applied to a run's own history gives that run's kept epoch."""
-    rows = [{"epoch": e, "dev_loss": l, "dev_ua": u} for e, (l, u) in
-            enumerate([(0.9, 0.3), (0.5, 0.6), (0.5, 0.6), (0.7, 0.2)], start=1)]
+    rows = [
+        {"epoch": e, "dev_loss": loss, "dev_ua": u}
+        for e, (loss, u) in enumerate([(0.9, 0.3), (0.5, 0.6), (0.5, 0.6), (0.7, 0.2)], start=1)
+    ]
     assert best_epoch(rows, "dev_loss") == 1 and best_epoch(rows, "dev_ua") == 1  # first of the ties
     assert best_epoch([{"test_loss": 2.0}, {"test_loss": 1.0}], "test_loss") == 1
     assert best_epoch([{"dev_ua": math.nan}, {"dev_ua": 0.1}, {"dev_ua": math.nan}], "dev_ua") == 1

@@ -20,13 +20,23 @@ from areaser.manifest import read_manifest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not (DATA / "emodb" / "wav").is_dir() or not (DATA / "ravdess").is_dir():
-    pytest.skip(f"real corpora absent: no {DATA}/emodb/wav and {DATA}/ravdess (only beside the project's "
-                "own checkout, never shipped)", allow_module_level=True)
+    pytest.skip(
+        f"real corpora absent: no {DATA}/emodb/wav and {DATA}/ravdess (only beside the project's "
+        "own checkout, never shipped)",
+        allow_module_level=True,
+    )
 
 # /work/shared/data/README.md: raw EmoDB emotion -> count, and the loader's canonical name for it.
 EMODB_RAW = {"anger": 127, "boredom": 81, "disgust": 46, "fear": 69, "happiness": 71, "neutral": 79, "sadness": 62}
-EMODB_CANONICAL = {"anger": "angry", "boredom": "boredom", "disgust": "disgust", "fear": "fear",
-                   "happiness": "happy", "neutral": "neutral", "sadness": "sad"}
+EMODB_CANONICAL = {
+    "anger": "angry",
+    "boredom": "boredom",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+}
 EMODB_SPEAKERS = {"03": 49, "08": 58, "09": 43, "10": 38, "11": 55, "12": 35, "13": 61, "14": 69, "15": 56, "16": 71}
 RAVDESS_LABELS = {"neutral": 96, **{e: 192 for e in ("calm", "happy", "sad", "angry", "fear", "disgust", "surprise")}}
 RAVDESS_TWINS = ("03-01-03-01-02-01-07", "03-01-03-01-02-02-07")  # identical recordings in every copy

@@ -20,9 +20,10 @@ import pytest
 from benchmarks import real_speech
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "emodb" / "wav").is_dir(),
-                                reason=f"real corpora absent: no {DATA}/emodb/wav (only beside the project's own "
-                                       "checkout, never shipped)")
+needs_data = pytest.mark.skipif(
+    not (DATA / "emodb" / "wav").is_dir(),
+    reason=f"real corpora absent: no {DATA}/emodb/wav (only beside the project's own checkout, never shipped)",
+)
 TINY = ["--epochs", "1", "--set", 'model_overrides={"channels":[4,4,4,4,4]}']
 CELL = re.compile(r"^\**(\d+\.\d+) \+- (\d+\.\d+)\**$")
 
@@ -33,8 +34,23 @@ FAST = ("cnn", "egemaps-lr", "opensmile-svm")
 def _bench(tmp_path: Path, models: tuple[str, ...], extra: list[str]) -> tuple[list[str], Path]:
     pytest.importorskip("opensmile", reason="the opensmile package (bench extra) is not installed")
     doc = tmp_path / "docs" / "real-speech.md"
-    args = ["--corpora", "emodb", "--models", ",".join(models), "--folds", "2", *TINY, *extra,
-            "--data", str(DATA), "--out", str(tmp_path / "runs"), "--doc", str(doc), "--no-progress"]
+    args = [
+        "--corpora",
+        "emodb",
+        "--models",
+        ",".join(models),
+        "--folds",
+        "2",
+        *TINY,
+        *extra,
+        "--data",
+        str(DATA),
+        "--out",
+        str(tmp_path / "runs"),
+        "--doc",
+        str(doc),
+        "--no-progress",
+    ]
     return args, doc
 
 
@@ -83,8 +99,23 @@ def test_every_model_on_emodb_subset_resumes_and_rewrites_the_doc(tmp_path: Path
 
 @needs_data
 def test_a_folder_made_with_other_settings_is_refused(tmp_path: Path) -> None:
-    common = ["--corpora", "emodb", "--models", "cnn", "--folds", "1", "--per-speaker", "3", "--data", str(DATA),
-              "--out", str(tmp_path / "runs"), "--doc", str(tmp_path / "d.md"), "--no-progress"]
+    common = [
+        "--corpora",
+        "emodb",
+        "--models",
+        "cnn",
+        "--folds",
+        "1",
+        "--per-speaker",
+        "3",
+        "--data",
+        str(DATA),
+        "--out",
+        str(tmp_path / "runs"),
+        "--doc",
+        str(tmp_path / "d.md"),
+        "--no-progress",
+    ]
     real_speech.main(common + TINY)
     with pytest.raises(SystemExit, match="holds runs made with another epochs"):
         real_speech.main(common + ["--epochs", "2", *TINY[2:]])
@@ -101,5 +132,6 @@ def test_every_model_on_all_of_emodb(tmp_path: Path) -> None:
 
 def test_absent_data_folder_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"data folder .*absent.* not found"):
-        real_speech.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path / "runs"),
-                          "--doc", str(tmp_path / "d.md")])
+        real_speech.main(
+            ["--data", str(tmp_path / "absent"), "--out", str(tmp_path / "runs"), "--doc", str(tmp_path / "d.md")]
+        )

@@ -65,7 +65,7 @@ def test_every_sample_covered_under_pad():
         starts = window_starts(len(y), SR, 2.0, 0.4, "pad")
         covered = np.zeros(len(y), bool)
         for st in starts:
-            covered[st:st + 32000] = True
+            covered[st : st + 32000] = True
         assert covered.all(), seconds
 
 

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import uvicorn
+from test_inference import make_random_run  # one helper for the three test files
 
 from areaser.inference import Recognizer
 from areaser.service import ServiceLimits, create_app
-from test_inference import make_random_run  # one helper for the three test files
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 
@@ -97,9 +97,13 @@ def test_predict_matches_python_api(server: LiveServer, recognizer: Recognizer, 
         short = httpx.post(f"{server.url}/v1/predict?timeline=false", files={"file": (path.name, f)}, timeout=60)
     assert short.status_code == 200 and "timeline" not in short.json()
     with open(path, "rb") as f:
-        hop = httpx.post(f"{server.url}/v1/predict?hop_s=1.0&silence_db=-90", files={"file": (path.name, f)}, timeout=60)
+        hop = httpx.post(
+            f"{server.url}/v1/predict?hop_s=1.0&silence_db=-90", files={"file": (path.name, f)}, timeout=60
+        )
     assert hop.status_code == 200
-    assert hop.json() == recognizer.with_config(hop_s=1.0, silence_db=-90).predict(path).to_dict() | {"source": path.name}
+    assert hop.json() == recognizer.with_config(hop_s=1.0, silence_db=-90).predict(path).to_dict() | {
+        "source": path.name
+    }
     with open(path, "rb") as f:
         bad = httpx.post(f"{server.url}/v1/predict?hop_s=0&silence_db=3", files={"file": (path.name, f)}, timeout=60)
     assert bad.status_code == 422 and "hop_s" in bad.json()["error"] and "silence_db" in bad.json()["error"]
@@ -121,14 +125,18 @@ def test_refusals_are_4xx_with_one_line_json(recognizer: Recognizer, tmp_path: P
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio")
     with LiveServer(create_app(recognizer, limits)) as s:
+
         def post(path: Path) -> httpx.Response:
             with open(path, "rb") as f:
                 return httpx.post(f"{s.url}/v1/predict", files={"file": (path.name, f)}, timeout=60)
 
         assert post(ok).status_code == 200
         for path, status, words in [
-            (big, 413, "limit"), (just_over, 413, "limit"), (text, 415, "not a readable audio file"),
-            (long, 422, "4.0 s long"), (silent, 422, "silent"),
+            (big, 413, "limit"),
+            (just_over, 413, "limit"),
+            (text, 415, "not a readable audio file"),
+            (long, 422, "4.0 s long"),
+            (silent, 422, "silent"),
         ]:
             r = post(path)
             assert r.status_code == status, (path.name, r.text)
@@ -150,6 +158,7 @@ def test_concurrent_requests_do_not_block_the_loop(server: LiveServer, corpus_fi
     async def run() -> tuple[list[dict], list[str]]:
         finished: list[str] = []
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+
             async def predict(path: Path) -> dict:
                 r = await client.post("/v1/predict", files={"file": (path.name, path.read_bytes())})
                 finished.append("predict")
@@ -177,11 +186,21 @@ def test_concurrent_requests_do_not_block_the_loop(server: LiveServer, corpus_fi
 class Chromium:
     """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``)."""
 
-    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--remote-debugging-pipe",
-             # a synthetic microphone (a beep), granted without a prompt: the recording path runs too
-             "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--remote-debugging-pipe",
+        # a synthetic microphone (a beep), granted without a prompt: the recording path runs too
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+    )
 
     def __init__(self, exe: str, user_data_dir: Path):
         to_child, self._w = os.pipe()
@@ -193,8 +212,11 @@ class Chromium:
             os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
-            [exe, *self.FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"], pass_fds=(3, 4),
-            preexec_fn=child_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [exe, *self.FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            pass_fds=(3, 4),
+            preexec_fn=child_fds,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_child)
         os.close(from_child)
@@ -249,17 +271,23 @@ def test_page_uploads_a_file_and_records_from_the_microphone(
         sid = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
 
         def js(expr: str):  # noqa: ANN202
-            return browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, sid)["result"].get("value")
+            return browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, sid)["result"].get(
+                "value"
+            )
 
         def shown() -> tuple[str, str, str, int]:
             deadline = time.monotonic() + 60
             while True:
                 emotion, status, summary, lines = js(
                     "[document.getElementById('emotion').textContent, document.getElementById('status').textContent,"
-                    " document.getElementById('summary').textContent, document.querySelectorAll('#timeline polyline').length]"
+                    " document.getElementById('summary').textContent,"
+                    " document.querySelectorAll('#timeline polyline').length]"
                 )
-                if (emotion and not js("document.getElementById('result').hidden")) or "error" in status.lower() \
-                        or time.monotonic() > deadline:
+                if (
+                    (emotion and not js("document.getElementById('result').hidden"))
+                    or "error" in status.lower()
+                    or time.monotonic() > deadline
+                ):
                     return emotion, status, summary, lines
                 time.sleep(0.1)
 

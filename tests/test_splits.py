@@ -29,11 +29,21 @@ def iemocap_like(n_per_speaker: int = 20, seed: int = 0, sessions: int = 5) -> p
         for g in "FM":
             for i in range(n_per_speaker):
                 lab = labels[i % len(labels)]
-                rows.append({
-                    "utt_id": f"Ses0{s}{g}_impro01_{g}{i:03d}", "path": f"/x/{s}{g}{i}.wav", "corpus": "iemocap",
-                    "speaker": f"Ses0{s}{g}", "session": f"Ses0{s}", "gender": g, "label": lab, "raw_label": RAW[lab],
-                    "duration_s": float(rng.uniform(1.0, 6.0)), "improvised": bool((i // 6) % 3), "source_id": "",
-                })
+                rows.append(
+                    {
+                        "utt_id": f"Ses0{s}{g}_impro01_{g}{i:03d}",
+                        "path": f"/x/{s}{g}{i}.wav",
+                        "corpus": "iemocap",
+                        "speaker": f"Ses0{s}{g}",
+                        "session": f"Ses0{s}",
+                        "gender": g,
+                        "label": lab,
+                        "raw_label": RAW[lab],
+                        "duration_s": float(rng.uniform(1.0, 6.0)),
+                        "improvised": bool((i // 6) % 3),
+                        "source_id": "",
+                    }
+                )
     return make_manifest(rows)
 
 
@@ -185,8 +195,11 @@ def test_check_fold_refuses_empty_test_and_missing_training_class():
 
 def speakerless(n_per_class: int = 12, classes=("neutral", "happy", "sad", "angry", "contempt")) -> pd.DataFrame:
     """Folder-per-label data: no speakers, no sessions; one label outside the vocabulary."""
-    rows = [{"utt_id": f"{c}/{i:02d}", "path": f"/x/{c}{i}.wav", "label": c, "raw_label": c, "duration_s": 3.0}
-            for c in classes for i in range(n_per_class)]
+    rows = [
+        {"utt_id": f"{c}/{i:02d}", "path": f"/x/{c}{i}.wav", "label": c, "raw_label": c, "duration_s": 3.0}
+        for c in classes
+        for i in range(n_per_class)
+    ]
     return make_manifest(rows)
 
 

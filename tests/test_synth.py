@@ -79,8 +79,12 @@ def test_refuses_a_foreign_folder_and_leaves_it_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"classes": ("neutral", "joy")}, "classes"), ({"n_utterances": 3}, "n_utterances"),
-     ({"duration_s": (5.0, 2.0)}, "duration_s"), ({"excited_share": 1.5}, "excited_share")],
+    [
+        ({"classes": ("neutral", "joy")}, "classes"),
+        ({"n_utterances": 3}, "n_utterances"),
+        ({"duration_s": (5.0, 2.0)}, "duration_s"),
+        ({"excited_share": 1.5}, "excited_share"),
+    ],
 )
 def test_bad_config_says_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(SynthError, match=message):
@@ -157,8 +161,15 @@ def test_sessions_speakers_dialogs_and_labels(manifest: pd.DataFrame) -> None:
         assert d["gender"].nunique() == 2
     assert set(manifest["raw_label"]) <= RAW
     assert {"neu", "hap", "exc", "sad", "ang"} <= set(manifest["raw_label"])
-    canonical = {"neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry",
-                 "xxx": "undecided", "oth": "other"}
+    canonical = {
+        "neu": "neutral",
+        "hap": "happy",
+        "exc": "excited",
+        "sad": "sad",
+        "ang": "angry",
+        "xxx": "undecided",
+        "oth": "other",
+    }
     assert (manifest["raw_label"].map(canonical) == manifest["label"]).all()
     assert (manifest["corpus"] == "iemocap").all()
 
@@ -198,12 +209,17 @@ def _features(manifest: pd.DataFrame) -> pd.DataFrame:
         f0 = f0[(rms > rms.max() * 0.1) & (f0 > 65) & (f0 < 480)]  # speech frames, F0 not at a bound
         st = 12 * np.log2(f0) if len(f0) else np.full(1, np.nan)
         st = st[np.abs(st - np.median(st)) < 7]  # drop octave errors of the tracker
-        rows.append({
-            "utt_id": r.utt_id, "speaker": r.speaker, "label": r.label, "gender": r.gender,
-            "f0_st": np.median(st) if len(st) else np.nan,
-            "f0_range_st": np.subtract(*np.percentile(st, [75, 25])) if len(st) > 5 else np.nan,
-            "level_db": 20 * np.log10(np.sqrt(np.mean(loud**2))),
-        })
+        rows.append(
+            {
+                "utt_id": r.utt_id,
+                "speaker": r.speaker,
+                "label": r.label,
+                "gender": r.gender,
+                "f0_st": np.median(st) if len(st) else np.nan,
+                "f0_range_st": np.subtract(*np.percentile(st, [75, 25])) if len(st) > 5 else np.nan,
+                "level_db": 20 * np.log10(np.sqrt(np.mean(loud**2))),
+            }
+        )
     df = pd.DataFrame(rows)
     # relative to each speaker's own mean, as a listener hears emotion against a voice
     df["f0_rel"] = df["f0_st"] - df.groupby("speaker")["f0_st"].transform("mean")

@@ -50,9 +50,19 @@ def reference(manifest: Path, tmp_path_factory) -> tuple[TrainConfig, dict]:
 def test_run_directory_holds_everything_and_no_pickle(reference):
     cfg, report = reference
     run = Path(cfg.out_dir) / "ref"
-    for name in ("config.json", "split.json", "metrics.csv", "report.json", "report.md", "confusion.png", "curves.png",
-                 "checkpoints/last.safetensors", "checkpoints/last.json", "checkpoints/best.safetensors",
-                 "checkpoints/best.json"):
+    for name in (
+        "config.json",
+        "split.json",
+        "metrics.csv",
+        "report.json",
+        "report.md",
+        "confusion.png",
+        "curves.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/last.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/best.json",
+    ):
         assert (run / name).is_file(), name
     assert not [p for p in run.rglob("*") if p.suffix in (".ckpt", ".pt", ".pth", ".pkl")]
     assert TrainConfig.load(run / "config.json") == cfg.resolved()
@@ -87,7 +97,9 @@ def test_paper_and_honest_readings_are_both_reported(reference):
 def test_identical_runs_give_identical_results(reference, manifest):
     cfg, report = reference
     again = train(replace(cfg, name="ref-again"), log=None)
-    assert again["history"] == [{**r, "train_s": again["history"][i]["train_s"]} for i, r in enumerate(report["history"])]
+    assert again["history"] == [
+        {**r, "train_s": again["history"][i]["train_s"]} for i, r in enumerate(report["history"])
+    ]
     assert again["test"] == report["test"]
     # the weights themselves, bit for bit, not only the scores: the chosen epoch's and the last
     runs = [run_paths(Path(cfg.out_dir) / name) for name in ("ref", "ref-again")]
@@ -117,7 +129,9 @@ def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(reference):
     assert read_header(run / "checkpoints/last.safetensors")["epoch"] == 0  # epoch 1 completed, nothing later
     assert not (run / "report.json").exists()
     resumed = train(c, log=None)  # the same command again resumes by itself
-    assert resumed["history"] == [{**r, "train_s": resumed["history"][i]["train_s"]} for i, r in enumerate(report["history"])]
+    assert resumed["history"] == [
+        {**r, "train_s": resumed["history"][i]["train_s"]} for i, r in enumerate(report["history"])
+    ]
     a, _ = load_tree(Path(cfg.out_dir) / "ref/checkpoints/last.safetensors")
     b, _ = load_tree(run / "checkpoints/last.safetensors")
     for k, v in a["state_dict"].items():
@@ -146,7 +160,14 @@ def test_cross_validation_writes_fold_runs_and_the_aggregate(manifest, tmp_path)
     assert [f["name"] for f in summary["folds"]] == ["fold1-Ses01", "fold5-Ses05"]
     ua = [f["ua"] for f in summary["folds"]]
     assert summary["aggregate"]["ua"]["mean"] == pytest.approx(sum(ua) / 2)
-    for name in ("report.md", "report.json", "confusion.png", "cv.json", "fold1-Ses01/report.md", "fold5-Ses05/report.md"):
+    for name in (
+        "report.md",
+        "report.json",
+        "confusion.png",
+        "cv.json",
+        "fold1-Ses01/report.md",
+        "fold5-Ses05/report.md",
+    ):
         assert (tmp_path / "cv" / name).is_file()
     # re-running keeps finished folds; evaluate re-scores a whole cv directory
     assert cross_validate(cfg, folds=[0, 4], log=None)["aggregate"] == summary["aggregate"]
@@ -179,7 +200,9 @@ def test_bad_input_stops_before_training_with_one_line(manifest, tmp_path, monke
     # an empty class
     df = pd.read_csv(manifest)
     empty = tmp_path / "nosad.csv"
-    df[df["label"] != "sad"].assign(path=[str(manifest.parent / p) for p in df[df["label"] != "sad"]["path"]]).to_csv(empty, index=False)
+    df[df["label"] != "sad"].assign(path=[str(manifest.parent / p) for p in df[df["label"] != "sad"]["path"]]).to_csv(
+        empty, index=False
+    )
     code, err = _cli(["train", str(empty), "--out", out, "--no-progress"], monkeypatch, capsys)
     assert code == 2 and "['sad']" in err and "no utterances" in err
     # a config with an unknown key
@@ -233,9 +256,23 @@ def test_ddp_two_cpu_processes_match_single_process_where_they_must(reference, t
     (tmp_path / "cfg.json").write_text(json.dumps(c.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "areaser.cli", "train", "--config", str(tmp_path / "cfg.json"),
-         "--devices", "2", "--strategy", "ddp", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "areaser.cli",
+            "train",
+            "--config",
+            str(tmp_path / "cfg.json"),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rep = json.loads((tmp_path / "ddp" / "report.json").read_text())
@@ -248,7 +285,8 @@ def test_ddp_two_cpu_processes_match_single_process_where_they_must(reference, t
         assert math.isfinite(row["train_loss"]) and math.isfinite(row["dev_loss"])
     assert rep["test"]["n"] == ref["test"]["n"]
     assert json.loads((tmp_path / "ddp/split.json").read_text()) == json.loads(
-        (Path(cfg.out_dir) / "ref/split.json").read_text())
+        (Path(cfg.out_dir) / "ref/split.json").read_text()
+    )
 
 
 def test_a_saved_config_under_another_protocol_takes_that_protocols_defaults(tmp_path):
@@ -282,8 +320,9 @@ class _BatchMeans(Callback):
 
     def on_train_start(self, trainer, module):
         bn = next(m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-        bn.register_forward_hook(lambda m, inp, out: self.means.append(inp[0].detach().mean((0, 2, 3)))
-                                 if m.training else None)
+        bn.register_forward_hook(
+            lambda m, inp, out: self.means.append(inp[0].detach().mean((0, 2, 3))) if m.training else None
+        )
         self.bn = bn
 
     def on_train_epoch_end(self, trainer, module):
@@ -315,8 +354,24 @@ def test_cli_labels_train_any_label_list_under_the_random_protocol(manifest, tmp
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({**TINY, "epochs": 1}))
     out = tmp_path / "runs"
-    code, _ = _cli(["train", str(nospk), "--config", str(cfg), "--protocol", "random", "--labels", "sad,angry",
-                    "--out", str(out), "--name", "r"], monkeypatch, capsys)
+    code, _ = _cli(
+        [
+            "train",
+            str(nospk),
+            "--config",
+            str(cfg),
+            "--protocol",
+            "random",
+            "--labels",
+            "sad,angry",
+            "--out",
+            str(out),
+            "--name",
+            "r",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code in (0, None)
     report = json.loads((out / "r" / "report.json").read_text())
     assert report["classes"] == ["sad", "angry"]
@@ -325,8 +380,24 @@ def test_cli_labels_train_any_label_list_under_the_random_protocol(manifest, tmp
     assert set(split["train"]) | set(split["dev"]) | set(split["test"]) == wanted
     assert "speaker-dependent" in (out / "r" / "report.md").read_text()
     # a label the manifest lacks: one line naming it, before any training
-    code, err = _cli(["train", str(nospk), "--config", str(cfg), "--protocol", "random", "--labels", "sad,calm",
-                      "--out", str(out), "--name", "r2"], monkeypatch, capsys)
+    code, err = _cli(
+        [
+            "train",
+            str(nospk),
+            "--config",
+            str(cfg),
+            "--protocol",
+            "random",
+            "--labels",
+            "sad,calm",
+            "--out",
+            str(out),
+            "--name",
+            "r2",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2 and "['calm']" in err and "Traceback" not in err
 
 
@@ -336,6 +407,8 @@ def test_load_run_rebuilds_the_last_epochs_weights_too(reference):
     last = load_run(run_dir, "last")
     tree, _ = load_tree(run_paths(run_dir)["last"])
     assert last.classes == load_run(run_dir).classes and last.header["epoch"] == len(report["history"])
-    got = {**{f"features.{k}": v for k, v in last.features.state_dict().items()},
-           **{f"model.{k}": v for k, v in last.model.state_dict().items()}}
+    got = {
+        **{f"features.{k}": v for k, v in last.features.state_dict().items()},
+        **{f"model.{k}": v for k, v in last.model.state_dict().items()},
+    }
     assert got.keys() == tree["state_dict"].keys() and all(torch.equal(got[k], tree["state_dict"][k]) for k in got)

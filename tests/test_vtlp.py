@@ -10,7 +10,12 @@ from scipy import stats
 
 from areaser.features import FeatureConfig, LogMel
 from areaser.vtlp import (
-    VTLPConfig, legacy_time_warp, sample_factors, unwarp_frequencies, vtlp_stft, warp_frequencies,
+    VTLPConfig,
+    legacy_time_warp,
+    sample_factors,
+    unwarp_frequencies,
+    vtlp_stft,
+    warp_frequencies,
     warped_mel_filterbank,
 )
 
@@ -71,9 +76,14 @@ def test_factors_respect_range_and_are_uniform():
 
 
 def test_melwarp_filterbank_at_one_is_librosas_exactly():
-    for cfg in (FeatureConfig(), FeatureConfig(fmin=50.0, fmax=7000.0, n_mels=64), FeatureConfig(mel_norm=None, htk=True)):
-        ref = librosa.filters.mel(sr=SR, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
-                                  htk=cfg.htk, norm=cfg.mel_norm)
+    for cfg in (
+        FeatureConfig(),
+        FeatureConfig(fmin=50.0, fmax=7000.0, n_mels=64),
+        FeatureConfig(mel_norm=None, htk=True),
+    ):
+        ref = librosa.filters.mel(
+            sr=SR, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, htk=cfg.htk, norm=cfg.mel_norm
+        )
         fb = warped_mel_filterbank(torch.tensor([1.0, 0.9]), cfg)
         assert fb.shape == (2, cfg.n_mels, cfg.n_fft // 2 + 1)
         assert torch.equal(fb[0], torch.from_numpy(ref))
@@ -103,8 +113,8 @@ def test_stft_vtlp_moves_a_1000hz_tone_to_800hz():
         out = vtlp_stft(tone(1000), SR, alpha, fhi=4800)
         assert out.shape == (2 * SR,)
         assert abs(peak_hz(out) - expect) <= bin_hz
-        mid = out[SR // 4: -SR // 4]
-        assert 0.8 < np.sqrt(np.mean(mid**2)) / np.sqrt(np.mean(tone(1000)[SR // 4: -SR // 4] ** 2)) < 1.2
+        mid = out[SR // 4 : -SR // 4]
+        assert 0.8 < np.sqrt(np.mean(mid**2)) / np.sqrt(np.mean(tone(1000)[SR // 4 : -SR // 4] ** 2)) < 1.2
 
 
 def test_stft_vtlp_honours_fhi_and_the_upper_band():
@@ -133,7 +143,7 @@ def test_stft_vtlp_keeps_noise_energy():
 def test_stft_and_melwarp_agree_on_log_mel():
     # a harmonic signal with a formant: both implementations put the energy in the same bands
     t = np.arange(2 * SR) / SR
-    y = sum(np.exp(-(((h * 150) - 900) / 300) ** 2) * np.sin(2 * np.pi * h * 150 * t) for h in range(1, 50))
+    y = sum(np.exp(-((((h * 150) - 900) / 300) ** 2)) * np.sin(2 * np.pi * h * 150 * t) for h in range(1, 50))
     y = (0.4 * y / np.abs(y).max()).astype(np.float32)
     lm = LogMel(FeatureConfig(log="none"))
     for alpha in (0.85, 1.15):
@@ -156,7 +166,7 @@ def test_legacy_time_warp_moves_frames_not_frequencies():
     assert len(out) == 512 * (librosa.stft(y).shape[1] - 1)  # istft without length, as nlpaug did
     # a click moves in time: frames are mapped through the warp over 0..sr, rescaled to T - 1
     click = np.zeros(2 * SR, np.float32)
-    click[SR // 2: SR // 2 + 64] = 1.0
+    click[SR // 2 : SR // 2 + 64] = 1.0
     moved = legacy_time_warp(click, SR, 0.8)
     n = librosa.stft(click).shape[1]
     target = warp_frequencies(np.linspace(0, 1, n) * SR, 0.8, SR, 4800)

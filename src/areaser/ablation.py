@@ -120,62 +120,110 @@ def _area_size() -> Study:
     for vtlp, ov in (("no VTLP", NO_VTLP), ("VTLP (melwarp)", MELWARP)):
         for a in (1, 2, 3, 4):
             tag = "vtlp" if vtlp != "no VTLP" else "novtlp"
-            settings.append(Setting(f"{a}x{a}-{tag}", {**ov, "model_overrides.max_area": [a, a]},
-                                    label=f"max area {a}x{a}, {vtlp}", series=vtlp, x=a))
+            settings.append(
+                Setting(
+                    f"{a}x{a}-{tag}",
+                    {**ov, "model_overrides.max_area": [a, a]},
+                    label=f"max area {a}x{a}, {vtlp}",
+                    series=vtlp,
+                    x=a,
+                )
+            )
     return Study(
-        "area-size", "Max area size, with and without VTLP",
+        "area-size",
+        "Max area size, with and without VTLP",
         "The paper's first figure: multiscale area attention with the largest area 1x1 (plain attention) up "
         "to 4x4, trained on original data and with VTLP. The paper found 4x4 best on original data and 3x3 "
         "best with VTLP.",
-        tuple(settings), ("1x1-novtlp", "2x2-novtlp", "2x2-vtlp"), xlabel="max area (a x a)",
+        tuple(settings),
+        ("1x1-novtlp", "2x2-novtlp", "2x2-vtlp"),
+        xlabel="max area (a x a)",
     )
 
 
 def _vtlp_copies() -> Study:
-    settings = [Setting(f"copies{k}", dict(NO_VTLP), copies=k, copy_impl="stft",
-                        label=f"{k} offline VTLP copies (stft)" if k else "no augmentation",
-                        series="offline copies (stft)", x=k) for k in range(8)]
-    settings.append(Setting("melwarp", dict(MELWARP), label="on-the-fly VTLP (melwarp), a new warp every epoch",
-                            series="melwarp (on the fly)", x=None))
+    settings = [
+        Setting(
+            f"copies{k}",
+            dict(NO_VTLP),
+            copies=k,
+            copy_impl="stft",
+            label=f"{k} offline VTLP copies (stft)" if k else "no augmentation",
+            series="offline copies (stft)",
+            x=k,
+        )
+        for k in range(8)
+    ]
+    settings.append(
+        Setting(
+            "melwarp",
+            dict(MELWARP),
+            label="on-the-fly VTLP (melwarp), a new warp every epoch",
+            series="melwarp (on the fly)",
+            x=None,
+        )
+    )
     return Study(
-        "vtlp-copies", "Offline VTLP copies vs on-the-fly VTLP",
+        "vtlp-copies",
+        "Offline VTLP copies vs on-the-fly VTLP",
         "The paper's second study: 0 to 7 VTLP-augmented copies of every training file (more copies, higher "
         "accuracy), against drawing a new warp factor per example and epoch inside the log-Mel front end.",
-        tuple(settings), ("copies0", "copies1", "melwarp"), xlabel="offline VTLP copies per training utterance",
+        tuple(settings),
+        ("copies0", "copies1", "melwarp"),
+        xlabel="offline VTLP copies per training utterance",
     )
 
 
 def _area_features() -> Study:
     from .attention import LEARNED_KEY_MODES, VALUE_MODES
 
-    settings = [Setting(f"key-{k}-value-{v}", {"model_overrides.key_mode": k, "model_overrides.value_mode": v},
-                        label=f"key {k}, value {v}", series=f"value {v}")
-                for k in ("mean", "max", "sample") for v in VALUE_MODES]
-    settings += [Setting(f"key-{k}-value-sum", {"model_overrides.key_mode": k, "model_overrides.value_mode": "sum"},
-                         label=f"key {k} (learned), value sum", series="value sum")
-                 for k in LEARNED_KEY_MODES]
+    settings = [
+        Setting(
+            f"key-{k}-value-{v}",
+            {"model_overrides.key_mode": k, "model_overrides.value_mode": v},
+            label=f"key {k}, value {v}",
+            series=f"value {v}",
+        )
+        for k in ("mean", "max", "sample")
+        for v in VALUE_MODES
+    ]
+    settings += [
+        Setting(
+            f"key-{k}-value-sum",
+            {"model_overrides.key_mode": k, "model_overrides.value_mode": "sum"},
+            label=f"key {k} (learned), value sum",
+            series="value sum",
+        )
+        for k in LEARNED_KEY_MODES
+    ]
     return Study(
-        "area-features", "Area key and value features",
+        "area-features",
+        "Area key and value features",
         "The paper's third study: how an area's key is summarised (mean, max, or mean + std x noise 'sample') "
         "and how its value is (sum, mean, max); tensor2tensor's learned key modes (height / width embeddings "
         "and a 2-layer MLP) with the default sum value.",
-        tuple(settings), ("key-max-value-mean", "key-sample-value-max", "key-sum-value-sum"),
+        tuple(settings),
+        ("key-max-value-mean", "key-sample-value-max", "key-sum-value-sum"),
     )
 
 
 def _layout() -> Study:
     settings = (
-        Setting("faithful", {"model": "faithful"}, label="what the authors' code computes (1-D areas in frequency rows)"),
+        Setting(
+            "faithful", {"model": "faithful"}, label="what the authors' code computes (1-D areas in frequency rows)"
+        ),
         Setting("paper", {"model": "paper"}, label="what the paper describes (2-D areas, Q/K/V, scaling)"),
         Setting("cnn", {"model": "cnn"}, label="the same CNN without attention"),
         Setting("egemaps-lr", {"model": "egemaps-lr"}, label="eGeMAPS-like functionals + logistic regression"),
         Setting("egemaps-svm", {"model": "egemaps-svm"}, label="eGeMAPS-like functionals + RBF SVM"),
     )
     return Study(
-        "layout", "Attention layout and baselines",
+        "layout",
+        "Attention layout and baselines",
         "What the authors' code computes (`faithful`) against what the paper describes (`paper`) and against "
         "no attention at all (`cnn`), with two classical baselines on the same folds.",
-        settings, ("faithful", "cnn", "egemaps-lr"),
+        settings,
+        ("faithful", "cnn", "egemaps-lr"),
     )
 
 
@@ -184,19 +232,28 @@ def _vtlp_impl() -> Study:
         Setting("none", dict(NO_VTLP), label="no VTLP"),
         Setting("melwarp", dict(MELWARP), label="warped mel filterbank, on the fly (default)"),
         Setting("stft", dict(NO_VTLP), copies=1, copy_impl="stft", label="1 offline copy, STFT frequency warp"),
-        Setting("legacy-time", dict(NO_VTLP), copies=1, copy_impl="legacy-time",
-                label="1 offline copy, the authors' nlpaug time warp"),
+        Setting(
+            "legacy-time",
+            dict(NO_VTLP),
+            copies=1,
+            copy_impl="legacy-time",
+            label="1 offline copy, the authors' nlpaug time warp",
+        ),
     )
     return Study(
-        "vtlp-impl", "VTLP implementations",
+        "vtlp-impl",
+        "VTLP implementations",
         "VTLP as the project does it on the fly (`melwarp`), as a waveform rewrite (`stft`, one offline copy "
         "like the authors' committed script) and as the authors' nlpaug release really did it (`legacy-time`, "
         "frames warped in time).",
-        settings, ("melwarp", "stft", "legacy-time"),
+        settings,
+        ("melwarp", "stft", "legacy-time"),
     )
 
 
-STUDIES: dict[str, Study] = {s.name: s for s in (_area_size(), _vtlp_copies(), _area_features(), _layout(), _vtlp_impl())}
+STUDIES: dict[str, Study] = {
+    s.name: s for s in (_area_size(), _vtlp_copies(), _area_features(), _layout(), _vtlp_impl())
+}
 
 
 def get_study(name: str) -> Study:
@@ -321,8 +378,13 @@ def _train_config(cfg: AblationConfig, setting: Setting, extra_manifest: str | N
     if setting.copies:
         flat.update({"extra_manifests": [extra_manifest], "copies": setting.copies})
     return config_with(
-        None, manifest=str(cfg.manifest), protocol=cfg.protocol, model_overrides=model,
-        progress=False, tensorboard=False, **flat,
+        None,
+        manifest=str(cfg.manifest),
+        protocol=cfg.protocol,
+        model_overrides=model,
+        progress=False,
+        tensorboard=False,
+        **flat,
     )
 
 
@@ -344,8 +406,10 @@ def plan_runs(study: Study, cfg: AblationConfig) -> list[Run]:
             n = cfg.folds or (1 if cfg.quick else prep.n_folds)
             if not 1 <= n <= prep.n_folds:
                 raise ConfigError(f"--folds {n}: protocol {cfg.protocol!r} has {prep.n_folds} fold(s) on this corpus")
-            fold_names = [prepare_fold(replace(base, fold=i, extra_manifests=[], copies=None).resolved()).fold.name
-                          for i in range(n)]
+            fold_names = [
+                prepare_fold(replace(base, fold=i, extra_manifests=[], copies=None).resolved()).fold.name
+                for i in range(n)
+            ]
         if not is_baseline(base.model):
             build_modules(base, n_classes=len(prep.classes))  # a bad model option fails here, not in a worker
         for i, fname in enumerate(fold_names):
@@ -421,8 +485,10 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
 
 @contextlib.contextmanager
 def quiet_lightning():
-    """Hush Lightning's per-run banners and library warnings: a study runs hundreds of runs,
-    and its output is the progress bar and the table. Errors still raise."""
+    """Hush Lightning's per-run banners and library warnings.
+
+    A study runs hundreds of runs, and its output is the progress bar and the table. Errors still raise.
+    """
     loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -452,8 +518,9 @@ def _augment_chunk(sources, out: str, copies: int, impl: str) -> int:
     return len(augment_manifest(sources, out, copies=copies, config=VTLPConfig(impl=impl), seed=0))
 
 
-def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationConfig, progress: bool,
-                          jobs: int = 1) -> None:
+def _prepare_augmentation(
+    study_dir: Path, runs: Sequence[Run], cfg: AblationConfig, progress: bool, jobs: int = 1
+) -> None:
     """Write the offline VTLP copies the pending runs need, once per implementation.
 
     With ``jobs > 1`` slices of the sources are copied in worker processes first; the
@@ -483,8 +550,9 @@ def _prepare_augmentation(study_dir: Path, runs: Sequence[Run], cfg: AblationCon
     for impl, k in need.items():
         out = study_dir / "augment" / impl
         if jobs > 1 and len(sources) >= 4 * jobs:
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=worker_init,
-                                     initargs=(1,)) as pool:
+            with ProcessPoolExecutor(
+                jobs, mp_context=get_context("spawn"), initializer=worker_init, initargs=(1,)
+            ) as pool:
                 chunks = [sources.iloc[i::jobs] for i in range(jobs)]
                 list(pool.map(_augment_chunk, chunks, [str(out)] * jobs, [k] * jobs, [impl] * jobs))
         augment_manifest(sources, out, copies=k, config=VTLPConfig(impl=impl), seed=0, progress=progress)
@@ -625,11 +693,17 @@ def aggregate(settings: Sequence[Setting], results: Sequence[Mapping]) -> list[d
     for s in settings:
         rs = [r for r in results if r["setting"] == s.name]
         keys = list(METRICS) + (["paper_max_wa", "paper_max_ua"] if rs and "paper_max_wa" in rs[0] else [])
-        rows.append({
-            "setting": s.name, "label": s.label, "series": s.series, "x": s.x, "runs": len(rs),
-            "run_s": float(np.mean([r["elapsed_s"] for r in rs])) if rs else 0.0,
-            **summarise_runs(rs, keys),
-        })
+        rows.append(
+            {
+                "setting": s.name,
+                "label": s.label,
+                "series": s.series,
+                "x": s.x,
+                "runs": len(rs),
+                "run_s": float(np.mean([r["elapsed_s"] for r in rs])) if rs else 0.0,
+                **summarise_runs(rs, keys),
+            }
+        )
     return rows
 
 
@@ -676,8 +750,14 @@ def machine_description() -> str:
 
 
 def write_results(
-    study_dir: Path, study: Study, cfg: AblationConfig, rows: Sequence[Mapping], results: Sequence[Mapping],
-    command: str, elapsed_s: float, executed: int,
+    study_dir: Path,
+    study: Study,
+    cfg: AblationConfig,
+    rows: Sequence[Mapping],
+    results: Sequence[Mapping],
+    command: str,
+    elapsed_s: float,
+    executed: int,
 ) -> dict[str, Path]:
     """``results.md`` (table + command), ``results.json`` (everything), ``results.png`` (plot)."""
     paths = {"md": study_dir / "results.md", "json": study_dir / "results.json", "png": study_dir / "results.png"}
@@ -687,16 +767,33 @@ def write_results(
     old = json.loads(paths["json"].read_text()) if paths["json"].is_file() else {}
     invocations = [i for i in old.get("invocations", []) if i.get("study_signature") == _signature(study, cfg)]
     if executed:
-        invocations.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(elapsed_s, 1),
-                            "runs_trained": executed, "jobs": cfg.jobs or os.cpu_count(), "machine": machine,
-                            "study_signature": _signature(study, cfg)})
+        invocations.append(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "wall_s": round(elapsed_s, 1),
+                "runs_trained": executed,
+                "jobs": cfg.jobs or os.cpu_count(),
+                "machine": machine,
+                "study_signature": _signature(study, cfg),
+            }
+        )
     wall = sum(i["wall_s"] for i in invocations)
     meta = {
-        "study": study.name, "title": study.title, "command": command, "protocol": cfg.protocol,
-        "manifest": str(cfg.manifest), "folds": sorted({r["fold"] for r in results}),
-        "seeds": list(cfg.seeds), "epochs": cfg.epochs, "quick": cfg.quick, "overrides": cfg.overrides,
-        "machine": machine, "wall_s": round(wall, 1), "run_s_total": round(sum(r["elapsed_s"] for r in results), 1),
-        "classes": c0.get("classes", []), "invocations": invocations,
+        "study": study.name,
+        "title": study.title,
+        "command": command,
+        "protocol": cfg.protocol,
+        "manifest": str(cfg.manifest),
+        "folds": sorted({r["fold"] for r in results}),
+        "seeds": list(cfg.seeds),
+        "epochs": cfg.epochs,
+        "quick": cfg.quick,
+        "overrides": cfg.overrides,
+        "machine": machine,
+        "wall_s": round(wall, 1),
+        "run_s_total": round(sum(r["elapsed_s"] for r in results), 1),
+        "classes": c0.get("classes", []),
+        "invocations": invocations,
     }
     atomic_write_json(paths["json"], {**meta, "rows": list(rows), "runs": list(results)})
     plot_results(rows, study, paths["png"], meta["classes"])
@@ -713,10 +810,15 @@ def write_results(
         results_table(rows),
         "",
         f"Mean +- sample std over {n_runs // max(1, len(rows))} run(s) per setting (folds {', '.join(meta['folds'])}; "
-        f"seeds {', '.join(map(str, cfg.seeds))}); best mean in bold; chance is {100 / max(1, len(meta['classes'])):.0f} % UA. "
+        f"seeds {', '.join(map(str, cfg.seeds))}); best mean in bold; "
+        f"chance is {100 / max(1, len(meta['classes'])):.0f} % UA. "
         "Test-set scores; a neural model is scored with the weights of the epoch chosen on the fold's dev split."
-        + (" *paper maxWA / maxUA*: maxima over epochs of test scores, the paper's optimistic reading, not "
-           "comparable with the honest columns." if any("paper_max_wa" in r for r in rows) else ""),
+        + (
+            " *paper maxWA / maxUA*: maxima over epochs of test scores, the paper's optimistic reading, not "
+            "comparable with the honest columns."
+            if any("paper_max_wa" in r for r in rows)
+            else ""
+        ),
         "",
         f"Time: {wall:.0f} s wall clock in {len(invocations)} invocation(s) that trained runs "
         f"({', '.join(_invocation(i) for i in invocations) or 'none'}), "
@@ -734,9 +836,12 @@ def _invocation(i: Mapping) -> str:
 
 
 def plot_results(rows: Sequence[Mapping], study: Study, path: Path, classes: Sequence[str] = ()) -> Path:
-    """Lines with error bars where settings have a numeric ``x`` (like the paper's figures),
-    grouped bars of WA / UA / macro-F1 otherwise; PNG at ``path``."""
-    from .reports import _save, _pyplot
+    """Plot a study's results to a PNG at ``path``.
+
+    Lines with error bars where settings have a numeric ``x`` (like the paper's figures), grouped bars of
+    WA / UA / macro-F1 otherwise.
+    """
+    from .reports import _pyplot, _save
 
     plt = _pyplot()
     numeric = [r for r in rows if r["x"] is not None]
@@ -747,8 +852,15 @@ def plot_results(rows: Sequence[Mapping], study: Study, path: Path, classes: Seq
             for i, series in enumerate(names):
                 pts = sorted((r for r in numeric if r["series"] == series), key=lambda r: r["x"])
                 dx = 0.04 * (i - (len(names) - 1) / 2)  # side by side, so error bars do not hide each other
-                ax.errorbar([r["x"] + dx for r in pts], [100 * r[key]["mean"] for r in pts],
-                            yerr=[100 * r[key]["std"] for r in pts], marker="o", capsize=3, label=series, color=f"C{i}")
+                ax.errorbar(
+                    [r["x"] + dx for r in pts],
+                    [100 * r[key]["mean"] for r in pts],
+                    yerr=[100 * r[key]["std"] for r in pts],
+                    marker="o",
+                    capsize=3,
+                    label=series,
+                    color=f"C{i}",
+                )
             for j, r in enumerate(r for r in rows if r["x"] is None):
                 m, s = 100 * r[key]["mean"], 100 * r[key]["std"]
                 color = f"C{j + 3}"
@@ -768,9 +880,20 @@ def plot_results(rows: Sequence[Mapping], study: Study, path: Path, classes: Seq
         x = np.arange(len(rows))
         w = 0.27
         for i, (key, name) in enumerate((("wa", "WA"), ("ua", "UA"), ("macro_f1", "macro-F1"))):
-            ax.bar(x + (i - 1) * w, [100 * r[key]["mean"] for r in rows], w,
-                   yerr=[100 * r[key]["std"] for r in rows], capsize=2, label=name)
-        ax.set_xticks(x, [r["setting"] for r in rows], rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+            ax.bar(
+                x + (i - 1) * w,
+                [100 * r[key]["mean"] for r in rows],
+                w,
+                yerr=[100 * r[key]["std"] for r in rows],
+                capsize=2,
+                label=name,
+            )
+        ax.set_xticks(
+            x,
+            [r["setting"] for r in rows],
+            rotation=30 if len(rows) > 4 else 0,
+            ha="right" if len(rows) > 4 else "center",
+        )
         if classes:
             ax.axhline(100 / len(classes), ls=":", color="grey", label="chance (UA)")
         ax.set_ylabel("%")

@@ -213,9 +213,7 @@ class AreaFeatures(NamedTuple):
     widths: Tensor
 
 
-def area_features(
-    memory: Tensor, height: int, max_area: int | tuple[int, int], epsilon: float = 1e-6
-) -> AreaFeatures:
+def area_features(memory: Tensor, height: int, max_area: int | tuple[int, int], epsilon: float = 1e-6) -> AreaFeatures:
     """Sum, mean, std, height and width of every area of a memory ``[N, L, D]``.
 
     The memory is viewed as ``[height, L / height]``; areas go up to ``max_area = (max_h, max_w)``
@@ -327,8 +325,9 @@ def _blocks(n: int, lq: int, per_query: int, budget: int) -> list[tuple[slice, s
 
 
 def _dropout_masks(drop: float, seed: int, device: torch.device) -> tuple[Callable[[Tensor], Tensor], float]:
-    """A maker of boolean keep-masks that replays exactly when rebuilt with the same seed, and the
-    keep probability it realises.
+    """A maker of boolean keep-masks, and the keep probability it realises.
+
+    The maker replays exactly when rebuilt with the same seed.
 
     Each element compares 16 random bits with a threshold, so the drop probability is realised to
     1/65536 (0.5 exactly); the bits come 64 at a time from one integer draw, about 8x cheaper on
@@ -538,8 +537,11 @@ def _exporting() -> bool:
 
 
 def _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, top_k, noisy, key_net) -> Tensor:
-    """Every area materialised, no blocks and no data-dependent branches: what tracing and export
-    (TorchScript, ``torch.export``, ONNX) can record for any batch size and input length."""
+    """Area attention with every area materialised, no blocks and no data-dependent branches.
+
+    This is what tracing and export (TorchScript, ``torch.export``, ONNX) can record for any batch size and input
+    length.
+    """
     n, _, d = k.shape
     gk, gv = k.reshape(n, height, -1, d), v.reshape(n, height, -1, v.shape[-1])
     if key_mode in ("mean", "sample") and not noisy:
@@ -583,7 +585,8 @@ def area_attention(
         key_net: the :class:`AreaKeyNet` for learned key modes.
         block_elements: most logits held at once (bounds peak memory; default per path).
 
-    Returns:
+    Returns
+    -------
         ``[..., Lq, Dv]``. Half-precision inputs are computed in float32.
     """
     if key_mode not in KEY_MODES:
@@ -705,7 +708,9 @@ class AreaAttention(nn.Module):
 
         def split(t: Tensor) -> Tensor:  # [B, H, W, heads*d] -> attention batch
             t = t.reshape(b, H, W, self.heads, -1).permute(0, 3, 1, 2, 4)  # [B, heads, H, W, d]
-            return t.reshape(b * self.heads * H, W, -1) if self.layout == "rows" else t.reshape(b * self.heads, H * W, -1)
+            return (
+                t.reshape(b * self.heads * H, W, -1) if self.layout == "rows" else t.reshape(b * self.heads, H * W, -1)
+            )
 
         drop = self.dropout if (self.training or self.dropout_at_eval) else 0.0
         out = area_attention(

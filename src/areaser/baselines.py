@@ -62,14 +62,26 @@ __all__ = [
 
 _STATS6 = ("mean", "std", "p20", "p50", "p80", "range")
 FEATURE_NAMES: tuple[str, ...] = (
-    *(f"f0_{s}" for s in _STATS6), "f0_slope",
-    "voiced_ratio", "voicing_prob",
+    *(f"f0_{s}" for s in _STATS6),
+    "f0_slope",
+    "voiced_ratio",
+    "voicing_prob",
     *(f"loud_{s}" for s in _STATS6),
-    "centroid_mean", "centroid_std", "slope_mean", "slope_std",
-    "flux_mean", "flux_std", "rolloff_mean", "rolloff_std",
-    "alpha_ratio", "hammarberg",
+    "centroid_mean",
+    "centroid_std",
+    "slope_mean",
+    "slope_std",
+    "flux_mean",
+    "flux_std",
+    "rolloff_mean",
+    "rolloff_std",
+    "alpha_ratio",
+    "hammarberg",
     *(f"mfcc{i}_{s}" for i in range(1, 5) for s in ("mean", "std")),
-    "peak_rate", "voiced_seg_rate", "voiced_seg_len", "duration",
+    "peak_rate",
+    "voiced_seg_rate",
+    "voiced_seg_len",
+    "duration",
 )
 
 
@@ -209,14 +221,22 @@ def prosodic_features(y: np.ndarray, sr: int = DEFAULT_SR, cfg: BaselineConfig |
     peaks, _ = find_peaks(np.where(active, rms_db, rms_db.min()), distance=max(1, int(0.1 * sr / hop)), prominence=3.0)
     segs = _runs(voiced)
     feats = [
-        *_stats6(st), slope,
-        float(voiced.mean()), float(np.nanmean(vprob[voiced])) if voiced.any() else 0.0,
+        *_stats6(st),
+        slope,
+        float(voiced.mean()),
+        float(np.nanmean(vprob[voiced])) if voiced.any() else 0.0,
         *_stats6(loud),
-        *_mean_std(centroid), *_mean_std(sslope[active]), *_mean_std(flux), *_mean_std(rolloff),
-        float(alpha), float(hammarberg),
+        *_mean_std(centroid),
+        *_mean_std(sslope[active]),
+        *_mean_std(flux),
+        *_mean_std(rolloff),
+        float(alpha),
+        float(hammarberg),
         *(v for row in mfcc for v in _mean_std(row)),
-        len(peaks) / duration, len(segs) / duration,
-        float(segs.mean() * hop / sr) if segs.size else 0.0, duration,
+        len(peaks) / duration,
+        len(segs) / duration,
+        float(segs.mean() * hop / sr) if segs.size else 0.0,
+        duration,
     ]
     out = np.asarray(feats, dtype=np.float64)
     assert out.shape == (len(FEATURE_NAMES),)
@@ -365,16 +385,27 @@ def _save_fit(run_dir, config, prep, x_train: np.ndarray, bcfg: BaselineConfig):
     from .checkpoint import save_tree
 
     train = prep.parts["train"]
-    tensors = {"x_train": torch.from_numpy(np.array(x_train, dtype=np.float64)),  # copies: writable, contiguous
-               "y_train": torch.from_numpy(np.array(train["y"], dtype=np.int64))}
-    header = {"config": config.to_dict(), "classes": list(prep.classes), "fold": prep.fold.name,
-              "train_ids": list(train["utt_id"]), "baseline": asdict(bcfg), "features": list(FEATURE_NAMES)}
+    tensors = {
+        "x_train": torch.from_numpy(np.array(x_train, dtype=np.float64)),  # copies: writable, contiguous
+        "y_train": torch.from_numpy(np.array(train["y"], dtype=np.int64)),
+    }
+    header = {
+        "config": config.to_dict(),
+        "classes": list(prep.classes),
+        "fold": prep.fold.name,
+        "train_ids": list(train["utt_id"]),
+        "baseline": asdict(bcfg),
+        "features": list(FEATURE_NAMES),
+    }
     return save_tree(os.path.join(run_dir, FIT_FILE), tensors, header)
 
 
 def load_fitted(run_dir: str | os.PathLike) -> FittedBaseline:
-    """The fit of a baseline run directory; :class:`areaser.checkpoint.CheckpointError` (one line,
-    says what to do) when it is absent or was made with other settings or features."""
+    """The fit of a baseline run directory.
+
+    Raises :class:`areaser.checkpoint.CheckpointError` (one line, says what to do) when it is absent or was made
+    with other settings or features.
+    """
     from pathlib import Path
 
     from .checkpoint import CheckpointError, load_tree
@@ -382,16 +413,20 @@ def load_fitted(run_dir: str | os.PathLike) -> FittedBaseline:
 
     path = Path(run_dir) / FIT_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found; a baseline run stores its fit since cross-corpus scoring "
-                              "came in: train it again (areaser train ... --restart)")
+        raise CheckpointError(
+            f"{path}: not found; a baseline run stores its fit since cross-corpus scoring "
+            "came in: train it again (areaser train ... --restart)"
+        )
     tree, header = load_tree(path)
     c = TrainConfig.from_dict(header["config"])
     bcfg = get_baseline(c.model, seed=c.seed)
     if header.get("features") != list(FEATURE_NAMES) or header.get("baseline") != asdict(bcfg):
-        raise CheckpointError(f"{path}: fitted with other features or baseline settings than this version's; "
-                              "train it again (--restart)")
-    return FittedBaseline(tuple(header["classes"]), bcfg, c.features.sr, tree["x_train"].numpy(),
-                          tree["y_train"].numpy(), header)
+        raise CheckpointError(
+            f"{path}: fitted with other features or baseline settings than this version's; train it again (--restart)"
+        )
+    return FittedBaseline(
+        tuple(header["classes"]), bcfg, c.features.sr, tree["x_train"].numpy(), tree["y_train"].numpy(), header
+    )
 
 
 # ----------------------------------------------------------------------------- a run, like a neural one
@@ -462,9 +497,11 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
             "manifest": c.manifest,
             "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
             "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}); classifier fitted on "
-                           "the train part, dev part unused",
+            "the train part, dev part unused",
             "model": f"{c.model} ({len(FEATURE_NAMES)} eGeMAPS-like functionals, {bcfg.classifier}, C={bcfg.C:g})",
-            "utterances train / dev (unused) / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),
+            "utterances train / dev (unused) / test": " / ".join(
+                str(len(prep.parts[k])) for k in ("train", "dev", "test")
+            ),
             "feature extraction + training time": f"{t_feat:.1f} s + {time.perf_counter() - t0 - t_feat:.1f} s",
         },
     }

@@ -69,9 +69,15 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
     d = Path(run_dir)
     ck = d / "checkpoints"
     return {
-        "dir": d, "config": d / "config.json", "split": d / "split.json", "metrics": d / "metrics.csv",
-        "last": ck / "last.safetensors", "best": ck / "best.safetensors", "tensorboard": d / "tensorboard",
-        "report_json": d / "report.json", "report_md": d / "report.md",
+        "dir": d,
+        "config": d / "config.json",
+        "split": d / "split.json",
+        "metrics": d / "metrics.csv",
+        "last": ck / "last.safetensors",
+        "best": ck / "best.safetensors",
+        "tensorboard": d / "tensorboard",
+        "report_json": d / "report.json",
+        "report_md": d / "report.md",
     }
 
 
@@ -94,8 +100,12 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
     if isinstance(obj, Mapping):
         if all(isinstance(k, str) and not k.startswith("__") for k in obj):
             return {k: _encode(v, tensors, f"{path}/{k}" if path else k) for k, v in obj.items()}
-        return {"__dict__": [[_encode(k, tensors, f"{path}/key{i}"), _encode(v, tensors, f"{path}/{k}")]
-                             for i, (k, v) in enumerate(obj.items())]}
+        return {
+            "__dict__": [
+                [_encode(k, tensors, f"{path}/key{i}"), _encode(v, tensors, f"{path}/{k}")]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
@@ -175,7 +185,9 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]
     return _write(Path(path), tensors, {**header, "kind": "weights"})
 
 
-def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+def load_weights(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Inverse of :func:`save_weights`: ``(state_dict, header)``."""
     path = Path(path)
     header = read_header(path)
@@ -246,8 +258,13 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
         if not best.is_file():
             raise CheckpointError(f"{best}: missing, so the config and classes of {path} are unknown")
         run_header = read_header(best)
-        header = {**header, "config": run_header["config"], "classes": run_header["classes"],
-                  "fold": run_header.get("fold", ""), "epoch": int(header["epoch"]) + 1}  # 1-based, as best's
+        header = {
+            **header,
+            "config": run_header["config"],
+            "classes": run_header["classes"],
+            "fold": run_header.get("fold", ""),
+            "epoch": int(header["epoch"]) + 1,
+        }  # 1-based, as best's
     else:
         if not path.is_file():
             raise CheckpointError(f"{path}: no trained model here (is {p} a run directory of `areaser train`?)")
@@ -255,8 +272,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
     config = header["config"]
     classes = tuple(header["classes"])
     features, model = build_modules(config, len(classes))
-    sd_f = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    sd_m = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    sd_f = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+    sd_m = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     features.load_state_dict(sd_f, strict=True)
     model.load_state_dict(sd_m, strict=True)
     return LoadedRun(features.eval(), model.eval(), classes, config, header, path)

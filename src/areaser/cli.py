@@ -42,7 +42,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Speech emotion recognition with multiscale area attention and VTLP."""
 
@@ -82,7 +84,8 @@ def scan(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     speaker_regex: Optional[str] = typer.Option(
-        None, "--speaker-regex",
+        None,
+        "--speaker-regex",
         help="generic folder layout only: regex searched in each file's path under ROOT; its group "
         "'speaker' (or group 1) is the speaker, e.g. '(?P<speaker>spk\\d+)'. Files it misses are skipped.",
     ),
@@ -141,7 +144,8 @@ def synth(
     n: int = typer.Option(1000, "--n", min=2, help="Number of utterances over all sessions."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
     classes: str = typer.Option(
-        "neutral,happy,sad,angry", "--classes",
+        "neutral,happy,sad,angry",
+        "--classes",
         help="Comma-separated emotions to render: neutral, happy, sad, angry, fear, surprise, disgust, frustration.",
     ),
     jobs: Optional[int] = typer.Option(
@@ -171,29 +175,35 @@ def synth(
     console.print(
         f"{'kept the existing' if unchanged else 'wrote a'} synthetic corpus of {len(df):,} utterances, "
         f"{secs / 3600:.2f} h of audio, in {time.perf_counter() - t0:.1f} s: {manifest}",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
 # ----------------------------------------------------------------------------- features
 
 
-@app.command("augment")
+@app.command(
+    "augment",
+    help="Write VTLP-augmented copies of every utterance, and a manifest tying each copy to its source.\n\n"
+    "Copies keep their source's speaker, session and label and carry source_id, so a split never puts a copy on "
+    "another side than its source. Re-running resumes: finished copies are kept.",
+)
 def augment(
-    manifest: Path = typer.Argument(..., help="Manifest CSV of the utterances to copy (rows that are copies already are skipped)."),
+    manifest: Path = typer.Argument(
+        ..., help="Manifest CSV of the utterances to copy (rows that are copies already are skipped)."
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the copies (wav/) and their manifest.csv."),
     copies: int = typer.Option(7, "--copies", min=1, help="Augmented copies per utterance (the paper: up to 7)."),
-    impl: str = typer.Option("stft", "--impl", help="stft (correct VTLP) or legacy-time (the authors' nlpaug time warp)."),
+    impl: str = typer.Option(
+        "stft", "--impl", help="stft (correct VTLP) or legacy-time (the authors' nlpaug time warp)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the warp factors (one per utterance and copy)."),
     factor_min: float = typer.Option(0.8, "--factor-min", help="Smallest warp factor."),
     factor_max: float = typer.Option(1.2, "--factor-max", help="Largest warp factor."),
     fhi: float = typer.Option(4800.0, "--fhi", help="VTLP boundary frequency in Hz."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Write VTLP-augmented copies of every utterance, and a manifest tying each copy to its source.
-
-    Copies keep their source's speaker, session and label and carry source_id, so a split never puts a copy on another side than its source. Re-running resumes: finished copies are kept.
-    """
     import time
 
     from .manifest import read_manifest
@@ -213,7 +223,8 @@ def augment(
         f"{out.attrs['written']:,} copies written, {len(out) - out.attrs['written']:,} kept from an earlier run: "
         f"{len(out):,} copies of {out['source_id'].nunique():,} utterances ({secs / 3600:.2f} h) "
         f"in {time.perf_counter() - t0:.1f} s -> {out_dir / 'manifest.csv'}",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -246,8 +257,9 @@ def _parse_sets(sets: list[str]) -> dict:
     return out
 
 
-def _train_config(manifest: Optional[Path], config_file: Optional[Path], preset: Optional[str], sets: list[str],
-                  **options) -> "TrainConfig":  # noqa: F821
+def _train_config(
+    manifest: Optional[Path], config_file: Optional[Path], preset: Optional[str], sets: list[str], **options
+) -> "TrainConfig":  # noqa: F821
     """Defaults < --preset < --config FILE (may be partial) < command-line options < --set KEY=VALUE."""
     import json
 
@@ -265,28 +277,52 @@ def _train_config(manifest: Optional[Path], config_file: Optional[Path], preset:
     try:
         return config_with(base, preset=preset, **given, **_parse_sets(sets))
     except ConfigError as e:
-        raise fail(f"{config_file}: {e}" if config_file is not None and str(e).startswith("config") else str(e)) from None
+        raise fail(
+            f"{config_file}: {e}" if config_file is not None and str(e).startswith("config") else str(e)
+        ) from None
 
 
 _MANIFEST = typer.Argument(None, help="Manifest CSV (from `areaser scan` or `areaser synth`); or set it in --config.")
-_PROTOCOL = typer.Option(None, "--protocol", "-p", help="loso (default), lospk, kfold, random (speaker-dependent, needs no speakers) or xu2021 (the paper's).")
-_PRESET = typer.Option(None, "--preset", help="default, cpu (sized for a CPU: 64 mels, 16 ms hop, ...), or faithful (the authors' loss, model and epoch reading).")
-_LABELS = typer.Option(None, "--labels", "-l", help="Classes: a label set (4class, 4class-exc, 6class, 7class, emodb, ravdess, cremad, tess, savee), all (every label in the manifest) or a comma list (neutral,happy,sad,angry). Default: the protocol's (4class).")
+_PROTOCOL = typer.Option(
+    None,
+    "--protocol",
+    "-p",
+    help="loso (default), lospk, kfold, random (speaker-dependent, needs no speakers) or xu2021 (the paper's).",
+)
+_PRESET = typer.Option(
+    None,
+    "--preset",
+    help="default, cpu (sized for a CPU: 64 mels, 16 ms hop, ...), "
+    "or faithful (the authors' loss, model and epoch reading).",
+)
+_LABELS = typer.Option(
+    None,
+    "--labels",
+    "-l",
+    help="Classes: a label set (4class, 4class-exc, 6class, 7class, emodb, ravdess, cremad, tess, savee), "
+    "all (every label in the manifest) or a comma list (neutral,happy,sad,angry). Default: the protocol's (4class).",
+)
 _MODEL = typer.Option(None, "--model", "-m", help="Model preset: paper (default), faithful, cnn, ...")
 _EPOCHS = typer.Option(None, "--epochs", min=1, help="Epochs (default: the protocol's; 30, xu2021 100).")
 _BATCH = typer.Option(None, "--batch-size", min=1, help="Batch size (default 32, the paper's).")
 _LR = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4, the paper's).")
 _VTLP = typer.Option(None, "--vtlp", help="On-the-fly VTLP: melwarp (default) or none.")
 _SEED = typer.Option(None, "--seed", help="Seed of the split, initialisation, order and augmentation (default 0).")
-_CONFIG = typer.Option(None, "--config", "-c", help="JSON config file (a run's config.json works); unknown keys are refused.")
-_SET = typer.Option([], "--set", help="Override any config key, dotted: --set vtlp.impl=none --set model_overrides={\"dropout\":0.3}.")
+_CONFIG = typer.Option(
+    None, "--config", "-c", help="JSON config file (a run's config.json works); unknown keys are refused."
+)
+_SET = typer.Option(
+    [], "--set", help='Override any config key, dotted: --set vtlp.impl=none --set model_overrides={"dropout":0.3}.'
+)
 _NAME = typer.Option(None, "--name", help="Run name: the run directory is OUT/NAME.")
 _OUT = typer.Option(None, "--out", "-o", help="Folder of run directories (default runs).")
 _DEVICES = typer.Option(None, "--devices", help="Devices (processes) per node; > 1 trains with DDP.")
 _NODES = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node DDP.")
 _STRATEGY = typer.Option(None, "--strategy", help="Lightning strategy: auto (default), ddp, ...")
 _ACCEL = typer.Option(None, "--accelerator", help="cpu (default), cuda or auto.")
-_RESUME = typer.Option(None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over.")
+_RESUME = typer.Option(
+    None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over."
+)
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 
 
@@ -294,7 +330,9 @@ _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress b
 def train_cmd(
     manifest: Optional[Path] = _MANIFEST,
     protocol: Optional[str] = _PROTOCOL,
-    fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, help="Fold index, from 0 (loso: 0 holds out Ses01)."),
+    fold: Optional[int] = typer.Option(
+        None, "--fold", "-f", min=0, help="Fold index, from 0 (loso: 0 holds out Ses01)."
+    ),
     labels: Optional[str] = _LABELS,
     preset: Optional[str] = _PRESET,
     model: Optional[str] = _MODEL,
@@ -312,7 +350,13 @@ def train_cmd(
     strategy: Optional[str] = _STRATEGY,
     accelerator: Optional[str] = _ACCEL,
     resume: Optional[bool] = _RESUME,
-    test_manifest: list[Path] = typer.Option([], "--test-manifest", metavar="CSV", help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): RUN/cross/<corpus>/."),
+    test_manifest: list[Path] = typer.Option(
+        [],
+        "--test-manifest",
+        metavar="CSV",
+        help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): "
+        "RUN/cross/<corpus>/.",
+    ),
     progress: bool = _PROGRESS,
 ) -> None:
     """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
@@ -322,11 +366,29 @@ def train_cmd(
     from .training import ConfigError, train
 
     _quiet_lightning()
-    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, label_set=labels, fold=fold, model=model, epochs=epochs,
-                        batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
-                        out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
-                        strategy=strategy, accelerator=accelerator, progress=progress,
-                        test_manifests=[str(m) for m in test_manifest] or None)
+    cfg = _train_config(
+        manifest,
+        config,
+        preset,
+        set_,
+        protocol=protocol,
+        label_set=labels,
+        fold=fold,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        **{"vtlp.impl": vtlp},
+        seed=seed,
+        name=name,
+        out_dir=None if out is None else str(out),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        progress=progress,
+        test_manifests=[str(m) for m in test_manifest] or None,
+    )
     try:
         train(cfg, resume=resume, log=_log)
     except ConfigError as e:
@@ -355,7 +417,13 @@ def cv_cmd(
     strategy: Optional[str] = _STRATEGY,
     accelerator: Optional[str] = _ACCEL,
     resume: Optional[bool] = _RESUME,
-    test_manifest: list[Path] = typer.Option([], "--test-manifest", metavar="CSV", help="Also score every fold's model on this other corpus' manifest (cross-corpus; repeatable): a table in the cv report."),
+    test_manifest: list[Path] = typer.Option(
+        [],
+        "--test-manifest",
+        metavar="CSV",
+        help="Also score every fold's model on this other corpus' manifest (cross-corpus; repeatable): "
+        "a table in the cv report.",
+    ),
     progress: bool = _PROGRESS,
 ) -> None:
     """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
@@ -366,11 +434,28 @@ def cv_cmd(
     from .training import ConfigError
 
     _quiet_lightning()
-    cfg = _train_config(manifest, config, preset, set_, protocol=protocol, label_set=labels, model=model, epochs=epochs,
-                        batch_size=batch_size, lr=lr, **{"vtlp.impl": vtlp}, seed=seed, name=name,
-                        out_dir=None if out is None else str(out), devices=devices, num_nodes=num_nodes,
-                        strategy=strategy, accelerator=accelerator, progress=progress,
-                        test_manifests=[str(m) for m in test_manifest] or None)
+    cfg = _train_config(
+        manifest,
+        config,
+        preset,
+        set_,
+        protocol=protocol,
+        label_set=labels,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        **{"vtlp.impl": vtlp},
+        seed=seed,
+        name=name,
+        out_dir=None if out is None else str(out),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        progress=progress,
+        test_manifests=[str(m) for m in test_manifest] or None,
+    )
     try:
         chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:
@@ -381,20 +466,29 @@ def cv_cmd(
         raise fail(str(e)) from None
 
 
-@app.command("evaluate")
+@app.command(
+    "evaluate",
+    help="Score a trained run again on its test utterances (those of RUN/split.json) "
+    "and rewrite its report (JSON, Markdown, PNG).\n\n"
+    "The utterances are found through the run's manifest, whose relative path is relative to the folder training "
+    "ran in, not the current one. If any is missing from it or has changed (its audio's SHA-1, where split.json "
+    "records it), nothing is scored, the report is left as it is, and the command fails (exit 2).\n\n"
+    "With --manifest: score it on every original utterance of another corpus instead (cross-corpus).",
+)
 def evaluate_cmd(
-    run: Path = typer.Argument(..., help="A run directory of `areaser train` (neural or egemaps baseline), or of `areaser cv` (every fold)."),
+    run: Path = typer.Argument(
+        ..., help="A run directory of `areaser train` (neural or egemaps baseline), or of `areaser cv` (every fold)."
+    ),
     manifest: list[Path] = typer.Option(
-        [], "--manifest", "-m", metavar="CSV", help="Score the run on this other corpus' manifest instead (cross-corpus; repeatable): "
-        "classes matched by name through the run's label set, report in RUN/cross/<corpus>/; the run's own report is kept.",
+        [],
+        "--manifest",
+        "-m",
+        metavar="CSV",
+        help="Score the run on this other corpus' manifest instead (cross-corpus; repeatable): "
+        "classes matched by name through the run's label set, report in RUN/cross/<corpus>/; "
+        "the run's own report is kept.",
     ),
 ) -> None:
-    """Score a trained run again on its test utterances (those of RUN/split.json) and rewrite its report (JSON, Markdown, PNG).
-
-    The utterances are found through the run's manifest, whose relative path is relative to the folder training ran in, not the current one. If any is missing from it or has changed (its audio's SHA-1, where split.json records it), nothing is scored, the report is left as it is, and the command fails (exit 2).
-
-    With --manifest: score it on every original utterance of another corpus instead (cross-corpus).
-    """
     from .checkpoint import CheckpointError
     from .crossval import evaluate_on, evaluate_run
     from .manifest import ManifestError
@@ -412,7 +506,11 @@ def evaluate_cmd(
         console.print(f"report: {run / 'report.md'}", highlight=False)
 
 
-@app.command("demo")
+@app.command(
+    "demo",
+    help="The whole job on the built-in SYNTHETIC corpus: train on four sessions, test on the fifth, "
+    "report, classify a file.",
+)
 def demo_cmd(
     data: Path = typer.Option(Path("data/builtin"), "--data", help="Where the built-in corpus is (written if absent)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder of run directories; the demo run is OUT/demo."),
@@ -420,7 +518,6 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the demo's tuned value)."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """The whole job on the built-in SYNTHETIC corpus: train on four sessions, test on the fifth, report, classify a file."""
     from .demo import run_demo
     from .training import ConfigError
 
@@ -435,7 +532,15 @@ def _log(message: str) -> None:
     console.print(message, highlight=False, soft_wrap=True)
 
 
-@app.command("ablate")
+@app.command(
+    "ablate",
+    help="Run one of the paper's studies: every setting x fold x seed, then a table and a plot.\n\n"
+    "Studies: area-size (max area 1x1..4x4, with and without VTLP), vtlp-copies (0..7 offline VTLP copies vs "
+    "on-the-fly melwarp), area-features (key mode x value mode), layout (faithful vs paper vs cnn, plus the "
+    "egemaps-lr / egemaps-svm baselines), vtlp-impl (none, melwarp, stft, legacy-time).\n\n"
+    "Runs go to worker processes; a run whose result exists is not run again, so an interrupted study resumes. Writes "
+    "results.md (mean +- std of WA, UA, macro-F1 per setting), results.json and results.png in the study folder.",
+)
 def ablate(
     study: str = typer.Argument(..., help="area-size, vtlp-copies, area-features, layout or vtlp-impl."),
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest CSV (areaser scan / areaser synth)."),
@@ -444,20 +549,24 @@ def ablate(
     folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Run the first N folds (default: all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds; each fold runs once per seed."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the protocol's)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Parallel worker processes (default: one per core)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: runs/ablations/STUDY-PROTOCOL)."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1, help="Parallel worker processes (default: one per core)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Study folder (default: runs/ablations/STUDY-PROTOCOL)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Tiny model, 1 epoch, 1 fold, few settings: a demo in seconds."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated settings of the study to run (default: all)."),
-    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training override for every run, dotted keys, JSON values "
-                                   "(e.g. --set model_overrides.channels=[8,8,16,16,16] --set batch_size=64)."),
+    only: Optional[str] = typer.Option(
+        None, "--only", help="Comma-separated settings of the study to run (default: all)."
+    ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="KEY=VALUE training override for every run, dotted keys, JSON values "
+        "(e.g. --set model_overrides.channels=[8,8,16,16,16] --set batch_size=64).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Run one of the paper's studies: every setting x fold x seed, then a table and a plot.
-
-    Studies: area-size (max area 1x1..4x4, with and without VTLP), vtlp-copies (0..7 offline VTLP copies vs on-the-fly melwarp), area-features (key mode x value mode), layout (faithful vs paper vs cnn, plus the egemaps-lr / egemaps-svm baselines), vtlp-impl (none, melwarp, stft, legacy-time).
-
-    Runs go to worker processes; a run whose result exists is not run again, so an interrupted study resumes. Writes results.md (mean +- std of WA, UA, macro-F1 per setting), results.json and results.png in the study folder.
-    """
     import shlex
 
     from .ablation import AblationConfig, get_study, results_table, run_study
@@ -476,13 +585,25 @@ def ablate(
     if not manifest.is_file():
         raise fail(f"{manifest}: manifest not found (write one with `areaser scan` or `areaser synth`)")
     cfg = AblationConfig(
-        manifest=str(manifest), protocol=protocol, folds=folds, seeds=seed_list or (0,), epochs=epochs, jobs=jobs,
-        out=str(out) if out else None, quick=quick, overrides=overrides,
+        manifest=str(manifest),
+        protocol=protocol,
+        folds=folds,
+        seeds=seed_list or (0,),
+        epochs=epochs,
+        jobs=jobs,
+        out=str(out) if out else None,
+        quick=quick,
+        overrides=overrides,
         settings=tuple(s.strip() for s in only.split(",") if s.strip()) if only else None,
     )
     try:
-        res = run_study(st, cfg, progress=progress, command=shlex.join(["areaser", *sys.argv[1:]]),
-                        log=lambda s: console.print(s, highlight=False, soft_wrap=True))
+        res = run_study(
+            st,
+            cfg,
+            progress=progress,
+            command=shlex.join(["areaser", *sys.argv[1:]]),
+            log=lambda s: console.print(s, highlight=False, soft_wrap=True),
+        )
     except ValueError as e:  # ConfigError, SplitError: one line
         raise fail(str(e)) from None
     console.print(results_table(res.rows), highlight=False, soft_wrap=True)
@@ -511,13 +632,27 @@ def _prediction_rows(result, classes: tuple[str, ...], timeline: bool) -> list[d
     probs = lambda p: {f"p_{c}": round(float(v), 4) for c, v in zip(classes, p)}  # noqa: E731
     if timeline:
         return [
-            {"path": result.source, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
-             "label": classes[int(w.probabilities.argmax())], **probs(w.probabilities), "error": ""}
+            {
+                "path": result.source,
+                "start_s": round(w.start_s, 3),
+                "end_s": round(w.end_s, 3),
+                "label": classes[int(w.probabilities.argmax())],
+                **probs(w.probabilities),
+                "error": "",
+            }
             for w in result.timeline
         ]
-    return [{"path": result.source, "label": result.label, **probs(result.probabilities),
-             "duration_s": round(result.duration_s, 3), "windows": len(result.timeline),
-             "skipped": result.skipped, "error": ""}]
+    return [
+        {
+            "path": result.source,
+            "label": result.label,
+            **probs(result.probabilities),
+            "duration_s": round(result.duration_s, 3),
+            "windows": len(result.timeline),
+            "skipped": result.skipped,
+            "error": "",
+        }
+    ]
 
 
 def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...], timeline: bool) -> None:
@@ -535,7 +670,9 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
     title = scored[0] if one else f"{len(scored)} files" + (f" under {os.path.relpath(base)}" if base else "")
     if one and timeline:
         r = next(r for r in results if r.ok)
-        title += f": {r.label} overall, {len(r.timeline)} windows" + (f", {r.skipped} skipped as silence" if r.skipped else "")
+        title += f": {r.label} overall, {len(r.timeline)} windows" + (
+            f", {r.skipped} skipped as silence" if r.skipped else ""
+        )
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
     if not one:
         table.add_column("file", overflow="fold", min_width=12)
@@ -568,31 +705,46 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
             err_console.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
 
 
-@app.command("predict")
+@app.command(
+    "predict",
+    help="Recognise the emotion in recordings; long ones are streamed in blocks (flat memory).\n\n"
+    "Every file gets a result: one that cannot be read gets its error line and the run goes on. Exit code 0 if all "
+    "files were scored, 1 if some failed.",
+)
 def predict(
     model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
     inputs: list[Path] = typer.Argument(
-        ..., help="Audio files (any format soundfile reads, any rate and channels), folders (searched "
-        "recursively), lists of paths (.txt, one a line) or manifests (.csv)."
+        ...,
+        help="Audio files (any format soundfile reads, any rate and channels), folders (searched "
+        "recursively), lists of paths (.txt, one a line) or manifests (.csv).",
     ),
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="Write results to a .csv or .jsonl file (atomically) instead of the screen table."
     ),
-    timeline: bool = typer.Option(False, "--timeline", help="One row per window (start, end, probabilities) instead of one per file."),
-    hop: Optional[float] = typer.Option(None, "--hop", min=0.01, help="Hop between 2 s windows in seconds (default: the model's test hop, 0.4)."),
-    silence_db: Optional[float] = typer.Option(
-        None, "--silence-db", max=-1.0, help="Skip windows quieter than this RMS level in dBFS (e.g. -50); default: score all."
+    timeline: bool = typer.Option(
+        False, "--timeline", help="One row per window (start, end, probabilities) instead of one per file."
     ),
-    backend: str = typer.Option("torch", "--backend", help="torch (PyTorch) or onnx (ONNX Runtime, see `areaser export`)."),
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."),
+    hop: Optional[float] = typer.Option(
+        None, "--hop", min=0.01, help="Hop between 2 s windows in seconds (default: the model's test hop, 0.4)."
+    ),
+    silence_db: Optional[float] = typer.Option(
+        None,
+        "--silence-db",
+        max=-1.0,
+        help="Skip windows quieter than this RMS level in dBFS (e.g. -50); default: score all.",
+    ),
+    backend: str = typer.Option(
+        "torch", "--backend", help="torch (PyTorch) or onnx (ONNX Runtime, see `areaser export`)."
+    ),
+    onnx: Optional[Path] = typer.Option(
+        None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."
+    ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Windows scored at once (across files)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for inference (default: all cores)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads for inference (default: all cores)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over files on stderr."),
 ) -> None:
-    """Recognise the emotion in recordings; long ones are streamed in blocks (flat memory).
-
-    Every file gets a result: one that cannot be read gets its error line and the run goes on. Exit code 0 if all files were scored, 1 if some failed.
-    """
     import json
 
     import torch
@@ -617,8 +769,13 @@ def predict(
         raise fail(str(e)) from None
     results = []
     with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True, disable=not progress or not err_console.is_terminal,
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not progress or not err_console.is_terminal,
     ) as bar:
         task = bar.add_task("files", total=len(paths))
         for result in rec.predict_many(paths):
@@ -649,7 +806,9 @@ def export(
     onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model (atomically)."),
     int8: bool = typer.Option(False, "--int8", help="Quantise to int8 with ONNX Runtime (smaller, faster on CPU)."),
     calibrate: Optional[list[Path]] = typer.Option(
-        None, "--calibrate", help="Audio (files, folders, lists) to calibrate int8 (default: 32 utterances of the run's manifest)."
+        None,
+        "--calibrate",
+        help="Audio (files, folders, lists) to calibrate int8 (default: 32 utterances of the run's manifest).",
     ),
 ) -> None:
     """Export a trained model to ONNX: input log-Mel (batch x 128 x frames), outputs logits and probabilities."""
@@ -676,12 +835,21 @@ def export(
     shape = lambda s: "[" + ", ".join(map(str, s)) + "]"  # noqa: E731
     mode = "float32"
     if meta["int8"]:
-        mode = f"{meta['int8']['mode']} int8" + (f", calibrated on {meta['int8']['calibration_windows']} windows"
-                                                 if meta["int8"].get("calibration_windows") else "")
-    console.print(f"wrote {onnx} ({onnx.stat().st_size / 2**20:.2f} MiB, {mode}, {len(meta['classes'])} classes: "
-                  f"{', '.join(meta['classes'])})", highlight=False)
-    console.print(f"  input  {meta['input']['name']:<13} float32 {shape(meta['input']['shape'])}  log10 mel power",
-                  highlight=False, markup=False)
+        mode = f"{meta['int8']['mode']} int8" + (
+            f", calibrated on {meta['int8']['calibration_windows']} windows"
+            if meta["int8"].get("calibration_windows")
+            else ""
+        )
+    console.print(
+        f"wrote {onnx} ({onnx.stat().st_size / 2**20:.2f} MiB, {mode}, {len(meta['classes'])} classes: "
+        f"{', '.join(meta['classes'])})",
+        highlight=False,
+    )
+    console.print(
+        f"  input  {meta['input']['name']:<13} float32 {shape(meta['input']['shape'])}  log10 mel power",
+        highlight=False,
+        markup=False,
+    )
     for name, s in meta["outputs"].items():
         console.print(f"  output {name:<13} float32 {shape(s)}", highlight=False, markup=False)
 
@@ -692,10 +860,18 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."),
-    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above)."),
-    max_duration_s: float = typer.Option(600.0, "--max-duration-s", min=0.1, help="Longest audio accepted (422 above)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Recordings scored at the same time; more requests wait in line."),
+    onnx: Optional[Path] = typer.Option(
+        None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."
+    ),
+    max_upload_mb: float = typer.Option(
+        25.0, "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above)."
+    ),
+    max_duration_s: float = typer.Option(
+        600.0, "--max-duration-s", min=0.1, help="Longest audio accepted (422 above)."
+    ),
+    workers: int = typer.Option(
+        2, "--workers", min=1, help="Recordings scored at the same time; more requests wait in line."
+    ),
 ) -> None:
     """Serve the model over HTTP: a web page at /, POST /v1/predict, GET /healthz."""
     from .service import ServiceLimits
@@ -705,7 +881,10 @@ def serve(
         backend, onnx = "onnx", model
     limits = ServiceLimits(int(max_upload_mb * 2**20), max_duration_s, workers)
     rec = _recognizer(model, backend, onnx, None)
-    console.print(f"serving {model} ({rec.backend.name}, classes {', '.join(rec.classes)}) on http://{host}:{port}/", highlight=False)
+    console.print(
+        f"serving {model} ({rec.backend.name}, classes {', '.join(rec.classes)}) on http://{host}:{port}/",
+        highlight=False,
+    )
     serve_app(rec, host, port, limits)
 
 

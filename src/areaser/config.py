@@ -221,7 +221,7 @@ def _from_dict(cls: type, d: Mapping[str, Any], where: str):
 
 
 def _type_ok(annotation: str, v: Any) -> bool:
-    """Does JSON value ``v`` fit a field annotated ``annotation`` (a string, e.g. ``'int | None'``)?
+    """Whether JSON value ``v`` fits a field annotated ``annotation`` (a string, e.g. ``'int | None'``).
 
     Only plain types are checked; other annotations (Literal aliases) are left to the
     dataclass' own validation.

@@ -75,7 +75,7 @@ def cross_validate(
     """
     from .reports import write_cv_report
 
-    c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config))
+    c = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     c = replace(c, name=c.name or f"{c.model}-{c.protocol}")
     base = replace(c, fold=0).resolved()  # checks choices before anything runs
     prep = prepare_fold(base)
@@ -118,8 +118,12 @@ def cross_validate(
     return summary
 
 
-def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str],
-                 cross: Sequence[Mapping[str, Mapping]] | None = None) -> dict:
+def summarise_cv(
+    c: TrainConfig,
+    reports: Sequence[Mapping],
+    dirs: Sequence[str],
+    cross: Sequence[Mapping[str, Mapping]] | None = None,
+) -> dict:
     """Aggregate fold reports into the cv summary :func:`areaser.reports.write_cv_report` draws.
 
     ``cross``: per fold, its cross-corpus reports by name (:func:`score_test_manifests`); they
@@ -129,8 +133,15 @@ def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str]
 
     rows = []
     for r, d in zip(reports, dirs):
-        row = {"name": r["fold"], "test_group": r["test_group"], "dir": d, "epoch": r["selected_epoch"],
-               "wa": r["test"]["wa"], "ua": r["test"]["ua"], "macro_f1": r["test"]["macro_f1"]}
+        row = {
+            "name": r["fold"],
+            "test_group": r["test_group"],
+            "dir": d,
+            "epoch": r["selected_epoch"],
+            "wa": r["test"]["wa"],
+            "ua": r["test"]["ua"],
+            "macro_f1": r["test"]["macro_f1"],
+        }
         if "paper_and_honest" in r:
             row["paper_max_wa"] = r["paper_and_honest"]["paper"]["max_wa"]
             row["paper_max_ua"] = r["paper_and_honest"]["paper"]["max_ua"]
@@ -138,8 +149,9 @@ def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str]
     keys = ["wa", "ua", "macro_f1"] + (["paper_max_wa", "paper_max_ua"] if "paper_max_wa" in rows[0] else [])
     confusion = np.sum([np.asarray(r["test"]["confusion"]) for r in reports], axis=0).tolist()
     # a fold finished before reports held their provenance: the same facts from its config and manifest
-    prov = reports[0].get("provenance") or describe(c.manifest, None, reports[0]["config"].get("label_set"),
-                                                    reports[0]["classes"], c.protocol)
+    prov = reports[0].get("provenance") or describe(
+        c.manifest, None, reports[0]["config"].get("label_set"), reports[0]["classes"], c.protocol
+    )
     how = "classifier fitted on its train part" if is_baseline(c.model) else "model of the epoch chosen on its dev part"
     summary = {
         "name": c.name,
@@ -150,9 +162,14 @@ def summarise_cv(c: TrainConfig, reports: Sequence[Mapping], dirs: Sequence[str]
         "confusion": confusion,
         "provenance": prov,
         "notes": notes(prov),
-        "info": {**info_rows(prov), "manifest": c.manifest, "preset / model": f"{c.preset} / {c.model}",
-                 "VTLP": c.vtlp.impl, "folds": len(rows),
-                 "scores": f"the test part of each fold ({how}); mean +- std over the {len(rows)} fold(s)"},
+        "info": {
+            **info_rows(prov),
+            "manifest": c.manifest,
+            "preset / model": f"{c.preset} / {c.model}",
+            "VTLP": c.vtlp.impl,
+            "folds": len(rows),
+            "scores": f"the test part of each fold ({how}); mean +- std over the {len(rows)} fold(s)",
+        },
     }
     if cross and any(cross):
         summary["cross_corpus"] = summarise_cross(dirs, cross)
@@ -167,9 +184,11 @@ def _pm(agg: Mapping, key: str) -> str:
 def _cv_line(summary: Mapping, where: str | os.PathLike | None = None) -> str:
     """Console summary of a cv: where the numbers come from, mean +- std, one line per other corpus."""
     agg, p, n = summary["aggregate"], summary["provenance"], len(summary["folds"])
-    lines = [f"{corpus_text(p)}, label set {label_set_text(p.get('label_set'), p['classes'])}, protocol "
-             f"{protocol_text(p)}: WA {_pm(agg, 'wa')} %, UA {_pm(agg, 'ua')} % over {n} fold(s) (test part of each)"
-             + (f"; report {where}" if where else "")]
+    lines = [
+        f"{corpus_text(p)}, label set {label_set_text(p.get('label_set'), p['classes'])}, protocol "
+        f"{protocol_text(p)}: WA {_pm(agg, 'wa')} %, UA {_pm(agg, 'ua')} % over {n} fold(s) (test part of each)"
+        + (f"; report {where}" if where else "")
+    ]
     for e in summary.get("cross_corpus", {}).values():
         lines.append(_cross_line(e))
     return with_notes("\n".join(lines), summary.get("notes"))
@@ -177,8 +196,10 @@ def _cv_line(summary: Mapping, where: str | os.PathLike | None = None) -> str:
 
 def _cross_line(e: Mapping) -> str:
     left = f"; absent there, left out of UA: {', '.join(e['classes_left_out'])}" if e["classes_left_out"] else ""
-    return (f"  cross-corpus on {e['corpus_text']}: WA {_pm(e['aggregate'], 'wa')} %, UA {_pm(e['aggregate'], 'ua')} % "
-            f"over {len(e['folds'])} fold(s), {e['n']} utterances, classes {', '.join(e['classes_used'])}{left}")
+    return (
+        f"  cross-corpus on {e['corpus_text']}: WA {_pm(e['aggregate'], 'wa')} %, UA {_pm(e['aggregate'], 'ua')} % "
+        f"over {len(e['folds'])} fold(s), {e['n']} utterances, classes {', '.join(e['classes_used'])}{left}"
+    )
 
 
 def summarise_cross(dirs: Sequence[str], cross: Sequence[Mapping[str, Mapping]]) -> dict:
@@ -194,14 +215,30 @@ def summarise_cross(dirs: Sequence[str], cross: Sequence[Mapping[str, Mapping]])
     out = {}
     for name in dict.fromkeys(k for per_fold in cross for k in per_fold):
         done = [(d, per_fold[name]) for d, per_fold in zip(dirs, cross) if name in per_fold]
-        rows = [{"name": d, "dir": f"{d}/cross/{name}", "n": r["test"]["n"], "wa": r["test"]["wa"],
-                 "ua": r["test"]["ua"], "macro_f1": r["test"]["macro_f1"]} for d, r in done]
+        rows = [
+            {
+                "name": d,
+                "dir": f"{d}/cross/{name}",
+                "n": r["test"]["n"],
+                "wa": r["test"]["wa"],
+                "ua": r["test"]["ua"],
+                "macro_f1": r["test"]["macro_f1"],
+            }
+            for d, r in done
+        ]
         first = done[0][1]
         scored = first["provenance"]["scored_on"]
-        out[name] = {"corpus": scored["corpus"], "corpus_text": corpus_text(scored), "manifest": scored["manifest"],
-                     "scored_on": scored, "n": first["test"]["n"], "classes_used": first["classes_used"],
-                     "classes_left_out": first["classes_left_out"], "folds": rows,
-                     "aggregate": summarise_runs(rows, ["wa", "ua", "macro_f1"])}
+        out[name] = {
+            "corpus": scored["corpus"],
+            "corpus_text": corpus_text(scored),
+            "manifest": scored["manifest"],
+            "scored_on": scored,
+            "n": first["test"]["n"],
+            "classes_used": first["classes_used"],
+            "classes_left_out": first["classes_left_out"],
+            "folds": rows,
+            "aggregate": summarise_runs(rows, ["wa", "ua", "macro_f1"]),
+        }
     return out
 
 
@@ -232,8 +269,10 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
         c = TrainConfig.from_dict(meta["config"])
         base = _training_dir(run_dir, c.out_dir, c.name or run_dir.name)
         # the cross-corpus table is kept: fold scores on other corpora are read back (scored if missing)
-        crosses = [score_test_manifests(run_dir / name, c.test_manifests, log=log, reuse=True, base=base)
-                   for name in meta["folds"]]
+        crosses = [
+            score_test_manifests(run_dir / name, c.test_manifests, log=log, reuse=True, base=base)
+            for name in meta["folds"]
+        ]
         summary = summarise_cv(c, reports, meta["folds"], crosses)
         write_cv_report(run_dir, summary)
         if log:
@@ -306,14 +345,16 @@ def _run_manifests(run_dir: Path, c: TrainConfig, split: Mapping) -> list[str]:
         raise ConfigError(
             f"{run_dir}: its manifest {c.manifest} is a path relative to the folder training ran in, which is "
             f"unknown: the run directory is not at OUT_DIR/NAME of its config.json ({Path(c.out_dir) / c.name}) "
-            f"and split.json records no base; {_NOT_SCORED}")
+            f"and split.json records no base; {_NOT_SCORED}"
+        )
     for b in bases:
         found = [m if os.path.isabs(m) else str(b / m) for m in names]
         if all(os.path.isfile(m) for m in found):
             return found
     tried = ", ".join(str(b / c.manifest) for b in bases)
-    raise ConfigError(f"{run_dir}: the run's manifest {c.manifest} is not where training read it ({tried}); "
-                      f"{_NOT_SCORED}")
+    raise ConfigError(
+        f"{run_dir}: the run's manifest {c.manifest} is not where training read it ({tried}); {_NOT_SCORED}"
+    )
 
 
 def _run_test_set(run_dir: Path, c: TrainConfig, classes: Sequence[str]):
@@ -330,8 +371,9 @@ def _run_test_set(run_dir: Path, c: TrainConfig, classes: Sequence[str]):
 
     split_path = run_paths(run_dir)["split"]
     if not split_path.is_file():
-        raise ConfigError(f"{run_dir}: no split.json, so which utterances the run was tested on is unknown; "
-                          f"{_NOT_SCORED}")
+        raise ConfigError(
+            f"{run_dir}: no split.json, so which utterances the run was tested on is unknown; {_NOT_SCORED}"
+        )
     split = json.loads(split_path.read_text())
     manifests = _run_manifests(run_dir, c, split)
     frames = [read_manifest(m, check_files=False) for m in manifests]
@@ -347,34 +389,48 @@ def _run_test_set(run_dir: Path, c: TrainConfig, classes: Sequence[str]):
         ids = [str(u) for u in split[part]]
         missing = [u for u in ids if u not in row_of]
         if missing:
-            raise ConfigError(f"{run_dir}: {len(missing)} of the {len(ids)} {part} utterances of split.json are not "
-                              f"in {where} (e.g. {missing[0]}): not the data the run was made of; {_NOT_SCORED}")
+            raise ConfigError(
+                f"{run_dir}: {len(missing)} of the {len(ids)} {part} utterances of split.json are not "
+                f"in {where} (e.g. {missing[0]}): not the data the run was made of; {_NOT_SCORED}"
+            )
         rows = df.iloc[[row_of[u] for u in ids]].reset_index(drop=True)
         sel = select_classes(rows, ls)
         if len(sel) < len(rows):
             bad = rows[~rows["utt_id"].isin(set(sel["utt_id"]))]
-            raise ConfigError(f"{run_dir}: {len(bad)} {part} utterance(s) of split.json now have a label outside the "
-                              f"run's classes in {where} (e.g. {bad['utt_id'].iloc[0]}: {bad['label'].iloc[0]}); "
-                              f"{_NOT_SCORED}")
+            raise ConfigError(
+                f"{run_dir}: {len(bad)} {part} utterance(s) of split.json now have a label outside the "
+                f"run's classes in {where} (e.g. {bad['utt_id'].iloc[0]}: {bad['label'].iloc[0]}); "
+                f"{_NOT_SCORED}"
+            )
         parts[part] = sel
     test = parts["test"]
     absent = [p for p in test["path"] if not os.path.isfile(p)]
     if absent:
-        raise ConfigError(f"{run_dir}: {len(absent)} of the {len(test)} test audio files are missing "
-                          f"(e.g. {absent[0]}); {_NOT_SCORED}")
+        raise ConfigError(
+            f"{run_dir}: {len(absent)} of the {len(test)} test audio files are missing "
+            f"(e.g. {absent[0]}); {_NOT_SCORED}"
+        )
     files = split.get("test_files")
     if files is not None:
-        changed = [p for u, p in zip(test["utt_id"], test["path"])  # the size first: no read when it differs
-                   if u not in files or files[u].get("bytes") not in (None, os.path.getsize(p))
-                   or file_digest(p) != files[u]["sha1"]]
+        changed = [
+            p
+            for u, p in zip(test["utt_id"], test["path"])  # the size first: no read when it differs
+            if u not in files
+            or files[u].get("bytes") not in (None, os.path.getsize(p))
+            or file_digest(p) != files[u]["sha1"]
+        ]
         if changed:
-            raise ConfigError(f"{run_dir}: {len(changed)} of the {len(test)} test audio files differ from those the "
-                              f"run was tested on (SHA-1 in split.json; e.g. {changed[0]}); {_NOT_SCORED}")
+            raise ConfigError(
+                f"{run_dir}: {len(changed)} of the {len(test)} test audio files differ from those the "
+                f"run was tested on (SHA-1 in split.json; e.g. {changed[0]}); {_NOT_SCORED}"
+            )
     # the fold's number of folds and classes, as training derived them from this manifest
     derived = prepare_fold(replace(c, manifest=manifests[0], extra_manifests=manifests[1:]), df)
     if tuple(derived.classes) != tuple(classes):
-        raise ConfigError(f"{run_dir}: label set {c.label_set} gives classes {', '.join(derived.classes)} on {where}, "
-                          f"the model has {', '.join(classes)}; {_NOT_SCORED}")
+        raise ConfigError(
+            f"{run_dir}: label set {c.label_set} gives classes {', '.join(derived.classes)} on {where}, "
+            f"the model has {', '.join(classes)}; {_NOT_SCORED}"
+        )
     fold = replace(derived.fold, name=split["fold"], test_group=split["test_group"])
     return PreparedFold(parts, tuple(classes), fold, derived.n_folds)
 
@@ -399,8 +455,10 @@ def _check_same_test_set(run_dir: Path, old: Mapping, new: Mapping) -> None:
     diff = [k for k in was if k in now and was[k] != now[k]]
     if diff:
         k = diff[0]
-        raise ConfigError(f"{run_dir}: the test set scored now differs from the one of its report ({k}: "
-                          f"{json.dumps(now[k])} now, {json.dumps(was[k])} in report.json); {_NOT_SCORED}")
+        raise ConfigError(
+            f"{run_dir}: the test set scored now differs from the one of its report ({k}: "
+            f"{json.dumps(now[k])} now, {json.dumps(was[k])} in report.json); {_NOT_SCORED}"
+        )
 
 
 # ----------------------------------------------------------------------------- cross-corpus
@@ -439,11 +497,19 @@ def _other_corpus(manifest: str | os.PathLike, label_set: str, classes: Sequence
     rows = select_classes(orig, ls)
     have = sorted(set(orig["label"]))
     if not len(rows):
-        raise ConfigError(f"{manifest}: none of its labels ({', '.join(have) or 'none'}) maps to a class of the model "
-                          f"({', '.join(classes)}; label set {label_set})")
+        raise ConfigError(
+            f"{manifest}: none of its labels ({', '.join(have) or 'none'}) maps to a class of the model "
+            f"({', '.join(classes)}; label set {label_set})"
+        )
     left = orig.loc[orig["label"].map(ls.map).isna(), "label"].value_counts()
-    return _Other(str(manifest), _cross_name(manifest, orig), orig, rows,
-                  [k for k in classes if k not in set(rows["class"])], {str(k): int(v) for k, v in left.items()})
+    return _Other(
+        str(manifest),
+        _cross_name(manifest, orig),
+        orig,
+        rows,
+        [k for k in classes if k not in set(rows["class"])],
+        {str(k): int(v) for k, v in left.items()},
+    )
 
 
 def _cross_name(manifest: str | os.PathLike, df: pd.DataFrame) -> str:
@@ -453,21 +519,29 @@ def _cross_name(manifest: str | os.PathLike, df: pd.DataFrame) -> str:
 
 
 def check_test_manifests(label_set: str, classes: Sequence[str], manifests: Sequence[str]) -> list[str]:
-    """Check other corpora before training: each readable, sharing a class with the model, with its
-    own name (``RUN/cross/<name>/``). Returns the names; raises ConfigError or ManifestError."""
+    """Check other corpora before training; returns their names, raises ConfigError or ManifestError.
+
+    Each must be readable, share a class with the model and have its own name (``RUN/cross/<name>/``).
+    """
     names: dict[str, str] = {}
     for m in manifests:
         name = _other_corpus(m, label_set, classes).name
         if name in names:
-            raise ConfigError(f"test manifests {names[name]} and {m} are both corpus {name!r} (RUN/cross/{name}/); "
-                              "give one of them another corpus column value")
+            raise ConfigError(
+                f"test manifests {names[name]} and {m} are both corpus {name!r} (RUN/cross/{name}/); "
+                "give one of them another corpus column value"
+            )
         names[name] = str(m)
     return list(names)
 
 
-def score_test_manifests(run_dir: str | os.PathLike, manifests: Sequence[str],
-                         log: Callable[[str], None] | None = print, reuse: bool = False,
-                         base: str | os.PathLike | None = None) -> dict[str, dict]:
+def score_test_manifests(
+    run_dir: str | os.PathLike,
+    manifests: Sequence[str],
+    log: Callable[[str], None] | None = print,
+    reuse: bool = False,
+    base: str | os.PathLike | None = None,
+) -> dict[str, dict]:
     """:func:`evaluate_on` for each of ``manifests``; the cross-corpus reports by name.
 
     ``reuse``: a report already in ``RUN/cross/<name>/`` for the same manifest is read back
@@ -537,12 +611,18 @@ def _trained(run_dir: Path, c: TrainConfig, log) -> _Trained:
         return score_windows(ws, logits, run.classes, c.decision, speakers=True), ws.dropped
 
     epoch = int(run.header["epoch"])
-    return _Trained(run.classes, run.header.get("fold", ""), epoch,
-                    f"{c.preset} / {c.model}, weights of epoch {epoch} (chosen on dev)", score_neural)
+    return _Trained(
+        run.classes,
+        run.header.get("fold", ""),
+        epoch,
+        f"{c.preset} / {c.model}, weights of epoch {epoch} (chosen on dev)",
+        score_neural,
+    )
 
 
-def evaluate_on(run_dir: str | os.PathLike, manifest: str | os.PathLike,
-                log: Callable[[str], None] | None = print) -> dict:
+def evaluate_on(
+    run_dir: str | os.PathLike, manifest: str | os.PathLike, log: Callable[[str], None] | None = print
+) -> dict:
     """Score a trained run on another corpus' manifest (cross-corpus); write ``RUN/cross/<name>/``.
 
     ``run_dir``: a run directory of ``train``, neural (its ``best.safetensors``) or a baseline
@@ -584,8 +664,10 @@ def evaluate_on(run_dir: str | os.PathLike, manifest: str | os.PathLike,
     warn = notes({**trained, "speaker_dependent": None}, scored)  # the run's own split plays no part here
     same = sorted(set(trained["corpus_names"]) & set(scored["corpus_names"]))
     if same:
-        warn.append(f"scored on the corpus it was trained on ({', '.join(same)}): its training utterances may be "
-                    "among those scored, so this is not a cross-corpus result")
+        warn.append(
+            f"scored on the corpus it was trained on ({', '.join(same)}): its training utterances may be "
+            "among those scored, so this is not a cross-corpus result"
+        )
     left = ", ".join(f"{k} {v}" for k, v in other.unmapped.items()) or "none"
     report = {
         "kind": "cross-corpus",
@@ -606,9 +688,9 @@ def evaluate_on(run_dir: str | os.PathLike, manifest: str | os.PathLike,
         "notes": warn,
         "info": {
             "trained on": f"{trained['corpus']} ({trained['manifest']}), protocol {protocol_text(trained)}, "
-                          f"fold {model.fold}",
+            f"fold {model.fold}",
             "scored on": f"{scored['corpus']} ({scored['manifest']}): every original utterance whose label maps to "
-                         "a model class; no protocol, none of it split off for training",
+            "a model class; no protocol, none of it split off for training",
             "label set": label_set_text(c.label_set, model.classes),
             "classes used (UA and macro-F1 average over these)": ", ".join(used),
             f"model classes absent from {scored['corpus']} (left out of UA)": ", ".join(other.absent) or "none",
@@ -621,11 +703,16 @@ def evaluate_on(run_dir: str | os.PathLike, manifest: str | os.PathLike,
     out = write_run_report(run_dir / "cross" / other.name, report)
     if log:
         absent = f"; absent there, left out of UA: {', '.join(other.absent)}" if other.absent else ""
-        log(with_notes(
-            f"{run_dir} on {corpus_text(scored)}: WA {100 * metrics['wa']:.2f} %, UA {100 * metrics['ua']:.2f} % over "
-            f"{metrics['n']} utterances (classes {', '.join(used)}{absent}; labels left out: {left}); trained on "
-            f"{corpus_text(trained)}, label set {label_set_text(c.label_set, model.classes)}, protocol "
-            f"{protocol_text(trained)}, fold {model.fold}; report {out['md']}", warn))
+        log(
+            with_notes(
+                f"{run_dir} on {corpus_text(scored)}: WA {100 * metrics['wa']:.2f} %, "
+                f"UA {100 * metrics['ua']:.2f} % over "
+                f"{metrics['n']} utterances (classes {', '.join(used)}{absent}; labels left out: {left}); trained on "
+                f"{corpus_text(trained)}, label set {label_set_text(c.label_set, model.classes)}, protocol "
+                f"{protocol_text(trained)}, fold {model.fold}; report {out['md']}",
+                warn,
+            )
+        )
     return report
 
 
@@ -644,13 +731,20 @@ def _evaluate_cv_on(cv_dir: Path, manifest: str | os.PathLike, log) -> dict:
         "name": f"{meta['config'].get('name') or cv_dir.name} on {name}",
         "provenance": first["provenance"],
         "notes": first["notes"],
-        "info": {"trained on": f"{trained['corpus']} ({trained['manifest']}), protocol {protocol_text(trained)}, "
-                               f"{len(reports)} fold(s): a model each",
-                 "scored on": first["info"]["scored on"], "label set": first["info"]["label set"]},
+        "info": {
+            "trained on": f"{trained['corpus']} ({trained['manifest']}), protocol {protocol_text(trained)}, "
+            f"{len(reports)} fold(s): a model each",
+            "scored on": first["info"]["scored on"],
+            "label set": first["info"]["label set"],
+        },
         "cross_corpus": cross,
     }
     paths = write_cross_summary(cv_dir / "cross" / name, summary, base="../../")
     if log:
-        log(with_notes(f"{cv_dir}: trained on {corpus_text(trained)}\n{_cross_line(cross[name])}; "
-                       f"report {paths['md']}", summary["notes"]))
+        log(
+            with_notes(
+                f"{cv_dir}: trained on {corpus_text(trained)}\n{_cross_line(cross[name])}; report {paths['md']}",
+                summary["notes"],
+            )
+        )
     return summary

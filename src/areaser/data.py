@@ -66,15 +66,15 @@ class WindowSet:
     def precompute(self, features: torch.nn.Module, batch_size: int = 256) -> "WindowSet":
         """Store raw (un-normalised, un-warped) log-Mel of every window: ``features.raw``."""
         device = next(iter(features.buffers())).device
-        out = [features.raw(self.waves(torch.arange(i, min(i + batch_size, len(self)))).to(device)).cpu()
-               for i in range(0, len(self), batch_size)]
+        out = [
+            features.raw(self.waves(torch.arange(i, min(i + batch_size, len(self)))).to(device)).cpu()
+            for i in range(0, len(self), batch_size)
+        ]
         self.feats = torch.cat(out) if out else torch.zeros(0)
         return self
 
 
-def load_windows(
-    df: pd.DataFrame, segments: SegmentConfig, train: bool, sr: int = 16_000, progress=None
-) -> WindowSet:
+def load_windows(df: pd.DataFrame, segments: SegmentConfig, train: bool, sr: int = 16_000, progress=None) -> WindowSet:
     """Load and cut the utterances of ``df`` (rows with ``path`` and ``y``).
 
     ``train`` picks the training hop (``segments.train_hop_s``) or the test hop.
@@ -146,8 +146,15 @@ class SERDataModule(L.LightningDataModule):
     one loader per entry in that order.
     """
 
-    def __init__(self, train: WindowSet, eval_sets: dict[str, WindowSet], batch_size: int = 32,
-                 seed: int = 0, num_workers: int = 0, eval_batch_size: int = 128):
+    def __init__(
+        self,
+        train: WindowSet,
+        eval_sets: dict[str, WindowSet],
+        batch_size: int = 32,
+        seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int = 128,
+    ):
         super().__init__()
         self.train_set = train
         self.eval_sets = eval_sets
@@ -159,11 +166,25 @@ class SERDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         # DistributedSampler pads the last round so every replica takes the same number of steps
-        sampler = DistributedSampler(range(len(self.train_set)), num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return DataLoader(range(len(self.train_set)), batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=_TrainBatch(self.train_set), num_workers=self.num_workers)
+        sampler = DistributedSampler(
+            range(len(self.train_set)), num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        )
+        return DataLoader(
+            range(len(self.train_set)),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=_TrainBatch(self.train_set),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(range(len(ws)), batch_size=self.eval_batch_size, shuffle=False,
-                           collate_fn=_EvalBatch(ws), num_workers=self.num_workers)
-                for ws in self.eval_sets.values()]
+        return [
+            DataLoader(
+                range(len(ws)),
+                batch_size=self.eval_batch_size,
+                shuffle=False,
+                collate_fn=_EvalBatch(ws),
+                num_workers=self.num_workers,
+            )
+            for ws in self.eval_sets.values()
+        ]

@@ -66,16 +66,19 @@ def run_demo(
 
     say("[bold]2/4[/] train the paper model with VTLP on sessions 1-4 (dev: one session-1 speaker)")
     overrides = {**DEMO, **({"epochs": epochs} if epochs else {})}
-    cfg = config_with(None, manifest=str(manifest), out_dir=str(out_dir), progress=progress, tensorboard=True,
-                      **overrides)
+    cfg = config_with(
+        None, manifest=str(manifest), out_dir=str(out_dir), progress=progress, tensorboard=True, **overrides
+    )
     report = train(cfg, resume=False, log=say)
     t_train = time.perf_counter() - t0 - t_synth
 
     run_dir = Path(out_dir) / cfg.name
     test = report["test"]
-    say(f"[bold]3/4[/] held-out session {report['test_group']}: {test['n']} utterances, "
+    say(
+        f"[bold]3/4[/] held-out session {report['test_group']}: {test['n']} utterances, "
         f"WA {100 * test['wa']:.2f} %, UA {100 * test['ua']:.2f} % (chance 25 %; synthetic speech: this checks the "
-        "pipeline, not emotion recognition, for which see docs/real-speech.md)")
+        "pipeline, not emotion recognition, for which see docs/real-speech.md)"
+    )
 
     split = json.loads((run_dir / "split.json").read_text())
     df = read_manifest(manifest).set_index("utt_id")
@@ -92,9 +95,17 @@ def run_demo(
         table.add_row(c, f"{100 * float(p):.1f} %")
     con.print(table)
     total = time.perf_counter() - t0
-    say(f"report: {run_dir / 'report.md'}  (corpus {t_synth:.0f} s, training + evaluation {t_train:.0f} s, "
-        f"total {total:.0f} s)")
-    report["demo"] = {"file": str(path), "reference": label, "predicted": pred.label,
-                      "probabilities": dict(zip(pred.classes, map(float, pred.probabilities))),
-                      "corpus_s": round(t_synth, 1), "train_s": round(t_train, 1), "total_s": round(total, 1)}
+    say(
+        f"report: {run_dir / 'report.md'}  (corpus {t_synth:.0f} s, training + evaluation {t_train:.0f} s, "
+        f"total {total:.0f} s)"
+    )
+    report["demo"] = {
+        "file": str(path),
+        "reference": label,
+        "predicted": pred.label,
+        "probabilities": dict(zip(pred.classes, map(float, pred.probabilities))),
+        "corpus_s": round(t_synth, 1),
+        "train_s": round(t_train, 1),
+        "total_s": round(total, 1),
+    }
     return report

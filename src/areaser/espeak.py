@@ -107,8 +107,14 @@ class Espeak:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         # 1 s chunks (default 60 ms: many more Python callbacks); path = the wheel's espeak-ng-data
         sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 1000, data.encode(), 0)
@@ -156,8 +162,11 @@ class Espeak:
         with self._lock:
             self.set_voice(voice)
             for param, value in (
-                (_RATE, prosody.rate), (_PITCH, prosody.pitch), (_RANGE, prosody.range),
-                (_VOLUME, prosody.volume), (_WORDGAP, prosody.wordgap),
+                (_RATE, prosody.rate),
+                (_PITCH, prosody.pitch),
+                (_RANGE, prosody.range),
+                (_VOLUME, prosody.volume),
+                (_WORDGAP, prosody.wordgap),
             ):
                 self._lib.espeak_SetParameter(param, int(value), 0)
             data = text.encode("utf-8")
@@ -170,7 +179,7 @@ class Espeak:
             raise EspeakError(f"espeak_Synth failed with code {err} for text {text[:40]!r}")
         if not chunks:
             return np.zeros(0, np.float32)
-        return (np.concatenate(chunks).astype(np.float32) / 32768.0)
+        return np.concatenate(chunks).astype(np.float32) / 32768.0
 
 
 def in_fresh_engine(fn: Callable[..., T], *args: Any) -> T:

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 from .fileio import atomic_path
 
 __all__ = [
-    "INPUT", "OUTPUTS", "export_onnx", "export_modules", "quantize_int8", "default_calibration", "read_metadata",
+    "INPUT",
+    "OUTPUTS",
+    "export_onnx",
+    "export_modules",
+    "quantize_int8",
+    "default_calibration",
+    "read_metadata",
     "OnnxBackend",
 ]
 
@@ -62,7 +68,9 @@ class _Head(nn.Module):
 
 
 def _state_to_json(module: nn.Module) -> dict:
-    return {k: {"dtype": str(v.dtype).removeprefix("torch."), "data": v.tolist()} for k, v in module.state_dict().items()}
+    return {
+        k: {"dtype": str(v.dtype).removeprefix("torch."), "data": v.tolist()} for k, v in module.state_dict().items()
+    }
 
 
 def _state_from_json(d: dict) -> dict[str, Tensor]:
@@ -99,8 +107,10 @@ def export_modules(
     probe = torch.randn(3, cfg.n_mels, frames)
     with torch.no_grad():
         if not torch.equal(head(probe)[0], head(probe)[0]):
-            raise ValueError("the model's outputs are random at evaluation (dropout or sampling left on at eval, "
-                             "as the faithful preset does): an exported graph could not reproduce them")
+            raise ValueError(
+                "the model's outputs are random at evaluation (dropout or sampling left on at eval, "
+                "as the faithful preset does): an exported graph could not reproduce them"
+            )
     # frames dynamic when the model takes any length; a flatten + dense model pins it
     dynamic_frames = _accepts_other_lengths(model, cfg.n_mels, frames)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,8 +118,11 @@ def export_modules(
     meta = {
         "format": _FORMAT,
         "classes": list(classes),
-        "input": {"name": INPUT, "shape": ["batch", cfg.n_mels, "frames" if dynamic_frames else frames],
-                  "meaning": "log10 mel power of 2 s windows, normalised as features.norm says"},
+        "input": {
+            "name": INPUT,
+            "shape": ["batch", cfg.n_mels, "frames" if dynamic_frames else frames],
+            "meaning": "log10 mel power of 2 s windows, normalised as features.norm says",
+        },
         "outputs": {"logits": ["batch", len(classes)], "probabilities": ["batch", len(classes)]},
         "features": cfg.to_dict(),
         "features_state": _state_to_json(features),
@@ -136,7 +149,11 @@ def _export_verified(head: nn.Module, n_mels: int, frames: int, dynamic_frames: 
     import onnx
 
     # TorchScript first: several times faster to export, and the check below catches a trace that baked in a shape
-    attempts = [(False, True), (True, True), (False, False), (True, False)] if dynamic_frames else [(False, False), (True, False)]
+    attempts = (
+        [(False, True), (True, True), (False, False), (True, False)]
+        if dynamic_frames
+        else [(False, False), (True, False)]
+    )
     errors = []
     for dynamo, dyn_frames in attempts:
         raw = tmp / f"model-{int(dynamo)}{int(dyn_frames)}.onnx"
@@ -152,7 +169,9 @@ def _export_verified(head: nn.Module, n_mels: int, frames: int, dynamic_frames: 
     raise ValueError("this model cannot be exported to ONNX; " + "; ".join(dict.fromkeys(errors)))
 
 
-def _export_once(head: nn.Module, n_mels: int, frames: int, dynamo: bool, dyn_frames: bool, opset: int, out: Path) -> None:
+def _export_once(
+    head: nn.Module, n_mels: int, frames: int, dynamo: bool, dyn_frames: bool, opset: int, out: Path
+) -> None:
     import contextlib
     import io
     import logging
@@ -163,18 +182,38 @@ def _export_once(head: nn.Module, n_mels: int, frames: int, dynamo: bool, dyn_fr
     for name in ("torch.onnx", "torch.export", "torch.fx", "torch._dynamo"):
         logging.getLogger(name).setLevel(logging.ERROR)
     chatter = io.StringIO()  # the exporters print progress and, on failure, whole graphs
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+    with (
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(chatter),
+        contextlib.redirect_stderr(chatter),
+    ):
         warnings.simplefilter("ignore")
         if dynamo:
             dims = {0: torch.export.Dim("batch", min=1)}
             if dyn_frames:
                 dims[2] = torch.export.Dim("frames", min=8)
-            torch.onnx.export(head, (dummy,), str(out), dynamo=True, dynamic_shapes={"logmel": dims},
-                              report=False, optimize=True, external_data=False, **common)
+            torch.onnx.export(
+                head,
+                (dummy,),
+                str(out),
+                dynamo=True,
+                dynamic_shapes={"logmel": dims},
+                report=False,
+                optimize=True,
+                external_data=False,
+                **common,
+            )
         else:
             axes = {0: "batch", 2: "frames"} if dyn_frames else {0: "batch"}
-            torch.onnx.export(head, (dummy,), str(out), dynamo=False, dynamic_axes={
-                INPUT: axes, "logits": {0: "batch"}, "probabilities": {0: "batch"}}, **common)
+            torch.onnx.export(
+                head,
+                (dummy,),
+                str(out),
+                dynamo=False,
+                dynamic_axes={INPUT: axes, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+                **common,
+            )
 
 
 def _max_difference(head: nn.Module, path: Path, n_mels: int, frame_counts: list[int]) -> float:
@@ -260,9 +299,16 @@ def export_onnx(
     if int8 and calibration is None:
         calibration = default_calibration(run.config)
     export_modules(
-        run.features, run.model, run.classes, path, win_s=float(seg["win_s"]), hop_s=float(seg["test_hop_s"]),
-        pad_mode=str(seg.get("pad_mode", "repeat")), decision=str(run.config.get("decision", "prob")),
-        opset=opset, source=str(Path(model_dir)),
+        run.features,
+        run.model,
+        run.classes,
+        path,
+        win_s=float(seg["win_s"]),
+        hop_s=float(seg["test_hop_s"]),
+        pad_mode=str(seg.get("pad_mode", "repeat")),
+        decision=str(run.config.get("decision", "prob")),
+        opset=opset,
+        source=str(Path(model_dir)),
     )
     if int8:
         quantize_int8(path, path, calibration=calibration)
@@ -277,8 +323,10 @@ def default_calibration(config: dict, n: int = 32) -> list[Path]:
     try:
         paths = read_manifest(manifest, check_files=False)["path"].tolist()
     except ManifestError as e:
-        raise ValueError(f"int8 needs calibration audio and the run's manifest is not readable ({e}); "
-                         "pass some recordings with --calibrate") from None
+        raise ValueError(
+            f"int8 needs calibration audio and the run's manifest is not readable ({e}); "
+            "pass some recordings with --calibrate"
+        ) from None
     paths = [Path(p) for p in paths if Path(p).is_file()]
     if not paths:
         raise ValueError(f"int8 needs calibration audio: none of the files of {manifest} exists; pass --calibrate")
@@ -305,7 +353,13 @@ def quantize_int8(
     ``benchmarks/bench_inference.py``).
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
@@ -330,9 +384,15 @@ def quantize_int8(
                     return next(self._it, None)
 
             quantize_static(
-                str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=list(_WEIGHT_OPS), nodes_to_quantize=_weight_nodes(onnx.load(str(pre))),
+                str(pre),
+                str(out),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(_WEIGHT_OPS),
+                nodes_to_quantize=_weight_nodes(onnx.load(str(pre))),
             )
             meta["int8"] = {"mode": "static", "calibration_windows": sum(len(b[INPUT]) for b in batches)}
         else:
@@ -363,14 +423,16 @@ def _weight_nodes(proto) -> list[str]:
 
 def _calibration_batches(model_path: Path, files: list, max_windows: int, batch: int = 16) -> list[dict]:
     """Log-Mel windows of calibration recordings, as the model's input dicts."""
-    from .inference import stream_windows
     from .audio import stream_audio
+    from .inference import stream_windows
 
     backend = OnnxBackend(model_path)
     seg = backend.meta["segments"]
     windows: list[np.ndarray] = []
     for f in files:
-        for _, w in stream_windows(stream_audio(f, backend.sr), backend.sr, seg["win_s"], seg["hop_s"], seg["pad_mode"]):
+        for _, w in stream_windows(
+            stream_audio(f, backend.sr), backend.sr, seg["win_s"], seg["hop_s"], seg["pad_mode"]
+        ):
             windows.append(w)
             if len(windows) >= max_windows:
                 break

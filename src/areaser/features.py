@@ -101,13 +101,18 @@ def n_frames(n_samples: int, config: FeatureConfig = FeatureConfig()) -> int:
 @lru_cache(maxsize=16)
 def _basis_np(config: FeatureConfig) -> np.ndarray:
     return librosa.filters.mel(
-        sr=config.sr, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin,
-        fmax=config.fmax, htk=config.htk, norm=config.mel_norm,
+        sr=config.sr,
+        n_fft=config.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+        htk=config.htk,
+        norm=config.mel_norm,
     )
 
 
 def mel_basis(config: FeatureConfig = FeatureConfig()) -> Tensor:
-    """librosa's mel filterbank, float32 ``[n_mels, n_fft // 2 + 1]``."""
+    """Librosa's mel filterbank, float32 ``[n_mels, n_fft // 2 + 1]``."""
     return torch.from_numpy(_basis_np(config).copy())
 
 
@@ -147,7 +152,7 @@ def _bands(config: FeatureConfig, group: int = 16) -> tuple[tuple[int, int, int,
     nz = _basis_np(config) > 0
     out = []
     for m in range(0, config.n_mels, group):
-        cols = np.flatnonzero(nz[m:m + group].any(axis=0))
+        cols = np.flatnonzero(nz[m : m + group].any(axis=0))
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
         out.append((m, min(m + group, config.n_mels), lo, hi))
     return tuple(out)
@@ -158,8 +163,14 @@ _CPU_CHUNK = 32
 
 
 def _compute(
-    wave: Tensor, config: FeatureConfig, window: Tensor, basis: Tensor,
-    mel_f: Tensor, bin_freqs: Tensor, warp: Tensor | None, fhi: float,
+    wave: Tensor,
+    config: FeatureConfig,
+    window: Tensor,
+    basis: Tensor,
+    mel_f: Tensor,
+    bin_freqs: Tensor,
+    warp: Tensor | None,
+    fhi: float,
 ) -> Tensor:
     """The pipeline without normalisation: ``[B, N] -> [B, n_mels, frames]``."""
     if warp is not None:
@@ -167,14 +178,29 @@ def _compute(
         if len(warp) != len(wave):
             raise ValueError(f"need one warp factor per example: {len(warp)} factors for {len(wave)} examples")
     if wave.device.type == "cpu" and len(wave) > _CPU_CHUNK:
-        return torch.cat([
-            _compute(wave[i:i + _CPU_CHUNK], config, window, basis, mel_f, bin_freqs,
-                     None if warp is None else warp[i:i + _CPU_CHUNK], fhi)
-            for i in range(0, len(wave), _CPU_CHUNK)
-        ])
+        return torch.cat(
+            [
+                _compute(
+                    wave[i : i + _CPU_CHUNK],
+                    config,
+                    window,
+                    basis,
+                    mel_f,
+                    bin_freqs,
+                    None if warp is None else warp[i : i + _CPU_CHUNK],
+                    fhi,
+                )
+                for i in range(0, len(wave), _CPU_CHUNK)
+            ]
+        )
     spec = torch.stft(
-        wave, n_fft=config.n_fft, hop_length=config.hop_length, window=window,
-        center=config.center, pad_mode=config.pad_mode, return_complex=True,
+        wave,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        window=window,
+        center=config.center,
+        pad_mode=config.pad_mode,
+        return_complex=True,
     ).transpose(1, 2)  # [B, frames, freq]: torch computes frame by frame, so this is contiguous
     ri = torch.view_as_real(spec)
     power = torch.addcmul(ri[..., 0].square(), ri[..., 1], ri[..., 1])  # |X|^2 without a sqrt
@@ -198,7 +224,10 @@ def _compute(
 
 
 def normalize(
-    x: Tensor, config: FeatureConfig, mean: Tensor | None = None, std: Tensor | None = None,
+    x: Tensor,
+    config: FeatureConfig,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
     groups: Tensor | None = None,
 ) -> Tensor:
     """Apply ``config.norm`` to log-Mel ``x [B, n_mels, T]``.
@@ -218,7 +247,9 @@ def normalize(
     else:
         _, inv = torch.unique(torch.as_tensor(groups, device=x.device), return_inverse=True)
         n_g = int(inv.max()) + 1
-        count = torch.zeros(n_g, device=x.device, dtype=x.dtype).index_add_(0, inv, torch.full_like(inv, x.shape[2], dtype=x.dtype))
+        count = torch.zeros(n_g, device=x.device, dtype=x.dtype).index_add_(
+            0, inv, torch.full_like(inv, x.shape[2], dtype=x.dtype)
+        )
         s1 = torch.zeros(n_g, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, inv, x.sum(2))
         s2 = torch.zeros(n_g, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, inv, x.square().sum(2))
         m = s1 / count[:, None]
@@ -253,8 +284,14 @@ def log_mel(
     wave = _as_batch(wave)
     dev = wave.device
     x = _compute(
-        wave, config, _window(config).to(dev), mel_basis(config).to(dev),
-        _mel_points(config).to(dev), _bin_freqs(config).to(dev), warp, fhi,
+        wave,
+        config,
+        _window(config).to(dev),
+        mel_basis(config).to(dev),
+        _mel_points(config).to(dev),
+        _bin_freqs(config).to(dev),
+        warp,
+        fhi,
     )
     return normalize(x, config, mean, std, groups)
 
@@ -293,7 +330,9 @@ class LogMel(nn.Module):
     def normalize(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
         """Apply the configured normalisation to raw log-Mel ``x [B, n_mels, T]``."""
         if self.config.norm == "dataset" and not bool(self.fitted):
-            raise RuntimeError("LogMel(norm='dataset') has no statistics: call fit_stats(...) on training features first")
+            raise RuntimeError(
+                "LogMel(norm='dataset') has no statistics: call fit_stats(...) on training features first"
+            )
         return normalize(x, self.config, self.mean, self.std, groups)
 
     @torch.no_grad()
@@ -304,7 +343,11 @@ class LogMel(nn.Module):
         """
         if isinstance(features, (Tensor, np.ndarray)):
             features = [features]
-        n, s1, s2 = 0, torch.zeros(self.config.n_mels, dtype=torch.float64), torch.zeros(self.config.n_mels, dtype=torch.float64)
+        n, s1, s2 = (
+            0,
+            torch.zeros(self.config.n_mels, dtype=torch.float64),
+            torch.zeros(self.config.n_mels, dtype=torch.float64),
+        )
         for x in features:
             x = torch.as_tensor(x).to("cpu", torch.float64)
             if x.ndim != 3 or x.shape[1] != self.config.n_mels:

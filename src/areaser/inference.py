@@ -81,7 +81,9 @@ class InferenceConfig:
         if not self.win_s > 0 or not self.hop_s > 0:
             raise ValueError(f"win_s and hop_s must be > 0 seconds, got win_s={self.win_s}, hop_s={self.hop_s}")
         if self.silence_db is not None and self.silence_db >= 0:
-            raise ValueError(f"silence_db is a level below full scale: give a negative number (e.g. -50), got {self.silence_db}")
+            raise ValueError(
+                f"silence_db is a level below full scale: give a negative number (e.g. -50), got {self.silence_db}"
+            )
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
         if self.batch_size < 1 or not self.block_s > 0:
@@ -132,8 +134,12 @@ class Prediction:
         }
         if timeline:
             d["timeline"] = [
-                {"start_s": round(w.start_s, 4), "end_s": round(w.end_s, 4),
-                 "label": self.classes[int(np.argmax(w.probabilities))], "probabilities": probs(w.probabilities)}
+                {
+                    "start_s": round(w.start_s, 4),
+                    "end_s": round(w.end_s, 4),
+                    "label": self.classes[int(np.argmax(w.probabilities))],
+                    "probabilities": probs(w.probabilities),
+                }
                 for w in self.timeline
             ]
         return d
@@ -174,11 +180,14 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         suffix = p.suffix.lower()
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*")
+                f
+                for f in p.rglob("*")
                 if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file() and not f.name.startswith(".")
             )
             if not found:
-                raise ValueError(f"{p}: no audio files under this folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+                raise ValueError(
+                    f"{p}: no audio files under this folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})"
+                )
             out.extend(found)
         elif suffix in LIST_SUFFIXES and p.is_file():
             for line in p.read_text(encoding="utf-8").splitlines():
@@ -346,7 +355,9 @@ class Recognizer:
         run = load_run(model)
         seg = run.config["segments"]
         config = InferenceConfig(
-            win_s=float(seg["win_s"]), hop_s=float(seg["test_hop_s"]), pad_mode=seg.get("pad_mode", "repeat"),
+            win_s=float(seg["win_s"]),
+            hop_s=float(seg["test_hop_s"]),
+            pad_mode=seg.get("pad_mode", "repeat"),
             decision=run.config.get("decision", "prob"),
         )
         backend_ = TorchBackend(WaveformClassifier(run.features, run.model))
@@ -434,7 +445,9 @@ class Recognizer:
             entry = _Pending("<array>" if isinstance(source, np.ndarray) else str(source))
             order.append(entry)
             try:
-                windows = stream_windows(self._blocks(source, sample_rate, entry), self.sr, cfg.win_s, cfg.hop_s, cfg.pad_mode)
+                windows = stream_windows(
+                    self._blocks(source, sample_rate, entry), self.sr, cfg.win_s, cfg.hop_s, cfg.pad_mode
+                )
                 for start_s, w in windows:
                     if cfg.silence_db is not None and window_db(w[None])[0] < cfg.silence_db:
                         entry.skipped += 1
@@ -460,7 +473,8 @@ class Recognizer:
         if not entry.probs:
             reason = (
                 f"every window is below the silence threshold of {self.config.silence_db:g} dBFS"
-                if entry.skipped else "no audio samples (zero length)"
+                if entry.skipped
+                else "no audio samples (zero length)"
             )
             err = AudioError(entry.source, reason)
             return Failure(entry.source, str(err), err)
@@ -469,11 +483,15 @@ class Recognizer:
         # are logits up to one constant per window), floored so an underflowed 0 stays finite
         log_probs = np.log(np.maximum(probs.astype(np.float64), 1e-30))
         decided = utterance_probs(log_probs, decision=self.config.decision).astype(np.float32)
-        timeline = [
-            Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)
-        ]
+        timeline = [Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)]
         return Prediction(
-            entry.source, self.classes[int(np.argmax(decided))], self.classes, decided, timeline, duration, entry.skipped
+            entry.source,
+            self.classes[int(np.argmax(decided))],
+            self.classes,
+            decided,
+            timeline,
+            duration,
+            entry.skipped,
         )
 
 

@@ -29,8 +29,19 @@ __all__ = ["CANONICAL", "LabelSet", "LABEL_SETS", "get_label_set", "check_label_
 # One vocabulary across corpora. "excited" stays separate from "happy" because
 # IEMOCAP tasks disagree on whether to merge them; "undecided" is IEMOCAP's xxx.
 CANONICAL: tuple[str, ...] = (
-    "neutral", "happy", "excited", "sad", "angry", "fear", "disgust", "surprise",
-    "calm", "boredom", "frustration", "other", "undecided",
+    "neutral",
+    "happy",
+    "excited",
+    "sad",
+    "angry",
+    "fear",
+    "disgust",
+    "surprise",
+    "calm",
+    "boredom",
+    "frustration",
+    "other",
+    "undecided",
 )
 
 
@@ -86,24 +97,48 @@ LABEL_SETS: dict[str, LabelSet] = {
         LabelSet(
             "6class",
             ("neutral", "happy", "sad", "angry", "fear", "disgust"),
-            {"neutral": "neutral", "happy": "happy", "excited": "happy", "sad": "sad",
-             "angry": "angry", "fear": "fear", "disgust": "disgust"},
+            {
+                "neutral": "neutral",
+                "happy": "happy",
+                "excited": "happy",
+                "sad": "sad",
+                "angry": "angry",
+                "fear": "fear",
+                "disgust": "disgust",
+            },
             "CREMA-D's six emotions",
         ),
         LabelSet(
             "7class",
             ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            {"neutral": "neutral", "happy": "happy", "excited": "happy", "sad": "sad", "angry": "angry",
-             "fear": "fear", "disgust": "disgust", "surprise": "surprise"},
+            {
+                "neutral": "neutral",
+                "happy": "happy",
+                "excited": "happy",
+                "sad": "sad",
+                "angry": "angry",
+                "fear": "fear",
+                "disgust": "disgust",
+                "surprise": "surprise",
+            },
             "the seven basic emotions (TESS, SAVEE)",
         ),
-        _own("emodb", ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
-             "EmoDB's seven emotions (boredom included)"),
-        _own("ravdess", ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-             "RAVDESS's eight emotions (calm included)"),
+        _own(
+            "emodb",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
+            "EmoDB's seven emotions (boredom included)",
+        ),
+        _own(
+            "ravdess",
+            ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+            "RAVDESS's eight emotions (calm included)",
+        ),
         _own("cremad", ("neutral", "happy", "sad", "angry", "fear", "disgust"), "CREMA-D's six emotions"),
-        _own("tess", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-             "TESS's seven emotions (pleasant surprise as surprise)"),
+        _own(
+            "tess",
+            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+            "TESS's seven emotions (pleasant surprise as surprise)",
+        ),
         _own("savee", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"), "SAVEE's seven emotions"),
     )
 }
@@ -128,8 +163,10 @@ def _comma_list(spec: str) -> tuple[str, ...] | None:
 def check_label_spec(spec: str) -> None:
     """Raise ValueError if ``spec`` is neither a set name, ``all`` nor a comma list (see the module)."""
     if spec != "all" and _comma_list(spec) is None and spec not in LABEL_SETS:
-        raise ValueError(f"unknown label set {spec!r}; choose one of: {', '.join(LABEL_SETS)}, all, "
-                         "or a comma list of labels (neutral,happy,sad,angry)")
+        raise ValueError(
+            f"unknown label set {spec!r}; choose one of: {', '.join(LABEL_SETS)}, all, "
+            "or a comma list of labels (neutral,happy,sad,angry)"
+        )
 
 
 def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
@@ -152,7 +189,8 @@ def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
             have = set(labels)
             absent = [x for x in items if x not in have]
             if absent:
-                raise ValueError(f"label(s) {absent} of {spec!r} are not in the manifest; it has: "
-                                 f"{', '.join(label_order(have))}")
+                raise ValueError(
+                    f"label(s) {absent} of {spec!r} are not in the manifest; it has: {', '.join(label_order(have))}"
+                )
         return _own(spec, items, "the labels given")
     return LABEL_SETS[spec]

@@ -44,8 +44,17 @@ __all__ = [
 ]
 
 COLUMNS: tuple[str, ...] = (
-    "utt_id", "path", "corpus", "speaker", "session", "gender",
-    "label", "raw_label", "duration_s", "improvised", "source_id",
+    "utt_id",
+    "path",
+    "corpus",
+    "speaker",
+    "session",
+    "gender",
+    "label",
+    "raw_label",
+    "duration_s",
+    "improvised",
+    "source_id",
 )
 _STR_COLUMNS = ("utt_id", "path", "corpus", "speaker", "session", "gender", "label", "raw_label", "source_id")
 

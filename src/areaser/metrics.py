@@ -26,8 +26,15 @@ import numpy as np
 import torch
 
 __all__ = [
-    "DECISIONS", "utterance_probs", "classification_metrics", "summarise", "summarise_runs", "best_epoch",
-    "is_better", "lower_is_better", "paper_and_honest",
+    "DECISIONS",
+    "utterance_probs",
+    "classification_metrics",
+    "summarise",
+    "summarise_runs",
+    "best_epoch",
+    "is_better",
+    "lower_is_better",
+    "paper_and_honest",
 ]
 
 DECISIONS = ("prob", "logits")
@@ -166,10 +173,9 @@ def is_better(key: str, new: float, old: float | None) -> bool:
 
 
 def best_epoch(history: Sequence[Mapping[str, float]], key: str) -> int:
-    """Index of the best row on ``key``: the lowest loss, or the highest score (:func:`is_better`);
-    the earliest epoch wins ties.
+    """Index of the best row on ``key``: the lowest loss, or the highest score (:func:`is_better`).
 
-    The one rule that picks a run's epoch: training keeps ``best.safetensors`` by it
+    The earliest epoch wins ties. The one rule that picks a run's epoch: training keeps ``best.safetensors`` by it
     (:class:`areaser.training.RunCheckpoint`) and :func:`paper_and_honest` reads the honest epoch with it.
     """
     if not history:
@@ -198,11 +204,18 @@ def paper_and_honest(history: Sequence[Mapping[str, float]], monitor: str = "dev
     h = best_epoch(history, monitor)
     return {
         "paper": {
-            "max_wa": float(max(wa)), "max_wa_epoch": int(history[int(np.argmax(wa))]["epoch"]),
-            "max_ua": float(max(ua)), "max_ua_epoch": int(history[int(np.argmax(ua))]["epoch"]),
-            "kept_epoch": int(history[kept]["epoch"]), "kept_wa": float(wa[kept]), "kept_ua": float(ua[kept]),
+            "max_wa": float(max(wa)),
+            "max_wa_epoch": int(history[int(np.argmax(wa))]["epoch"]),
+            "max_ua": float(max(ua)),
+            "max_ua_epoch": int(history[int(np.argmax(ua))]["epoch"]),
+            "kept_epoch": int(history[kept]["epoch"]),
+            "kept_wa": float(wa[kept]),
+            "kept_ua": float(ua[kept]),
         },
         "honest": {
-            "monitor": monitor, "epoch": int(history[h]["epoch"]), "wa": float(wa[h]), "ua": float(ua[h]),
+            "monitor": monitor,
+            "epoch": int(history[h]["epoch"]),
+            "wa": float(wa[h]),
+            "ua": float(ua[h]),
         },
     }

@@ -157,7 +157,9 @@ def _conv_block(c_in: int, c_out: int, kernel: int | tuple[int, int], batchnorm:
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)  # left, right, top, bottom
     norm = FrozenBatchNorm2d if batchnorm == "frozen" else nn.BatchNorm2d
-    return nn.Sequential(nn.ZeroPad2d(pad), nn.Conv2d(c_in, c_out, (kh, kw), bias=False), norm(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ZeroPad2d(pad), nn.Conv2d(c_in, c_out, (kh, kw), bias=False), norm(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class AreaAttentionCNN(nn.Module):

@@ -55,8 +55,10 @@ def corpus_names(rows: pd.DataFrame) -> tuple[str, ...]:
 
 
 def is_synthetic(manifest: str | os.PathLike | None, paths: Iterable[str] = ()) -> bool:
-    """True when the manifest's folder, or the common folder of ``paths`` or one above it, holds
-    ``synth_config.json`` (the mark of the built-in synthetic corpus)."""
+    """True when ``synth_config.json``, the mark of the built-in synthetic corpus, is beside the data.
+
+    That is, when the manifest's folder, or the common folder of ``paths`` or one above it, holds it.
+    """
     dirs: list[Path] = []
     if manifest:
         dirs.append(Path(manifest).resolve().parent)
@@ -89,9 +91,9 @@ def describe(
     classes: Sequence[str],
     protocol: str | None = None,
 ) -> dict:
-    """JSON-ready provenance of scores on ``rows`` (the utterances used, with ``corpus`` and
-    ``path`` columns, or a fold's ``{part: rows}``) of ``manifest``.
+    """JSON-ready provenance of scores on ``rows`` of ``manifest``.
 
+    ``rows`` are the utterances used, with ``corpus`` and ``path`` columns, or a fold's ``{part: rows}``.
     ``rows=None`` reads the manifest (for results written before reports held their
     provenance); an unreadable manifest gives the corpus ``unknown``. ``protocol`` is the
     protocol the numbers come from (``None`` when none applies).
@@ -175,7 +177,9 @@ def console_line(report: Mapping, where: str | os.PathLike | None = None) -> str
     t, p = report["test"], report["provenance"]
     sel = report.get("selected_epoch")
     how = f"epoch {sel} chosen on dev" if sel is not None else "fitted on the train part"
-    line = (f"test WA {100 * t['wa']:.2f} %, UA {100 * t['ua']:.2f} % on {corpus_text(p)}, "
-            f"label set {label_set_text(p.get('label_set'), p['classes'])}, protocol {protocol_text(p)}, "
-            f"fold {report['fold']} (held out {report['test_group']}), {how}")
+    line = (
+        f"test WA {100 * t['wa']:.2f} %, UA {100 * t['ua']:.2f} % on {corpus_text(p)}, "
+        f"label set {label_set_text(p.get('label_set'), p['classes'])}, protocol {protocol_text(p)}, "
+        f"fold {report['fold']} (held out {report['test_group']}), {how}"
+    )
     return with_notes(line + (f"; report {where}" if where else ""), report.get("notes"))

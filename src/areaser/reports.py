@@ -48,7 +48,9 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+def plot_confusion(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, title: str = ""
+) -> Path:
     """Confusion matrix (rows = reference, columns = prediction), counts and row %; PNG at ``path``."""
     plt = _pyplot()
     cm = np.asarray(confusion, dtype=float)
@@ -58,8 +60,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{100 * norm[i, j]:.0f}%", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{100 * norm[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=30)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -69,7 +78,9 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     return _save(fig, path)
 
 
-def plot_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike, selected_epoch: int | None = None) -> Path:
+def plot_curves(
+    history: Sequence[Mapping[str, float]], path: str | os.PathLike, selected_epoch: int | None = None
+) -> Path:
     """Learning curves: losses (left) and dev / test WA, UA per epoch (right); PNG at ``path``."""
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
@@ -114,7 +125,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _metrics_md(m: Mapping) -> list[str]:
     classes = m["classes"]
     out = [
-        _table(["utterances", "WA %", "UA %", "macro-F1 %"], [[m["n"], pct(m["wa"]), pct(m["ua"]), pct(m["macro_f1"])]]),
+        _table(
+            ["utterances", "WA %", "UA %", "macro-F1 %"], [[m["n"], pct(m["wa"]), pct(m["ua"]), pct(m["macro_f1"])]]
+        ),
         "",
         "Per class:",
         "",
@@ -132,7 +145,10 @@ def _metrics_md(m: Mapping) -> list[str]:
             "",
             "Per speaker:",
             "",
-            _table(["speaker", "accuracy %", "utterances"], [[k, pct(v["accuracy"]), v["n"]] for k, v in m["per_speaker"].items()]),
+            _table(
+                ["speaker", "accuracy %", "utterances"],
+                [[k, pct(v["accuracy"]), v["n"]] for k, v in m["per_speaker"].items()],
+            ),
         ]
     return out
 
@@ -159,7 +175,12 @@ def _paper_honest_md(ph: Mapping, test: Mapping | None = None) -> list[str]:
         _table(
             ["reading", "WA %", "UA %", "epoch(s)"],
             [
-                ["paper: maxWA / maxUA (separate maxima)", pct(p["max_wa"]), pct(p["max_ua"]), f"{p['max_wa_epoch']} / {p['max_ua_epoch']}"],
+                [
+                    "paper: maxWA / maxUA (separate maxima)",
+                    pct(p["max_wa"]),
+                    pct(p["max_ua"]),
+                    f"{p['max_wa_epoch']} / {p['max_ua_epoch']}",
+                ],
                 ["paper: kept model (best test WA+UA)", pct(p["kept_wa"]), pct(p["kept_ua"]), p["kept_epoch"]],
                 ["honest: epoch chosen on dev", pct(h["wa"]), pct(h["ua"]), h["epoch"]],
             ],
@@ -175,8 +196,9 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     atomic_write_json(paths["json"], report)
     test = report["test"]
-    paths["confusion"] = plot_confusion(test["confusion"], test["classes"], run_dir / "confusion.png",
-                                        f"{report.get('name', '')} test".strip())
+    paths["confusion"] = plot_confusion(
+        test["confusion"], test["classes"], run_dir / "confusion.png", f"{report.get('name', '')} test".strip()
+    )
     history = report.get("history") or []
     if history:
         paths["curves"] = plot_curves(history, run_dir / "curves.png", report.get("selected_epoch"))
@@ -185,7 +207,9 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
     if report.get("info"):
         md += [_table(["", ""], [[k, v] for k, v in report["info"].items()]), ""]
     sel = report.get("selected_epoch")
-    heading = report.get("test_heading") or f"Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}"
+    heading = (
+        report.get("test_heading") or f"Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}"
+    )
     md += [f"## {heading}", ""]
     md += _metrics_md(test) + ["", "![confusion matrix](confusion.png)", ""]
     if report.get("paper_and_honest"):
@@ -219,8 +243,9 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     cv_dir = Path(cv_dir)
     paths = {"json": cv_dir / "report.json", "md": cv_dir / "report.md"}
     atomic_write_json(paths["json"], summary)
-    paths["confusion"] = plot_confusion(summary["confusion"], summary["classes"], cv_dir / "confusion.png",
-                                        "test, summed over folds")
+    paths["confusion"] = plot_confusion(
+        summary["confusion"], summary["classes"], cv_dir / "confusion.png", "test, summed over folds"
+    )
     agg = summary["aggregate"]
     paper = "paper_max_wa" in summary["folds"][0]
     md = [f"# Cross-validation report: {summary.get('name', cv_dir.name)}", ""]
@@ -232,7 +257,14 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
         header += ["paper maxWA %", "paper maxUA %"]
     rows = []
     for f in summary["folds"]:
-        row = [f"[{f['name']}]({f['dir']}/report.md)", f["test_group"], f["epoch"], pct(f["wa"]), pct(f["ua"]), pct(f["macro_f1"])]
+        row = [
+            f"[{f['name']}]({f['dir']}/report.md)",
+            f["test_group"],
+            f["epoch"],
+            pct(f["wa"]),
+            pct(f["ua"]),
+            pct(f["macro_f1"]),
+        ]
         if paper:
             row += [pct(f["paper_max_wa"]), pct(f["paper_max_ua"])]
         rows.append(row)
@@ -282,8 +314,10 @@ def _cross_md(cross: Mapping[str, Mapping], base: str = "") -> list[str]:
             f"model classes absent there (left out of UA): {left}.",
             "",
         ]
-        rows = [[f"[{f['name']}]({base}{f['dir']}/report.md)", f["n"], pct(f["wa"]), pct(f["ua"]), pct(f["macro_f1"])]
-                for f in e["folds"]]
+        rows = [
+            [f"[{f['name']}]({base}{f['dir']}/report.md)", f["n"], pct(f["wa"]), pct(f["ua"]), pct(f["macro_f1"])]
+            for f in e["folds"]
+        ]
         agg = e["aggregate"]
         rows.append(["**mean +- std**", "", _mean_std(agg, "wa"), _mean_std(agg, "ua"), _mean_std(agg, "macro_f1")])
         md += [_table(["fold", "utterances", "WA %", "UA %", "macro-F1 %"], rows), ""]

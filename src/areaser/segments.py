@@ -75,8 +75,11 @@ def _check(win_s: float, hop_s: float, policy: str, min_s: float | None, pad_mod
 
 
 def _plan(n: int, sr: int, win_s: float, hop_s: float, policy: str, min_s: float | None) -> tuple[int, int, int, bool]:
-    """``(win, hop, n_regular, extra)``: window and hop in samples, how many windows the hops
-    give, and whether one more window (padded short utterance or end-aligned tail) follows."""
+    """The windowing of ``n`` samples at rate ``sr``: ``(win, hop, n_regular, extra)``.
+
+    Window and hop in samples, how many windows the hops give, and whether one more window (padded short
+    utterance or end-aligned tail) follows.
+    """
     _check(win_s, hop_s, policy, min_s, "repeat")
     win, hop = int(round(win_s * sr)), int(round(hop_s * sr))
     if min_s is None:
@@ -151,7 +154,7 @@ def segment(
     # sliding_window_view is a zero-copy strided view; the hop is a slice of it
     windows = np.lib.stride_tricks.sliding_window_view(y, win)[::hop][:n_regular]
     if extra:
-        windows = np.concatenate([windows, y[None, n - win:]], axis=0)
+        windows = np.concatenate([windows, y[None, n - win :]], axis=0)
     return windows, starts_s
 
 

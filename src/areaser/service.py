@@ -47,9 +47,12 @@ _MULTIPART_SLACK = 64 * 1024
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """What one request may ask. ``max_upload_bytes``: the uploaded file's size (413 above it);
-    ``max_duration_s``: the audio's duration from its header (422 above it); ``max_workers``:
-    recordings scored at the same time (more requests wait in line, the loop stays free)."""
+    """What one request may ask.
+
+    ``max_upload_bytes``: the uploaded file's size (413 above it); ``max_duration_s``: the audio's duration from
+    its header (422 above it); ``max_workers``: recordings scored at the same time (more requests wait in line,
+    the loop stays free).
+    """
 
     max_upload_bytes: int = 25 * 1024 * 1024
     max_duration_s: float = 600.0
@@ -77,7 +80,9 @@ def create_app(
     onnx_path: str | os.PathLike | None = None,
 ) -> FastAPI:
     """Build the FastAPI app for a run directory (or a ready :class:`Recognizer`)."""
-    recognizer = model if isinstance(model, Recognizer) else Recognizer.load(model, backend=backend, onnx_path=onnx_path)
+    recognizer = (
+        model if isinstance(model, Recognizer) else Recognizer.load(model, backend=backend, onnx_path=onnx_path)
+    )
     workers = anyio.CapacityLimiter(limits.max_workers)
     page = resources.files("areaser").joinpath("web/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="areaser", version=__version__, summary="Speech emotion recognition")
@@ -97,7 +102,9 @@ def create_app(
             where = err.get("loc", ())
             if where[:1] == ("body",):
                 if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-                    return JSONResponse({"error": "send the audio as multipart/form-data in field 'file'"}, status_code=415)
+                    return JSONResponse(
+                        {"error": "send the audio as multipart/form-data in field 'file'"}, status_code=415
+                    )
                 problems.append("no audio file: put it in the form field 'file'")
             else:
                 problems.append(f"{where[-1]}: {err.get('msg', 'invalid')}")
@@ -107,7 +114,11 @@ def create_app(
     async def _refuse_large_bodies(request: Request, call_next):
         # answer 413 from the header, before a large body is received and spooled
         length = request.headers.get("content-length", "")
-        if request.url.path == "/v1/predict" and length.isdigit() and int(length) > limits.max_upload_bytes + _MULTIPART_SLACK:
+        if (
+            request.url.path == "/v1/predict"
+            and length.isdigit()
+            and int(length) > limits.max_upload_bytes + _MULTIPART_SLACK
+        ):
             return JSONResponse({"error": _too_large(int(length), limits)}, status_code=413)
         return await call_next(request)
 
@@ -131,8 +142,12 @@ def create_app(
     async def predict(
         file: UploadFile = File(..., description="audio file (wav, flac, ogg, ...)"),
         timeline: bool = Query(True, description="include the per-window timeline"),
-        hop_s: Optional[float] = Query(None, ge=0.1, le=10.0, description="hop between 2 s windows (default: the model's)"),
-        silence_db: Optional[float] = Query(None, ge=-120.0, lt=0.0, description="skip windows below this RMS level, dBFS"),
+        hop_s: Optional[float] = Query(
+            None, ge=0.1, le=10.0, description="hop between 2 s windows (default: the model's)"
+        ),
+        silence_db: Optional[float] = Query(
+            None, ge=-120.0, lt=0.0, description="skip windows below this RMS level, dBFS"
+        ),
     ) -> dict:
         name = Path(file.filename or "upload").name
         rec = recognizer
@@ -166,7 +181,9 @@ def _score(recognizer: Recognizer, file: UploadFile, name: str, limits: ServiceL
         except AudioError as e:
             raise ApiError(415, f"{name}: {e.reason}") from None
         if info.duration_s > limits.max_duration_s:
-            raise ApiError(422, f"{name}: audio is {info.duration_s:.1f} s long; the limit is {limits.max_duration_s:g} s")
+            raise ApiError(
+                422, f"{name}: audio is {info.duration_s:.1f} s long; the limit is {limits.max_duration_s:g} s"
+            )
         try:
             result = recognizer.predict(path)
         except AudioError as e:
@@ -189,4 +206,6 @@ def serve(
     """Run the app for a run directory (or a :class:`Recognizer`) with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(model, limits, backend=backend, onnx_path=onnx_path), host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        create_app(model, limits, backend=backend, onnx_path=onnx_path), host=host, port=port, log_level=log_level
+    )

@@ -95,8 +95,13 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("loso", "session", "leave-one-session-out; dev = one speaker of another session"),
         Protocol("lospk", "speaker", "leave-one-speaker-out; dev = the next speaker"),
         Protocol("kfold", "kfold", "stratified k-fold grouped by speaker; dev = one training speaker", n_folds=5),
-        Protocol("random", "random", "stratified k-fold over utterances (speaker-dependent); dev = 10 % of train",
-                 n_folds=5, stratified=True),
+        Protocol(
+            "random",
+            "random",
+            "stratified k-fold over utterances (speaker-dependent); dev = 10 % of train",
+            n_folds=5,
+            stratified=True,
+        ),
         Protocol(
             "xu2021",
             "random",
@@ -251,7 +256,9 @@ def _session_folds(df: pd.DataFrame, p: Protocol) -> list[Fold]:
         dev_spk = dev_spks[i % len(dev_spks)]
         test = df["session"] == test_sess
         dev = df["speaker"] == dev_spk
-        folds.append(Fold(i, f"fold{i + 1}-{test_sess}", _ids(df, ~test & ~dev), _ids(df, dev), _ids(df, test), test_sess))
+        folds.append(
+            Fold(i, f"fold{i + 1}-{test_sess}", _ids(df, ~test & ~dev), _ids(df, dev), _ids(df, test), test_sess)
+        )
     return folds
 
 
@@ -305,15 +312,16 @@ def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
 
 
 def _stratified_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
-    """k stratified folds over utterances (identical recordings grouped); dev: stratified share of train."""
+    """K stratified folds over utterances (identical recordings grouped); dev: stratified share of train."""
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     k = p.n_folds or 5
     y, groups = df["class"].to_numpy(), _groups(df)
     counts = pd.Series(y).value_counts()
     if counts.min() < k:
-        raise SplitError(f"protocol {p.name!r} with {k} folds needs >= {k} utterances per class; "
-                         f"counts: {_plain(counts)}")
+        raise SplitError(
+            f"protocol {p.name!r} with {k} folds needs >= {k} utterances per class; counts: {_plain(counts)}"
+        )
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = []
     for i, (tr, te) in enumerate(cv.split(np.zeros(len(df)), y, groups)):
@@ -337,7 +345,9 @@ def _random_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
         test[perm[:n_test]] = True
         dev = np.zeros(n, bool)
         dev[perm[n_test : n_test + n_dev]] = True
-        folds.append(Fold(i, f"seed{seed + i}", _ids(df, ~test & ~dev), _ids(df, dev), _ids(df, test), f"seed{seed + i}"))
+        folds.append(
+            Fold(i, f"seed{seed + i}", _ids(df, ~test & ~dev), _ids(df, dev), _ids(df, test), f"seed{seed + i}")
+        )
     return folds
 
 
@@ -377,8 +387,12 @@ def split_record(fold: Fold, parts: dict[str, pd.DataFrame], base: str | os.Path
     :func:`areaser.crossval.evaluate_run` refuses a test file changed since training.
     """
     test = parts["test"]
-    return {"fold": fold.name, "test_group": fold.test_group,
-            **{k: list(v["utt_id"]) for k, v in parts.items()},
-            "base": os.path.abspath(os.getcwd() if base is None else base),
-            "test_files": {str(u): {"sha1": file_digest(p), "bytes": os.path.getsize(p)}
-                           for u, p in zip(test["utt_id"], test["path"])}}
+    return {
+        "fold": fold.name,
+        "test_group": fold.test_group,
+        **{k: list(v["utt_id"]) for k, v in parts.items()},
+        "base": os.path.abspath(os.getcwd() if base is None else base),
+        "test_files": {
+            str(u): {"sha1": file_digest(p), "bytes": os.path.getsize(p)} for u, p in zip(test["utt_id"], test["path"])
+        },
+    }

@@ -36,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+
 import numpy as np
 from scipy.signal import lfilter  # imported here, not in the forks: each fork would pay 0.5 s
 
@@ -88,20 +89,33 @@ class EmotionProfile:
 # lax and breathy, long pauses; fear high F0, fast, breathy, tremor; ...
 PROFILES: dict[str, EmotionProfile] = {
     "neutral": EmotionProfile(),
-    "happy": EmotionProfile(f0_st=3.0, range_x=2.2, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04,
-                            pause_x=0.85, jitter=0.004),
-    "angry": EmotionProfile(f0_st=2.5, range_x=1.4, rate_x=1.12, level_db=6.0, tilt=1.0, pause_x=0.6,
-                            jitter=0.006, drive=0.5),
-    "sad": EmotionProfile(f0_st=-2.5, range_x=0.45, rate_x=0.78, level_db=-6.0, tilt=-1.2, breath=0.35,
-                          pause_x=2.0, wordgap=2.0, jitter=0.003),
-    "fear": EmotionProfile(f0_st=4.5, range_x=1.2, rate_x=1.18, level_db=0.0, tilt=-0.2, breath=0.25,
-                           pause_x=1.2, jitter=0.015),
-    "surprise": EmotionProfile(f0_st=4.0, range_x=2.5, rate_x=1.0, level_db=3.0, tilt=0.3, pause_x=1.0,
-                               jitter=0.004),
-    "disgust": EmotionProfile(f0_st=-1.5, range_x=1.1, rate_x=0.82, level_db=1.0, tilt=0.4, breath=0.12,
-                              pause_x=1.4, wordgap=1.0, drive=0.2),
-    "frustration": EmotionProfile(f0_st=1.0, range_x=1.0, rate_x=1.03, level_db=3.5, tilt=0.6, breath=0.08,
-                                  pause_x=0.9, drive=0.3),
+    "happy": EmotionProfile(
+        f0_st=3.0, range_x=2.2, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04, pause_x=0.85, jitter=0.004
+    ),
+    "angry": EmotionProfile(
+        f0_st=2.5, range_x=1.4, rate_x=1.12, level_db=6.0, tilt=1.0, pause_x=0.6, jitter=0.006, drive=0.5
+    ),
+    "sad": EmotionProfile(
+        f0_st=-2.5,
+        range_x=0.45,
+        rate_x=0.78,
+        level_db=-6.0,
+        tilt=-1.2,
+        breath=0.35,
+        pause_x=2.0,
+        wordgap=2.0,
+        jitter=0.003,
+    ),
+    "fear": EmotionProfile(
+        f0_st=4.5, range_x=1.2, rate_x=1.18, level_db=0.0, tilt=-0.2, breath=0.25, pause_x=1.2, jitter=0.015
+    ),
+    "surprise": EmotionProfile(f0_st=4.0, range_x=2.5, rate_x=1.0, level_db=3.0, tilt=0.3, pause_x=1.0, jitter=0.004),
+    "disgust": EmotionProfile(
+        f0_st=-1.5, range_x=1.1, rate_x=0.82, level_db=1.0, tilt=0.4, breath=0.12, pause_x=1.4, wordgap=1.0, drive=0.2
+    ),
+    "frustration": EmotionProfile(
+        f0_st=1.0, range_x=1.0, rate_x=1.03, level_db=3.5, tilt=0.6, breath=0.08, pause_x=0.9, drive=0.3
+    ),
 }
 SYNTH_CLASSES: tuple[str, ...] = tuple(PROFILES)
 
@@ -193,8 +207,12 @@ class SynthConfig:
 
     def to_json(self) -> dict:
         """The config as written to ``synth_config.json`` (with the generator's name and versions)."""
-        return {"generator": GENERATOR, "version": __version__, "render_version": RENDER_VERSION,
-                **json.loads(json.dumps(asdict(self)))}
+        return {
+            "generator": GENERATOR,
+            "version": __version__,
+            "render_version": RENDER_VERSION,
+            **json.loads(json.dumps(asdict(self))),
+        }
 
 
 # ----------------------------------------------------------------------------- plan (main process)
@@ -247,7 +265,8 @@ def _speakers(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, Speaker]:
         for g, variants, alpha in (("F", f_var, (1.0, 1.12)), ("M", m_var, (0.9, 1.02))):
             sid = f"Ses{s:02d}{g}"
             out[sid] = Speaker(
-                id=sid, gender=g,
+                id=sid,
+                gender=g,
                 voice=f"{rng.choice(['en-us', 'en'])}+{variants[(s - 1) % len(variants)]}",
                 alpha=float(rng.uniform(*alpha)),
                 pitch_st=float(rng.normal(0.0, 1.5)),
@@ -262,7 +281,7 @@ def _speakers(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, Speaker]:
 
 
 def _dialog_names(session: int, n_impro: int, n_script: int) -> list[str]:
-    """``Ses01F_impro01, Ses01M_impro01, Ses01F_impro02, ...`` then ``Ses01F_script01_1, Ses01M_script01_1, ...``"""
+    """``Ses01F_impro01, Ses01M_impro01, Ses01F_impro02, ...`` then ``Ses01F_script01_1, Ses01M_script01_1, ...``."""
     names = [f"Ses{session:02d}{'FM'[k % 2]}_impro{k // 2 + 1:02d}" for k in range(n_impro)]
     for k in range(n_script):
         part = k // 2  # script 01 part 1, 01 part 2, 02 part 1, ...
@@ -306,12 +325,22 @@ def plan(cfg: SynthConfig) -> list[Utterance]:
                     label = emotion
                 strength = spk.expressiveness * rng.uniform(0.45, 1.3) * cfg.expressiveness
                 strength *= {"excited": 1.15, "happy": 0.85}.get(label, 1.0)
-                utts.append(Utterance(
-                    utt_id=utt_id, session=s, dialog=dialog, speaker=spk, emotion=emotion, blend=blend,
-                    label=label, raw_label=_IEMOCAP[label][0], strength=float(strength),
-                    short=bool(rng.random() < cfg.short_share), seed=int(rng.integers(2**31)),
-                    path=f"Session{s}/sentences/wav/{dialog}/{utt_id}.wav",
-                ))
+                utts.append(
+                    Utterance(
+                        utt_id=utt_id,
+                        session=s,
+                        dialog=dialog,
+                        speaker=spk,
+                        emotion=emotion,
+                        blend=blend,
+                        label=label,
+                        raw_label=_IEMOCAP[label][0],
+                        strength=float(strength),
+                        short=bool(rng.random() < cfg.short_share),
+                        seed=int(rng.integers(2**31)),
+                        path=f"Session{s}/sentences/wav/{dialog}/{utt_id}.wav",
+                    )
+                )
                 if rng.random() < 0.75:  # turns mostly alternate
                     turn = "M" if turn == "F" else "F"
             _both_speakers(utts, len(chunk), speakers)
@@ -320,14 +349,18 @@ def plan(cfg: SynthConfig) -> list[Utterance]:
 
 def _both_speakers(utts: list[Utterance], n: int, speakers: dict[str, Speaker]) -> None:
     """Give a dialog's last turn to the other speaker if one speaker had every turn (IEMOCAP has both)."""
-    turns = utts[len(utts) - n:]
+    turns = utts[len(utts) - n :]
     if n < 2 or len({u.speaker.gender for u in turns}) == 2:
         return
     last = turns[-1]
     other = "M" if last.speaker.gender == "F" else "F"
     utt_id = f"{last.dialog}_{other}000"
-    utts[-1] = replace(last, utt_id=utt_id, speaker=speakers[f"Ses{last.session:02d}{other}"],
-                       path=f"Session{last.session}/sentences/wav/{last.dialog}/{utt_id}.wav")
+    utts[-1] = replace(
+        last,
+        utt_id=utt_id,
+        speaker=speakers[f"Ses{last.session:02d}{other}"],
+        path=f"Session{last.session}/sentences/wav/{last.dialog}/{utt_id}.wav",
+    )
 
 
 # ----------------------------------------------------------------------------- render (worker)
@@ -375,7 +408,9 @@ def _coloured_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     if rng.random() < 0.2:
         t = np.arange(n) / sr
         mains = rng.choice([50.0, 60.0])
-        noise += sum(rng.uniform(0.5, 2) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3)) for k in (1, 2, 3))
+        noise += sum(
+            rng.uniform(0.5, 2) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3)) for k in (1, 2, 3)
+        )
         noise /= noise.std()
     return noise
 
@@ -391,7 +426,7 @@ def _active_rms(y: np.ndarray, sr: int) -> float:
 def _speak(tts, text: str, voice: str, prosody) -> np.ndarray:  # noqa: ANN001
     y = tts.say(text, voice=voice, prosody=prosody)
     idx = np.flatnonzero(np.abs(y) > 1e-3)  # espeak pads with digital silence; pauses are ours
-    return y[idx[0]: idx[-1] + 1] if len(idx) else y
+    return y[idx[0] : idx[-1] + 1] if len(idx) else y
 
 
 def render(u: Utterance, cfg: SynthConfig) -> tuple[np.ndarray, str]:
@@ -439,8 +474,12 @@ def render(u: Utterance, cfg: SynthConfig) -> tuple[np.ndarray, str]:
         if total + gap_s + 0.85 * guess > limit and not (last_try and not pieces):
             continue
         pitch = int(np.clip(pitch0 - 2.5 * len(pieces) + rng.normal(0, 2.0) * v, 0, 100))  # declination
-        prosody = Prosody(rate=espeak_rate, pitch=pitch, range=int(np.clip(range_ * np.exp(rng.normal(0, 0.1)), 0, 100)),
-                          wordgap=wordgap)
+        prosody = Prosody(
+            rate=espeak_rate,
+            pitch=pitch,
+            range=int(np.clip(range_ * np.exp(rng.normal(0, 0.1)), 0, 100)),
+            wordgap=wordgap,
+        )
         y = _speak(tts, bank[i], spk.voice, prosody)
         gap = np.zeros(int(tts.sr * alpha * gap_s))
         if total + out_len(len(gap) + len(y)) > limit:
@@ -484,7 +523,7 @@ def render(u: Utterance, cfg: SynthConfig) -> tuple[np.ndarray, str]:
     n_total = max(n_lead + len(speech) + int(trail * sr), int(np.ceil(lo * sr)) + 1)
     y = np.zeros(min(n_total, int(hi * sr)))
     seg = speech[: len(y) - n_lead]
-    y[n_lead: n_lead + len(seg)] = seg
+    y[n_lead : n_lead + len(seg)] = seg
     snr = rng.uniform(*cfg.snr_db)
     y += _coloured_noise(rng, len(y), sr) * 10 ** ((spk.level_db - snr) / 20)
     y *= 10 ** (rng.normal(0, 1.0) * v / 20)  # microphone gain
@@ -529,11 +568,15 @@ def _label_file(rng: np.random.Generator, rows: list[dict]) -> str:
         vad0 = np.array(_IEMOCAP[r["label"]][2])
         votes = [word, word, str(rng.choice([word, "Neutral", "Frustration", "Excited", "Other"]))]
         if label == "undecided":  # no majority: that is what xxx means
-            votes = list(rng.choice(["Neutral", "Frustration", "Anger", "Sadness", "Happiness", "Excited"], 3, replace=False))
+            votes = list(
+                rng.choice(["Neutral", "Frustration", "Anger", "Sadness", "Happiness", "Excited"], 3, replace=False)
+            )
         ratings = np.clip(np.round(vad0 + rng.normal(0, 0.6, size=(3, 3))), 1, 5).astype(int)
         vad = ratings.mean(axis=0)
-        lines.append(f"[{r['start']:.4f} - {r['end']:.4f}]\t{r['utt_id']}\t{r['raw_label']}\t"
-                     f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]")
+        lines.append(
+            f"[{r['start']:.4f} - {r['end']:.4f}]\t{r['utt_id']}\t{r['raw_label']}\t"
+            f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]"
+        )
         evaluators = sorted(rng.choice(["E1", "E2", "E3", "E4"], 3, replace=False))
         lines += [f"C-{e}:\t{w};\t()" for e, w in zip(evaluators, rng.permutation(votes))]
         lines += [f"A-{e}:\tval {a}; act {b}; dom  {c};\t()" for e, (a, b, c) in zip(evaluators, ratings)]
@@ -632,7 +675,7 @@ def synthesize(
 
 
 def _render_all(utts: list[Utterance], cfg: SynthConfig, stage: Path, jobs: int, progress: bool) -> dict:
-    batches = [utts[i: i + _BATCH] for i in range(0, len(utts), _BATCH)]
+    batches = [utts[i : i + _BATCH] for i in range(0, len(utts), _BATCH)]
     results: dict[str, tuple[int, str]] = {}
     bar, task = _progress_bar(progress, len(utts))
     # spawn, not fork: workers must start with an espeak-ng engine that has never spoken
@@ -662,10 +705,20 @@ def _write_tables(utts: list[Utterance], results: dict, cfg: SynthConfig, root: 
         start = (turns[-1]["end"] if turns else 0.0) + float(rng.uniform(0.3, 2.5))
         start = round(start, 4)
         row = {
-            "utt_id": u.utt_id, "path": str(root / u.path), "corpus": "iemocap", "speaker": u.speaker.id,
-            "session": f"Ses{u.session:02d}", "gender": u.speaker.gender, "label": u.label,
-            "raw_label": u.raw_label, "duration_s": n / cfg.sr, "improvised": "impro" in u.dialog,
-            "source_id": "", "start": start, "end": round(start + n / cfg.sr, 4), "text": text,
+            "utt_id": u.utt_id,
+            "path": str(root / u.path),
+            "corpus": "iemocap",
+            "speaker": u.speaker.id,
+            "session": f"Ses{u.session:02d}",
+            "gender": u.speaker.gender,
+            "label": u.label,
+            "raw_label": u.raw_label,
+            "duration_s": n / cfg.sr,
+            "improvised": "impro" in u.dialog,
+            "source_id": "",
+            "start": start,
+            "end": round(start + n / cfg.sr, 4),
+            "text": text,
         }
         turns.append(row)
         rows.append(row)

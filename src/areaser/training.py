@@ -106,9 +106,14 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def compute_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``ce``: cross-entropy on logits. ``softmax-nll``: the authors' loss, -log of the softmax
-    probability clipped to [1e-7, 1 - 1e-7] (Keras on probabilities)."""
+def compute_loss(
+    logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The loss of ``logits`` against labels ``y``, of kind ``kind``.
+
+    ``ce``: cross-entropy on logits. ``softmax-nll``: the authors' loss, -log of the softmax probability clipped
+    to [1e-7, 1 - 1e-7] (Keras on probabilities).
+    """
     if kind == "ce":
         return F.cross_entropy(logits, y, weight=weight)
     p = logits.softmax(-1).clamp(1e-7, 1 - 1e-7)
@@ -122,8 +127,14 @@ class SERModule(L.LightningModule):
     ``best.safetensors`` and of :class:`areaser.inference.WaveformClassifier`.
     """
 
-    def __init__(self, config: TrainConfig, classes: Sequence[str], class_weights: torch.Tensor | None,
-                 eval_sets: Mapping[str, Any], n_train: int):
+    def __init__(
+        self,
+        config: TrainConfig,
+        classes: Sequence[str],
+        class_weights: torch.Tensor | None,
+        eval_sets: Mapping[str, Any],
+        n_train: int,
+    ):
         super().__init__()
         self.cfg = config
         self.classes = tuple(classes)
@@ -229,8 +240,14 @@ class SERModule(L.LightningModule):
             logits = torch.empty(len(ws), len(self.classes))
             logits[idx] = torch.cat([p[1] for p in parts])
             m = score_windows(ws, logits, self.classes, self.cfg.decision)
-            out.update({f"{name}_loss": float(F.cross_entropy(logits, ws.labels)), f"{name}_wa": m["wa"],
-                        f"{name}_ua": m["ua"], f"{name}_f1": m["macro_f1"]})
+            out.update(
+                {
+                    f"{name}_loss": float(F.cross_entropy(logits, ws.labels)),
+                    f"{name}_wa": m["wa"],
+                    f"{name}_ua": m["ua"],
+                    f"{name}_f1": m["macro_f1"],
+                }
+            )
         self.eval_stats = out
         if self.trainer.world_size > 1:  # every process scores the whole set: they must agree
             v = torch.tensor([out["dev_ua"], out["dev_loss"]], device=self.device, dtype=torch.float64)
@@ -256,8 +273,9 @@ def predict_windows(features: torch.nn.Module, model: torch.nn.Module, ws, batch
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def score_windows(ws, logits: torch.Tensor, classes: Sequence[str], decision: str = "prob",
-                  speakers: bool = False) -> dict:
+def score_windows(
+    ws, logits: torch.Tensor, classes: Sequence[str], decision: str = "prob", speakers: bool = False
+) -> dict:
     """Utterance-level metrics of window ``logits [n_windows, C]`` (:func:`areaser.metrics.classification_metrics`).
 
     Each utterance's decision is :func:`areaser.metrics.utterance_probs` with ``decision``, the
@@ -301,7 +319,15 @@ def read_manifests(config: TrainConfig) -> pd.DataFrame:
 
 def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> PreparedFold:
     """Select, split and check one fold; every input problem is raised here, before training."""
-    from .splits import SplitError, check_fold, get_protocol, make_folds, resolve_label_set, select_utterances, split_frame
+    from .splits import (
+        SplitError,
+        check_fold,
+        get_protocol,
+        make_folds,
+        resolve_label_set,
+        select_utterances,
+        split_frame,
+    )
 
     c = config
     try:
@@ -310,7 +336,9 @@ def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> Prepare
         sel = select_utterances(df, protocol, c.label_set)
         folds = make_folds(sel, protocol, c.seed)
         if not 0 <= c.fold < len(folds):
-            raise ConfigError(f"fold {c.fold} out of range: protocol {c.protocol!r} has {len(folds)} folds (0..{len(folds) - 1})")
+            raise ConfigError(
+                f"fold {c.fold} out of range: protocol {c.protocol!r} has {len(folds)} folds (0..{len(folds) - 1})"
+            )
         fold = folds[c.fold]
         parts = split_frame(sel, fold, use_copies=True)
         classes = resolve_label_set(df, c.label_set).classes
@@ -367,7 +395,9 @@ class RunCheckpoint(Checkpoint):
         if best_epoch(self.history, self.monitor) == len(self.history) - 1:  # this epoch is the new best
             self.best_score, self.best_epoch = float(row[self.monitor]), row["epoch"]
             if trainer.is_global_zero:
-                save_weights(self.paths["best"], module.state_dict(), {**self.header, "epoch": row["epoch"], "scores": row})
+                save_weights(
+                    self.paths["best"], module.state_dict(), {**self.header, "epoch": row["epoch"], "scores": row}
+                )
         if trainer.is_global_zero:
             _write_history(self.paths["metrics"], self.history)
         trainer.save_checkpoint(str(self.paths["last"]))
@@ -375,8 +405,12 @@ class RunCheckpoint(Checkpoint):
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         if trainer.is_global_zero and isinstance(exception, KeyboardInterrupt):
             done = f"epoch {self.history[-1]['epoch']} is" if self.history else "no epoch was"
-            print(f"\ninterrupted: {done} the last one saved in {self.paths['last']}; "
-                  "run the same command again to resume from there", file=sys.stderr, flush=True)
+            print(
+                f"\ninterrupted: {done} the last one saved in {self.paths['last']}; "
+                "run the same command again to resume from there",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def state_dict(self) -> dict:
         return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
@@ -400,8 +434,10 @@ def read_history(path: str | os.PathLike) -> list[dict]:
     if not Path(path).is_file():
         return []
     df = pd.read_csv(path)
-    return [{k: (int(v) if k in ("epoch", "train_windows", "train_windows_distinct") else float(v)) for k, v in r.items()}
-            for r in df.to_dict("records")]
+    return [
+        {k: (int(v) if k in ("epoch", "train_windows", "train_windows_distinct") else float(v)) for k, v in r.items()}
+        for r in df.to_dict("records")
+    ]
 
 
 class RichEpochs(Callback):
@@ -419,13 +455,18 @@ class RichEpochs(Callback):
 
     def on_train_start(self, trainer, module) -> None:
         if trainer.is_global_zero:
-            self.epochs = self.bar.add_task(self.label, total=trainer.max_epochs, completed=trainer.current_epoch, info="")
+            self.epochs = self.bar.add_task(
+                self.label, total=trainer.max_epochs, completed=trainer.current_epoch, info=""
+            )
             self.batches = self.bar.add_task("", total=trainer.num_training_batches, info="")
 
     def on_train_epoch_start(self, trainer, module) -> None:
         if self.batches is not None:
-            self.bar.reset(self.batches, total=trainer.num_training_batches,
-                           description=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+            self.bar.reset(
+                self.batches,
+                total=trainer.num_training_batches,
+                description=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+            )
             self.loss_sum, self.n = 0.0, 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -456,16 +497,44 @@ class RichEpochs(Callback):
 
 def make_progress():
     """The rich progress display used by train / cv (description, bar, counts, time, info)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
+    return Progress(
+        TextColumn("{task.description:>14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=False,
+    )
 
 
 def _same_run(old: Mapping, new: Mapping) -> list[str]:
     """Config keys that differ in ways that make resuming meaningless."""
-    free = {"epochs", "patience", "progress", "tensorboard", "num_workers", "threads", "devices", "num_nodes",
-            "strategy", "accelerator", "name", "out_dir", "deterministic", "test_manifests"}
+    free = {
+        "epochs",
+        "patience",
+        "progress",
+        "tensorboard",
+        "num_workers",
+        "threads",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "accelerator",
+        "name",
+        "out_dir",
+        "deterministic",
+        "test_manifests",
+    }
     return sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
 
 
@@ -496,7 +565,10 @@ def train(
     if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
         return train_baseline(c, log=log, bar=bar, resume=resume)
     paths = run_paths(Path(c.out_dir) / c.name)
-    rank0 = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    rank0 = (
+        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+        and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
 
     # ---- decide: fresh, resume, or already finished
     if paths["config"].is_file():
@@ -529,8 +601,10 @@ def train(
         torch.set_num_threads(c.threads)
     L.seed_everything(c.seed, workers=True, verbose=False)
     probe, _ = build_modules(c, len(prep.classes))  # checks the model config early
-    say(f"run {paths['dir']}: fold {prep.fold.name} ({c.fold + 1}/{prep.n_folds}), utterances "
-        + ", ".join(f"{k} {len(v)}" for k, v in prep.parts.items()))
+    say(
+        f"run {paths['dir']}: fold {prep.fold.name} ({c.fold + 1}/{prep.n_folds}), utterances "
+        + ", ".join(f"{k} {len(v)}" for k, v in prep.parts.items())
+    )
     if has_last:
         from .checkpoint import read_header
 
@@ -544,16 +618,19 @@ def train(
         sets = {}
         tick = _load_progress(bar, sum(len(v) for v in prep.parts.values()))
         for part in ("train", "dev", "test"):
-            sets[part] = load_windows(prep.parts[part], c.segments, train=(part == "train"), sr=c.features.sr,
-                                      progress=tick)
+            sets[part] = load_windows(
+                prep.parts[part], c.segments, train=(part == "train"), sr=c.features.sr, progress=tick
+            )
             if not len(sets[part]):
                 raise ConfigError(f"fold {prep.fold.name}: no {part} windows (segments.policy dropped every utterance)")
         if c.features.norm == "dataset":  # statistics from un-warped training windows
             probe.fit_stats(_raw_chunks(probe, sets["train"]))
         for part in ("dev", "test"):
             sets[part].precompute(probe)
-        say(f"loaded {sum(len(s) for s in sets.values()):,} windows in {time.perf_counter() - t_load:.1f} s: "
-            + ", ".join(f"{k} {len(v):,}" for k, v in sets.items()))
+        say(
+            f"loaded {sum(len(s) for s in sets.values()):,} windows in {time.perf_counter() - t_load:.1f} s: "
+            + ", ".join(f"{k} {len(v):,}" for k, v in sets.items())
+        )
         eval_sets = {k: sets[k] for k in (("dev", "test") if c.track_test else ("dev",))}
 
         weights = _class_weights(c, sets["train"].labels, len(prep.classes))
@@ -579,10 +656,21 @@ def train(
             logger = TensorBoardLogger(save_dir=str(paths["dir"]), name="tensorboard", version="")
         deterministic = (c.accelerator == "cpu") if c.deterministic == "auto" else c.deterministic
         trainer = L.Trainer(
-            default_root_dir=str(paths["dir"]), max_epochs=c.epochs, accelerator=c.accelerator, devices=c.devices,
-            num_nodes=c.num_nodes, strategy=c.strategy, deterministic=deterministic, logger=logger, callbacks=cbs,
-            plugins=[SafetensorsCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=1,
+            default_root_dir=str(paths["dir"]),
+            max_epochs=c.epochs,
+            accelerator=c.accelerator,
+            devices=c.devices,
+            num_nodes=c.num_nodes,
+            strategy=c.strategy,
+            deterministic=deterministic,
+            logger=logger,
+            callbacks=cbs,
+            plugins=[SafetensorsCheckpointIO()],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            log_every_n_steps=1,
         )
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -607,8 +695,17 @@ def train(
         raise RuntimeError(f"{paths['best']} holds epoch {best_header['epoch']}, but {c.monitor} picks epoch {chosen}")
     module.load_state_dict(state)
     module.to("cpu")
-    report = build_report(c, prep, ckpt.history, int(best_header["epoch"]), module, test_ws, sets["train"], fit_s,
-                     module.ddp_check if trainer.world_size > 1 else None)
+    report = build_report(
+        c,
+        prep,
+        ckpt.history,
+        int(best_header["epoch"]),
+        module,
+        test_ws,
+        sets["train"],
+        fit_s,
+        module.ddp_check if trainer.world_size > 1 else None,
+    )
     from .reports import write_run_report
 
     write_run_report(paths["dir"], report)
@@ -641,8 +738,17 @@ def _raw_chunks(features, ws, batch: int = 256):
         yield features.raw(ws.waves(torch.arange(i, min(i + batch, len(ws)))))
 
 
-def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], selected_epoch: int, module, test_ws,
-            train_ws, fit_s: float, ddp: dict | None) -> dict:
+def build_report(
+    c: TrainConfig,
+    prep: PreparedFold,
+    history: list[dict],
+    selected_epoch: int,
+    module,
+    test_ws,
+    train_ws,
+    fit_s: float,
+    ddp: dict | None,
+) -> dict:
     """The report dict of a run (:mod:`areaser.reports`): ``module``'s scores on ``test_ws``.
 
     Besides the scores it names where they come from, so a number is never read without it:
@@ -678,7 +784,7 @@ def build_report(c: TrainConfig, prep: PreparedFold, history: list[dict], select
             "manifest": c.manifest,
             "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
             "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}), model of the epoch "
-                           f"chosen on its dev part ({c.monitor})",
+            f"chosen on its dev part ({c.monitor})",
             "preset / model": f"{c.preset} / {c.model}",
             "VTLP": c.vtlp.impl,
             "utterances train / dev / test": " / ".join(str(len(prep.parts[k])) for k in ("train", "dev", "test")),

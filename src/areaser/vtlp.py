@@ -123,7 +123,9 @@ def unwarp_frequencies(g, alpha, sr: float, fhi: float = DEFAULT_FHI):
 
 
 def sample_factors(
-    n: int, config: VTLPConfig = VTLPConfig(), generator: torch.Generator | None = None,
+    n: int,
+    config: VTLPConfig = VTLPConfig(),
+    generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """``n`` warp factors, float32 ``[n]``, drawn from ``config.distribution`` over ``config.factor_range``.
@@ -193,8 +195,14 @@ def warped_mel_filterbank(
 
 
 def vtlp_stft(
-    y: np.ndarray, sr: int, alpha: float, fhi: float = DEFAULT_FHI,
-    win_length: int = 1024, n_fft: int = 2048, hop_length: int | None = None, n_iter: int = 2,
+    y: np.ndarray,
+    sr: int,
+    alpha: float,
+    fhi: float = DEFAULT_FHI,
+    win_length: int = 1024,
+    n_fft: int = 2048,
+    hop_length: int | None = None,
+    n_iter: int = 2,
 ) -> np.ndarray:
     """VTLP on a waveform by STFT resynthesis; returns float32 ``[N]`` (same length as ``y``).
 
@@ -360,8 +368,14 @@ def augment_manifest(
                 write_audio(path, y, DEFAULT_SR)
                 written += 1
             rows.append(
-                {**row, "utt_id": utt_id, "path": str(path), "source_id": row["utt_id"],
-                 "duration_s": _duration(path), "vtlp_factor": round(alpha, 4)}
+                {
+                    **row,
+                    "utt_id": utt_id,
+                    "path": str(path),
+                    "source_id": row["utt_id"],
+                    "duration_s": _duration(path),
+                    "vtlp_factor": round(alpha, 4),
+                }
             )
             if bar is not None:
                 bar.advance(task)

@@ -25,9 +25,23 @@ from ..fileio import file_digest
 from ..manifest import make_manifest
 
 __all__ = [
-    "Skipped", "CorpusScan", "CorpusError", "APPLEDOUBLE", "SILENT", "DUPLICATE", "AUDIO_EXTENSIONS",
-    "check_root", "is_audio", "find_audio", "probe", "track", "check_counts", "same_as",
-    "with_same_as", "scan_files", "collect",
+    "Skipped",
+    "CorpusScan",
+    "CorpusError",
+    "APPLEDOUBLE",
+    "SILENT",
+    "DUPLICATE",
+    "AUDIO_EXTENSIONS",
+    "check_root",
+    "is_audio",
+    "find_audio",
+    "probe",
+    "track",
+    "check_counts",
+    "same_as",
+    "with_same_as",
+    "scan_files",
+    "collect",
 ]
 
 T = TypeVar("T")
@@ -42,9 +56,21 @@ DUPLICATE = "duplicate utterance id (an earlier usable file with the same id is 
 # File name extension -> the soundfile format that reads it. Only formats this
 # libsndfile build has are kept (MP3 needs libsndfile >= 1.1).
 _EXTENSION_FORMATS = {
-    ".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG",
-    ".mp3": "MP3", ".aif": "AIFF", ".aiff": "AIFF", ".aifc": "AIFF", ".au": "AU", ".snd": "AU",
-    ".caf": "CAF", ".w64": "W64", ".rf64": "RF64",
+    ".wav": "WAV",
+    ".wave": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".opus": "OGG",
+    ".mp3": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".aifc": "AIFF",
+    ".au": "AU",
+    ".snd": "AU",
+    ".caf": "CAF",
+    ".w64": "W64",
+    ".rf64": "RF64",
 }
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     ext for ext, fmt in _EXTENSION_FORMATS.items() if fmt in sf.available_formats()
@@ -202,8 +228,16 @@ def scan_files(
     """
     root = check_root(root)
     files = find_audio(root, layout)
-    return collect(root, corpus, ((p, parse(p)) for p in files), len(files), expected, layout,
-                   progress=progress, check_silent=check_silent)
+    return collect(
+        root,
+        corpus,
+        ((p, parse(p)) for p in files),
+        len(files),
+        expected,
+        layout,
+        progress=progress,
+        check_silent=check_silent,
+    )
 
 
 def collect(

@@ -26,8 +26,11 @@ def parse(path: Path) -> dict[str, object] | str:
     if not m or m[1] not in GENDERS or m[2] not in TEXTS or m[3] not in EMOTIONS:
         return f"unparseable name: expected {LAYOUT}"
     return {
-        "utt_id": path.stem, "speaker": f"emodb_{m[1]}", "gender": GENDERS[m[1]],
-        "label": EMOTIONS[m[3]], "raw_label": m[3],
+        "utt_id": path.stem,
+        "speaker": f"emodb_{m[1]}",
+        "gender": GENDERS[m[1]],
+        "label": EMOTIONS[m[3]],
+        "raw_label": m[3],
     }
 
 

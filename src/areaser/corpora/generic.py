@@ -115,8 +115,9 @@ def _csv_items(csv: Path) -> list[tuple[Path, dict[str, object] | str]]:
     for rec in _read_csv(csv).to_dict("records"):
         path = base / rec["path"]
         uid = rec.get("utt_id") or Path(rec["path"]).with_suffix("").as_posix()
-        items.append((path, _row(uid, rec["label"], rec.get("speaker", ""), rec.get("session", ""),
-                                 rec.get("gender", ""))))
+        items.append(
+            (path, _row(uid, rec["label"], rec.get("speaker", ""), rec.get("session", ""), rec.get("gender", "")))
+        )
     return items
 
 
@@ -126,13 +127,21 @@ def unknown_label_warning(manifest: pd.DataFrame) -> list[str]:
     if unknown.empty:
         return []
     counts = unknown["label"].value_counts().sort_index()
-    listed = ", ".join(f"{label} {int(n):,}" for label, n in counts.items())  # int(): a plain number, never a numpy repr
-    return [f"generic: {len(counts)} label(s) not in the vocabulary, kept as their own labels: {listed} "
-            f"(known: {', '.join(CANONICAL)} and common spellings)"]
+    listed = ", ".join(
+        f"{label} {int(n):,}" for label, n in counts.items()
+    )  # int(): a plain number, never a numpy repr
+    return [
+        f"generic: {len(counts)} label(s) not in the vocabulary, kept as their own labels: {listed} "
+        f"(known: {', '.join(CANONICAL)} and common spellings)"
+    ]
 
 
 def load(
-    root: str | os.PathLike, *, progress: bool = True, check_silent: bool = True, speaker_regex: str | None = None,
+    root: str | os.PathLike,
+    *,
+    progress: bool = True,
+    check_silent: bool = True,
+    speaker_regex: str | None = None,
 ) -> CorpusScan:
     """Scan a folder-per-label tree or a ``path,label[,speaker]`` CSV (``root`` is the CSV file).
 
@@ -154,7 +163,16 @@ def load(
         regex = compile_speaker_regex(speaker_regex) if speaker_regex is not None else None
         path = check_root(root)
         items = _folder_items(path, regex)
-    scan = collect(path, "generic", items, len(items), {}, LAYOUT,
-                   progress=progress, check_silent=check_silent, require_match=False)
+    scan = collect(
+        path,
+        "generic",
+        items,
+        len(items),
+        {},
+        LAYOUT,
+        progress=progress,
+        check_silent=check_silent,
+        require_match=False,
+    )
     scan.warnings += unknown_label_warning(scan.manifest)
     return scan

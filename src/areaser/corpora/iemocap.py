@@ -29,14 +29,31 @@ from pathlib import Path
 
 from ..audio import AudioInfo
 from .base import (
-    APPLEDOUBLE, DUPLICATE, CorpusError, CorpusScan, Skipped, check_counts, check_root, find_audio, probe, track,
+    APPLEDOUBLE,
+    DUPLICATE,
+    CorpusError,
+    CorpusScan,
+    Skipped,
+    check_counts,
+    check_root,
+    find_audio,
+    probe,
+    track,
     with_same_as,
 )
 
 RAW_TO_CANONICAL = {
-    "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry",
-    "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust",
-    "oth": "other", "xxx": "undecided",
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "excited",
+    "sad": "sad",
+    "ang": "angry",
+    "fru": "frustration",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+    "oth": "other",
+    "xxx": "undecided",
 }
 # Documented counts of a complete copy: the standard 4-class raw labels over all sessions.
 EXPECTED = {"total": 5531, "neu": 1708, "ang": 1103, "sad": 1084, "hap": 595, "exc": 1041}
@@ -116,8 +133,10 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
                 continue
             for uid, raw in read_labels(txt, skipped, warnings).items():
                 if uid in labels and labels[uid][0] != raw:
-                    warnings.append(f"{txt}: {uid} labelled {raw!r} here but {labels[uid][0]!r} in "
-                                    f"{labels[uid][1]}, first label kept")
+                    warnings.append(
+                        f"{txt}: {uid} labelled {raw!r} here but {labels[uid][0]!r} in "
+                        f"{labels[uid][1]}, first label kept"
+                    )
                 labels.setdefault(uid, (raw, txt))
         for wav in find_audio(sess / "sentences" / "wav", pattern="*/*"):
             if wav.name.startswith("._"):
@@ -129,8 +148,12 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
     if not labels:
         raise CorpusError(root, f"no label lines in Session*/dialog/EmoEvaluation/*.txt; expected {LAYOUT}")
 
-    skipped += [Skipped(str(w), "no label line in EmoEvaluation")
-                for u, files in sorted(wavs.items()) if u not in labels for w in files]
+    skipped += [
+        Skipped(str(w), "no label line in EmoEvaluation")
+        for u, files in sorted(wavs.items())
+        if u not in labels
+        for w in files
+    ]
     records = []
     for uid in track(sorted(labels), "scanning iemocap", progress):
         raw, txt = labels[uid]
@@ -144,12 +167,20 @@ def load(root: str | os.PathLike, *, progress: bool = True, check_silent: bool =
         if usable is None:
             continue
         wav, info = usable
-        records.append({
-            "utt_id": uid, "path": str(wav), "corpus": "iemocap",
-            "speaker": f"Ses{m['ses']}{m['spk']}", "session": f"Ses{m['ses']}", "gender": m["spk"],
-            "label": RAW_TO_CANONICAL[raw], "raw_label": raw, "duration_s": info.duration_s,
-            "improvised": "impro" in m["dialog"],
-        })
+        records.append(
+            {
+                "utt_id": uid,
+                "path": str(wav),
+                "corpus": "iemocap",
+                "speaker": f"Ses{m['ses']}{m['spk']}",
+                "session": f"Ses{m['ses']}",
+                "gender": m["spk"],
+                "label": RAW_TO_CANONICAL[raw],
+                "raw_label": raw,
+                "duration_s": info.duration_s,
+                "improvised": "impro" in m["dialog"],
+            }
+        )
     found = Counter(raw for raw, _ in labels.values() if raw in EXPECTED)
     found["total"] = sum(found.values())
     warnings += check_counts("iemocap 4-class labels", found, EXPECTED)

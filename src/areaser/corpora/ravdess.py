@@ -16,8 +16,14 @@ from pathlib import Path
 from .base import CorpusScan, scan_files
 
 EMOTIONS = {
-    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
-    "05": "angry", "06": "fear", "07": "disgust", "08": "surprise",
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
 }
 EXPECTED = {"files": 1440, "01": 96, **{e: 192 for e in EMOTIONS if e != "01"}}
 NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(0[12])-(0[12])-(0[12])-(\d\d)$")
@@ -32,8 +38,11 @@ def parse(path: Path) -> dict[str, object] | str:
         return "song (vocal channel 02), not part of the speech corpus"
     actor = int(m[7])
     return {
-        "utt_id": path.stem, "speaker": f"ravdess_{actor:02d}", "gender": "M" if actor % 2 else "F",
-        "label": EMOTIONS[m[3]], "raw_label": m[3],
+        "utt_id": path.stem,
+        "speaker": f"ravdess_{actor:02d}",
+        "gender": "M" if actor % 2 else "F",
+        "label": EMOTIONS[m[3]],
+        "raw_label": m[3],
     }
 
 

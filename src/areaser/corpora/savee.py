@@ -30,8 +30,11 @@ def parse(path: Path) -> dict[str, object] | str:
     else:
         return f"unparseable name: expected {LAYOUT}"
     return {
-        "utt_id": f"{spk}_{emo}{num}", "speaker": f"savee_{spk}", "gender": "M",
-        "label": EMOTIONS[emo], "raw_label": emo,
+        "utt_id": f"{spk}_{emo}{num}",
+        "speaker": f"savee_{spk}",
+        "gender": "M",
+        "label": EMOTIONS[emo],
+        "raw_label": emo,
     }
 
 

@@ -15,8 +15,13 @@ from pathlib import Path
 from .base import CorpusScan, scan_files
 
 EMOTIONS = {
-    "angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
-    "neutral": "neutral", "ps": "surprise", "sad": "sad",
+    "angry": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happy",
+    "neutral": "neutral",
+    "ps": "surprise",
+    "sad": "sad",
 }
 EXPECTED = {"files": 2800}
 NAME_RE = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_([A-Za-z]+)$", re.IGNORECASE)
@@ -29,8 +34,11 @@ def parse(path: Path) -> dict[str, object] | str:
         return f"unparseable name: expected {LAYOUT}"
     spk, word, emo = m[1].upper(), m[2].lower(), m[3].lower()
     return {
-        "utt_id": f"{spk}_{word}_{emo}", "speaker": f"tess_{spk}", "gender": "F",
-        "label": EMOTIONS[emo], "raw_label": emo,
+        "utt_id": f"{spk}_{word}_{emo}",
+        "speaker": f"tess_{spk}",
+        "gender": "F",
+        "label": EMOTIONS[emo],
+        "raw_label": emo,
     }
 
 
