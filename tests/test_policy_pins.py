@@ -24,7 +24,7 @@ from areaser.data import load_windows
 from areaser.features import FeatureConfig, LogMel, log_mel
 from areaser.manifest import make_manifest, read_manifest, write_manifest
 from areaser.metrics import classification_metrics
-from areaser.models import _conv_block, build_model
+from areaser.models import ModelConfig, _conv_block, build_model
 from areaser.segments import SegmentConfig, segment, window_starts
 from areaser.splits import get_protocol, select_utterances
 
@@ -250,7 +250,7 @@ def expected_impulse(kh: int, kw: int, h: int, w: int, r0: int, c0: int) -> np.n
 def test_conv_same_padding_puts_the_extra_pad_after(kernel):
     kh, kw = kernel
     h, w, r0, c0 = 32, 16, 20, 10
-    got = impulse_response(_conv_block(1, 1, kernel, "batch"), kh, kw, h, w, r0, c0)
+    got = impulse_response(_conv_block(1, 1, kernel, ModelConfig(batchnorm="batch")), kh, kw, h, w, r0, c0)
     assert got.shape == (h, w)  # "same": stride 1 keeps the size
     np.testing.assert_allclose(got, expected_impulse(kh, kw, h, w, r0, c0), rtol=1e-5, atol=1e-5)
 

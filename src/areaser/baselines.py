@@ -453,7 +453,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     from .crossval import check_test_manifests, score_test_manifests
     from .fileio import atomic_write_json
     from .metrics import classification_metrics
-    from .provenance import console_line, describe, info_rows, notes
+    from .provenance import console_line, describe, info_rows, notes, split_text
     from .reports import write_run_report
     from .splits import split_record
     from .training import ConfigError, TrainConfig, prepare_fold
@@ -495,7 +495,8 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
         "info": {
             **info_rows(prov),
             "manifest": c.manifest,
-            "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
+            "fold": split_text(prov, prep.fold.name, prep.fold.test_group)
+            + f", {prep.fold.index + 1} of {prep.n_folds}",
             "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}); classifier fitted on "
             "the train part, dev part unused",
             "model": f"{c.model} ({len(FEATURE_NAMES)} eGeMAPS-like functionals, {bcfg.classifier}, C={bcfg.C:g})",

@@ -292,8 +292,10 @@ _PROTOCOL = typer.Option(
 _PRESET = typer.Option(
     None,
     "--preset",
-    help="default, cpu (sized for a CPU: 64 mels, 16 ms hop, ...), "
-    "or faithful (the authors' loss, model and epoch reading).",
+    help="default, cpu (sized for a CPU: 32 mels, 50 ms hop, Adam 1e-3 + cosine, 20 epochs), "
+    "faithful (the authors' pipeline: model, loss, Keras constants, one legacy-time VTLP copy, train + dev, "
+    "their windows, test-set reading; max area 1x1 as their committed script) or faithful-3x3 (the same, "
+    "3x3 areas as their log is named).",
 )
 _LABELS = typer.Option(
     None,
@@ -324,6 +326,68 @@ _RESUME = typer.Option(
     None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over."
 )
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+_COPIES_MANIFEST = typer.Option(
+    [],
+    "--copies-manifest",
+    metavar="CSV",
+    help="Train on these offline VTLP copies too: the manifest.csv `areaser augment` writes (repeatable; "
+    "config key extra_manifests). Copies follow their source: only those of training utterances are trained on. "
+    "The run then makes no copies of its own.",
+)
+_COPIES = typer.Option(
+    None,
+    "--copies",
+    min=0,
+    help="Offline VTLP copies per training utterance: the first N of each source in --copies-manifest, or, "
+    "without one, N copies the run makes itself with vtlp.impl stft or legacy-time (--set vtlp.impl=...), "
+    "cached in <manifest folder>/vtlp-copies/ and reused (config key vtlp_copies). The faithful preset makes "
+    "1 legacy-time copy, as the authors trained; 0: none (and no VTLP).",
+)
+
+
+def _copy_options(manifests: list[Path], n: Optional[int]) -> dict:
+    """The config keys of --copies-manifest / --copies (the command-line layer of :func:`_train_config`)."""
+    if manifests:
+        return {"extra_manifests": [str(m) for m in manifests], "copies": n, "vtlp_copies": 0}
+    return {"vtlp_copies": n}
+
+
+def _check_copies(cfg: "TrainConfig", manifests: list[Path], n: Optional[int]) -> "TrainConfig":  # noqa: F821
+    """--copies N without --copies-manifest: copies made by the run need an audio-rewriting vtlp.impl."""
+    from dataclasses import replace
+
+    if manifests or n is None:
+        return cfg
+    offline = cfg.vtlp.impl in ("stft", "legacy-time")
+    if n == 0:  # no copies: an offline VTLP has nothing left to apply
+        return replace(cfg, vtlp=replace(cfg.vtlp, impl="none")) if offline else cfg
+    if not offline:
+        raise fail(
+            f"--copies {n}: the run makes its copies with vtlp.impl stft or legacy-time, not {cfg.vtlp.impl!r} "
+            "(--set vtlp.impl=stft, or --preset faithful); or give copies with --copies-manifest"
+        )
+    return cfg
+
+
+_PRINT_CONFIG = typer.Option(
+    False,
+    "--print-config",
+    help="Print the fully resolved config as JSON (what the run's config.json would hold) and exit: "
+    "nothing is trained or written.",
+)
+
+
+def _print_config(cfg: "TrainConfig") -> None:  # noqa: F821
+    """``--print-config``: the resolved config as JSON on stdout (choices checked: a bad one fails, exit 2)."""
+    import json
+
+    from .training import ConfigError
+
+    try:
+        d = cfg.resolved().to_dict()
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    typer.echo(json.dumps(d, indent=2))
 
 
 @app.command("train")
@@ -357,7 +421,10 @@ def train_cmd(
         help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): "
         "RUN/cross/<corpus>/.",
     ),
+    copies_manifest: list[Path] = _COPIES_MANIFEST,
+    copies: Optional[int] = _COPIES,
     progress: bool = _PROGRESS,
+    print_config: bool = _PRINT_CONFIG,
 ) -> None:
     """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
 
@@ -388,7 +455,11 @@ def train_cmd(
         accelerator=accelerator,
         progress=progress,
         test_manifests=[str(m) for m in test_manifest] or None,
+        **_copy_options(copies_manifest, copies),
     )
+    cfg = _check_copies(cfg, copies_manifest, copies)
+    if print_config:
+        return _print_config(cfg)
     try:
         train(cfg, resume=resume, log=_log)
     except ConfigError as e:
@@ -424,7 +495,10 @@ def cv_cmd(
         help="Also score every fold's model on this other corpus' manifest (cross-corpus; repeatable): "
         "a table in the cv report.",
     ),
+    copies_manifest: list[Path] = _COPIES_MANIFEST,
+    copies: Optional[int] = _COPIES,
     progress: bool = _PROGRESS,
+    print_config: bool = _PRINT_CONFIG,
 ) -> None:
     """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
 
@@ -455,7 +529,13 @@ def cv_cmd(
         accelerator=accelerator,
         progress=progress,
         test_manifests=[str(m) for m in test_manifest] or None,
+        **_copy_options(copies_manifest, copies),
     )
+    cfg = _check_copies(cfg, copies_manifest, copies)
+    if print_config:  # the config every fold shares, under the cv's name (each fold's own differs in fold, name)
+        from dataclasses import replace
+
+        return _print_config(replace(cfg, name=cfg.name or f"{cfg.model}-{cfg.protocol}"))
     try:
         chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:

@@ -43,6 +43,7 @@ from .provenance import (
     info_rows,
     label_set_text,
     notes,
+    parts_text,
     protocol_text,
     with_notes,
 )
@@ -168,7 +169,7 @@ def summarise_cv(
             "preset / model": f"{c.preset} / {c.model}",
             "VTLP": c.vtlp.impl,
             "folds": len(rows),
-            "scores": f"the test part of each fold ({how}); mean +- std over the {len(rows)} fold(s)",
+            "scores": f"the test part of each ({how}); mean +- std over the {parts_text(prov, len(rows))}",
         },
     }
     if cross and any(cross):
@@ -186,7 +187,7 @@ def _cv_line(summary: Mapping, where: str | os.PathLike | None = None) -> str:
     agg, p, n = summary["aggregate"], summary["provenance"], len(summary["folds"])
     lines = [
         f"{corpus_text(p)}, label set {label_set_text(p.get('label_set'), p['classes'])}, protocol "
-        f"{protocol_text(p)}: WA {_pm(agg, 'wa')} %, UA {_pm(agg, 'ua')} % over {n} fold(s) (test part of each)"
+        f"{protocol_text(p)}: WA {_pm(agg, 'wa')} %, UA {_pm(agg, 'ua')} % over {parts_text(p, n)} (test part of each)"
         + (f"; report {where}" if where else "")
     ]
     for e in summary.get("cross_corpus", {}).values():

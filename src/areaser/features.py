@@ -41,9 +41,13 @@ Norm = Literal["none", "utterance", "dataset"]
 class FeatureConfig:
     """Log-Mel settings; the defaults are the paper's (librosa ``melspectrogram`` defaults).
 
-    ``pad_mode='constant'`` is librosa >= 0.10's default for ``center=True`` (zeros), kept for
-    parity. ``mel_norm`` is librosa's filter normalisation (``'slaney'`` or ``None``).
-    ``amin`` is the power floor before the log; ``norm_eps`` the floor of a std when normalising.
+    ``pad_mode`` pads the signal's ends by ``n_fft // 2`` when ``center=True``: ``'constant'``
+    (zeros) is librosa's default since 0.9.0, kept for parity with a current librosa;
+    ``'reflect'`` was the default before 0.9.0 and is what the authors' librosa (< 0.8: their code
+    calls ``librosa.output``) computed, so the ``faithful`` training preset uses it. It changes the
+    first and last frame or two of every window. ``mel_norm`` is librosa's filter normalisation
+    (``'slaney'`` or ``None``). ``amin`` is the power floor before the log; ``norm_eps`` the floor
+    of a std when normalising.
     """
 
     sr: int = 16_000
@@ -177,6 +181,11 @@ def _compute(
         warp = torch.as_tensor(warp, device=wave.device).reshape(-1)
         if len(warp) != len(wave):
             raise ValueError(f"need one warp factor per example: {len(warp)} factors for {len(wave)} examples")
+    if config.center and config.pad_mode in ("reflect", "circular") and wave.shape[-1] <= config.n_fft // 2:
+        raise ValueError(
+            f"pad_mode {config.pad_mode!r} pads {config.n_fft // 2} samples from inside the signal, which needs "
+            f"more than that; got {wave.shape[-1]} samples ('constant' and 'replicate' take any length)"
+        )
     if wave.device.type == "cpu" and len(wave) > _CPU_CHUNK:
         return torch.cat(
             [

@@ -11,10 +11,12 @@ Presets (:data:`PRESETS`, all :class:`ModelConfig`):
   (256 rows, a 64 x 20 x 80 map for a 2 s window), ``rows`` layout (1-D time spans inside each
   frequency row, so "3x3" is really 1x3), no Q/K/V projections, no 1/sqrt(d) scaling, mean keys,
   sum values, attention dropout 0.5 that also runs at evaluation (``dropout_at_eval``), sample
-  noise at evaluation too, flatten + dense. BatchNorm is ordinary BatchNorm (batch statistics
-  in training, running statistics in eval): the TF code called it without a training flag, so it
-  probably always used its initial moving statistics; ``batchnorm="frozen"`` reproduces that
-  reading (a per-channel affine map), the preset keeps the ordinary behaviour.
+  noise at evaluation too, flatten + dense. This preset keeps PyTorch's constants (ordinary
+  BatchNorm, PyTorch's initialisation, max area 3 x 3) so benchmarks of it stay comparable; the
+  ``faithful`` *training* preset (:data:`areaser.config.TRAIN_PRESETS`) adds the rest of the authors'
+  Keras defaults through ``model_overrides``: :data:`KERAS_OVERRIDES` (frozen BatchNorm with Keras'
+  epsilon 1e-3 and momentum 0.99, Glorot-uniform weights, zero biases, biased convolutions) and max
+  area 1 x 1, as their committed script ran.
 * ``paper`` (default): the paper as written: 2-D areas over the whole map (10,773 areas of up to
   3 x 3 on 64 x 20), Eq. 1's Q/K/V projections and 1/sqrt(d) scaling, dropout and BatchNorm with
   proper train/eval behaviour, frequency concat as in the code (``concat="channel"`` is the
@@ -43,11 +45,22 @@ from torch import Tensor, nn
 
 from .attention import KEY_MODES, LAYOUTS, VALUE_MODES, AreaAttention
 
-__all__ = ["ModelConfig", "PRESETS", "AreaAttentionCNN", "build_model", "build_model_from_config", "MIN_FRAMES"]
+__all__ = [
+    "ModelConfig",
+    "PRESETS",
+    "KERAS_OVERRIDES",
+    "AreaAttentionCNN",
+    "FrozenBatchNorm2d",
+    "build_model",
+    "build_model_from_config",
+    "glorot_init",
+    "MIN_FRAMES",
+]
 
 MIN_FRAMES = 4  # two 2x max-poolings over time leave >= 1 column
 ARCHS = ("aacnn", "cnn")
 HEADS = ("time_pool", "flatten", "global_pool")
+INITS = ("torch", "glorot")
 
 
 @dataclass
@@ -57,8 +70,13 @@ class ModelConfig:
     Architecture: ``arch`` ``"aacnn"`` (CNN + area attention) or ``"cnn"`` (no attention);
     ``channels`` = (each conv1 branch, conv2, conv3, conv4, conv5); ``concat`` of the two conv1
     branches on the ``"freq"`` axis (authors' code) or ``"channel"`` axis; ``batchnorm``
-    ``"batch"`` or ``"frozen"`` (running statistics 0 / 1 forever: an affine map); ``head``
-    ``"time_pool"``, ``"flatten"`` (sized for ``ref_frames`` input frames) or ``"global_pool"``.
+    ``"batch"`` or ``"frozen"`` (running statistics 0 / 1 forever: an affine map); ``bn_eps`` and
+    ``bn_momentum`` (PyTorch's convention: the weight of the new batch, Keras' ``1 - momentum``);
+    ``head`` ``"time_pool"``, ``"flatten"`` (sized for ``ref_frames`` input frames) or
+    ``"global_pool"``; ``conv_bias`` (a bias in every convolution, as Keras' ``Conv2D``; redundant
+    before BatchNorm but part of the authors' parametrisation); ``init`` ``"torch"`` (PyTorch's
+    defaults) or ``"glorot"`` (Keras' defaults: Glorot-uniform weights of every convolution and
+    linear layer, zero biases).
 
     Attention (see :class:`areaser.attention.AreaAttention`): ``key_mode``, ``value_mode``,
     ``max_area`` (h, w), ``layout`` ``"2d"`` or ``"rows"``, ``temperature``, ``top_k``, ``scale``
@@ -76,6 +94,10 @@ class ModelConfig:
     kernel_size: int = 3
     concat: str = "freq"
     batchnorm: str = "batch"
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    conv_bias: bool = False
+    init: str = "torch"
     head: str = "time_pool"
     ref_frames: int = 81
     key_mode: str = "mean"
@@ -97,7 +119,7 @@ class ModelConfig:
         for name in ("channels", "conv1a_kernel", "conv1b_kernel", "max_area"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         choices = {"arch": ARCHS, "concat": ("freq", "channel"), "batchnorm": ("batch", "frozen"), "head": HEADS,
-                   "key_mode": KEY_MODES, "value_mode": VALUE_MODES, "layout": LAYOUTS}  # fmt: skip
+                   "key_mode": KEY_MODES, "value_mode": VALUE_MODES, "layout": LAYOUTS, "init": INITS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model option {name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -109,6 +131,8 @@ class ModelConfig:
             raise ValueError(f"need n_classes >= 2, n_mels >= {MIN_FRAMES}, ref_frames >= {MIN_FRAMES}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.bn_eps > 0 or not 0.0 <= self.bn_momentum <= 1.0:
+            raise ValueError(f"need bn_eps > 0 and bn_momentum in [0, 1], got {self.bn_eps}, {self.bn_momentum}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -140,26 +164,59 @@ PRESETS: dict[str, ModelConfig] = {
     "cnn": ModelConfig(name="cnn", arch="cnn", head="global_pool", dropout=0.0),
 }  # fmt: skip
 
+# The Keras defaults of the authors' layers (tf.keras ``Conv2D``, ``Dense``, ``BatchNormalization``),
+# as model options: the ``faithful`` training preset's ``model_overrides`` (with their max area).
+# Their BatchNormalization layers were called without a ``training`` flag under TF1 eager, where
+# Keras' learning phase is 0: they normalised with their initial moving statistics (mean 0,
+# variance 1) for good, ``gamma * x / sqrt(1 + 1e-3) + beta``, gamma and beta still trained.
+KERAS_OVERRIDES: dict[str, Any] = {
+    "batchnorm": "frozen",
+    "bn_eps": 1e-3,  # Keras BatchNormalization epsilon
+    "bn_momentum": 0.01,  # Keras momentum 0.99 = PyTorch momentum 1 - 0.99 (unused while frozen)
+    "conv_bias": True,  # Conv2D(use_bias=True)
+    "init": "glorot",  # kernel_initializer="glorot_uniform", bias_initializer="zeros"
+}
+
 
 class FrozenBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm that always normalises with its running statistics and never updates them.
 
-    With the initial statistics (mean 0, variance 1) this is ``x / sqrt(1 + eps) * weight + bias``:
-    what ``tf.layers.batch_normalization`` does when called without ``training=True``.
+    With the initial statistics (mean 0, variance 1) this is ``x / sqrt(1 + eps) * weight + bias``
+    (weight and bias still learn): what Keras' ``BatchNormalization`` does when called without
+    ``training=True`` where the learning phase is 0 (the authors' TF1 eager loop), with Keras'
+    ``eps`` 1e-3 (``bn_eps``).
     """
 
     def forward(self, x: Tensor) -> Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-def _conv_block(c_in: int, c_out: int, kernel: int | tuple[int, int], batchnorm: str) -> nn.Sequential:
+def _conv_block(c_in: int, c_out: int, kernel: int | tuple[int, int], c: ModelConfig) -> nn.Sequential:
     """Zero pad + Conv + BN + ReLU. The padding is TF's 'same': even kernels pad one more after."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)  # left, right, top, bottom
-    norm = FrozenBatchNorm2d if batchnorm == "frozen" else nn.BatchNorm2d
+    norm = FrozenBatchNorm2d if c.batchnorm == "frozen" else nn.BatchNorm2d
     return nn.Sequential(
-        nn.ZeroPad2d(pad), nn.Conv2d(c_in, c_out, (kh, kw), bias=False), norm(c_out), nn.ReLU(inplace=True)
+        nn.ZeroPad2d(pad),
+        nn.Conv2d(c_in, c_out, (kh, kw), bias=c.conv_bias),
+        norm(c_out, eps=c.bn_eps, momentum=c.bn_momentum),
+        nn.ReLU(inplace=True),
     )
+
+
+def glorot_init(model: nn.Module) -> nn.Module:
+    """Keras' default initialisation: Glorot-uniform weights of every Conv2d and Linear, zero biases.
+
+    Glorot uniform draws from U(-a, a) with ``a = sqrt(6 / (fan_in + fan_out))``; for a convolution
+    the fans count the receptive field (``in * kh * kw``, ``out * kh * kw``), as in Keras and
+    :func:`torch.nn.init.xavier_uniform_`. BatchNorm keeps gamma 1, beta 0 (Keras' defaults too).
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
 
 
 class AreaAttentionCNN(nn.Module):
@@ -173,12 +230,12 @@ class AreaAttentionCNN(nn.Module):
         super().__init__()
         self.config = c = config
         c1, c2, c3, c4, c5 = c.channels
-        self.conv1a = _conv_block(1, c1, c.conv1a_kernel, c.batchnorm)
-        self.conv1b = _conv_block(1, c1, c.conv1b_kernel, c.batchnorm)
-        self.conv2 = _conv_block(c1 if c.concat == "freq" else 2 * c1, c2, c.kernel_size, c.batchnorm)
-        self.conv3 = _conv_block(c2, c3, c.kernel_size, c.batchnorm)
-        self.conv4 = _conv_block(c3, c4, c.kernel_size, c.batchnorm)
-        self.conv5 = _conv_block(c4, c5, c.kernel_size, c.batchnorm)
+        self.conv1a = _conv_block(1, c1, c.conv1a_kernel, c)
+        self.conv1b = _conv_block(1, c1, c.conv1b_kernel, c)
+        self.conv2 = _conv_block(c1 if c.concat == "freq" else 2 * c1, c2, c.kernel_size, c)
+        self.conv3 = _conv_block(c2, c3, c.kernel_size, c)
+        self.conv4 = _conv_block(c3, c4, c.kernel_size, c)
+        self.conv5 = _conv_block(c4, c5, c.kernel_size, c)
         self.attention = None
         if c.arch == "aacnn":
             self.attention = AreaAttention(
@@ -190,6 +247,20 @@ class AreaAttentionCNN(nn.Module):
         features = {"flatten": c5 * c.map_height * c.map_width(c.ref_frames),
                     "time_pool": c5 * c.map_height, "global_pool": c5}[c.head]  # fmt: skip
         self.classifier = nn.Linear(features, c.n_classes)
+        if c.init == "glorot":
+            glorot_init(self)
+
+    @property
+    def stochastic_at_eval(self) -> bool:
+        """Whether evaluation draws random numbers (attention dropout or area sampling kept at eval).
+
+        Then every scoring of the same weights is another draw (the ``faithful`` preset, as the
+        authors' code).
+        """
+        a = self.attention
+        if a is None:
+            return False
+        return (a.dropout > 0 and a.dropout_at_eval) or (a.key_mode.startswith("sample") and a.sample_at_eval)
 
     def feature_map(self, x: Tensor) -> Tensor:
         """Input -> the (attended) map ``[B, C, H, W]`` that the head reads."""

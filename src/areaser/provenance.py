@@ -10,7 +10,9 @@ a cross-corpus score), so each names the same facts the same way:
   still points at the synthetic audio is still synthetic);
 * the **label set** with the classes it resolved to (``all`` and comma lists depend on the data);
 * the **protocol**, flagged when it is speaker-dependent (speakers appear in train and test:
-  the scores say nothing about new speakers).
+  the scores say nothing about new speakers), and when its "folds" are overlapping random
+  splits, one per seed (``xu2021``: each seed draws its own 80/20 split, so test sets overlap
+  and the spread over seeds is no cross-validation spread).
 
 :func:`describe` gathers these facts as a JSON-ready dict (kept as ``report["provenance"]``);
 :func:`info_rows` turns it into the lines of a report's fact table, :func:`notes` into the
@@ -33,6 +35,9 @@ __all__ = [
     "corpus_names",
     "is_synthetic",
     "speaker_dependent",
+    "overlapping_splits",
+    "RANDOM_SPLITS_NOTE",
+    "split_text",
     "describe",
     "corpus_text",
     "label_set_text",
@@ -46,6 +51,10 @@ __all__ = [
 SYNTH_MARKER = "synth_config.json"  # written by areaser.synth into the corpus root
 SYNTHETIC_NOTE = "synthetic (built-in espeak-ng corpus): scores show the code runs, not emotion recognition"
 SPEAKER_DEPENDENT_NOTE = "speaker-dependent: speakers appear in train and test"
+RANDOM_SPLITS_NOTE = (
+    "random splits (seeds), overlapping, not folds: each seed draws its own 80/20 utterance split, so the test "
+    "sets overlap and the spread over seeds is not a cross-validation spread"
+)
 
 
 def corpus_names(rows: pd.DataFrame) -> tuple[str, ...]:
@@ -84,6 +93,51 @@ def speaker_dependent(protocol: str) -> bool | None:
     return bool(getattr(p, "speaker_dependent", p.kind == "random"))
 
 
+def overlapping_splits(protocol: str | None) -> bool | None:
+    """Whether a protocol's "folds" are independent random splits, one per seed, whose test sets overlap.
+
+    ``xu2021`` (the paper's 80/20 utterance split drawn again for every seed) is; ``random``
+    (stratified k-fold over utterances: disjoint test parts) and the session / speaker protocols
+    are not. ``None`` for an unknown protocol.
+
+    >>> overlapping_splits("xu2021"), overlapping_splits("random"), overlapping_splits("loso")
+    (True, False, False)
+    """
+    from .splits import SplitError, get_protocol
+
+    if not protocol:
+        return None
+    try:
+        p = get_protocol(protocol)
+    except SplitError:
+        return None
+    return p.kind == "random" and not p.stratified
+
+
+def _overlapping(p: Mapping) -> bool:
+    """A provenance dict's ``overlapping_splits``, worked out from its protocol when it predates the key."""
+    v = p.get("overlapping_splits")
+    return bool(overlapping_splits(p.get("protocol")) if v is None else v)
+
+
+def split_text(p: Mapping, name: str, held_out: str) -> str:
+    """``fold fold1-Ses01 (held out Ses01)``, or ``random split seed0 (one of 5 ..., not folds)``."""
+    if not _overlapping(p):
+        return f"fold {name} (held out {held_out})"
+    return f"random split {name} (one of {_n_splits(p)} random splits (seeds), overlapping, not folds)"
+
+
+def parts_text(p: Mapping, n: int) -> str:
+    """``5 fold(s)``, or ``5 random splits (seeds, overlapping)`` under a protocol such as ``xu2021``."""
+    return f"{n} random splits (seeds, overlapping)" if _overlapping(p) else f"{n} fold(s)"
+
+
+def _n_splits(p: Mapping) -> int:
+    from .splits import get_protocol
+
+    return get_protocol(p["protocol"]).n_folds or 5
+
+
 def describe(
     manifest: str | os.PathLike | None,
     rows: pd.DataFrame | Mapping[str, pd.DataFrame] | None,
@@ -118,6 +172,7 @@ def describe(
         "classes": list(classes),
         "protocol": protocol,
         "speaker_dependent": speaker_dependent(protocol) if protocol else None,
+        "overlapping_splits": overlapping_splits(protocol),
     }
 
 
@@ -153,13 +208,20 @@ def info_rows(p: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 def notes(*provenances: Mapping) -> list[str]:
-    """The warnings a reader must see beside the numbers: synthetic data, speaker-dependent protocols."""
+    """The warnings a reader must see beside the numbers.
+
+    Synthetic data, speaker-dependent protocols, and "folds" that are overlapping random splits
+    (``xu2021``). A provenance whose ``speaker_dependent`` is ``None`` has no split of its own (a
+    cross-corpus score), so neither protocol note applies to it.
+    """
     out: list[str] = []
     for p in provenances:
         if p.get("synthetic"):
             out.append(f"corpus {p['corpus']} is {SYNTHETIC_NOTE}")
         if p.get("speaker_dependent"):
             out.append(f"protocol {p['protocol']} is {SPEAKER_DEPENDENT_NOTE}")
+            if _overlapping(p):
+                out.append(f"protocol {p['protocol']} runs {_n_splits(p)} {RANDOM_SPLITS_NOTE}")
     return list(dict.fromkeys(out))
 
 
@@ -171,8 +233,9 @@ def with_notes(line: str, extra: Sequence[str] | None) -> str:
 def console_line(report: Mapping, where: str | os.PathLike | None = None) -> str:
     """Console summary of a run report: its test scores and where each comes from.
 
-    The corpus, the label set with its classes, the protocol and fold, how the model was chosen,
-    then the report's notes (synthetic data, speaker-dependent protocol) on their own lines.
+    The corpus, the label set with its classes, the protocol and fold (a random split, not a fold,
+    under ``xu2021``), how the model was chosen, then the report's notes (synthetic data,
+    speaker-dependent protocol, overlapping random splits) on their own lines.
     """
     t, p = report["test"], report["provenance"]
     sel = report.get("selected_epoch")
@@ -180,6 +243,6 @@ def console_line(report: Mapping, where: str | os.PathLike | None = None) -> str
     line = (
         f"test WA {100 * t['wa']:.2f} %, UA {100 * t['ua']:.2f} % on {corpus_text(p)}, "
         f"label set {label_set_text(p.get('label_set'), p['classes'])}, protocol {protocol_text(p)}, "
-        f"fold {report['fold']} (held out {report['test_group']}), {how}"
+        f"{split_text(p, report['fold'], report['test_group'])}, {how}"
     )
     return with_notes(line + (f"; report {where}" if where else ""), report.get("notes"))

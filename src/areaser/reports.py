@@ -10,7 +10,8 @@ A run ``report`` dict holds (what :func:`areaser.training.train` produces): ``na
 ``classes``, ``test`` (:func:`areaser.metrics.classification_metrics`), ``history`` (one
 row per epoch: ``epoch``, ``train_loss``, ``dev_loss``, ``dev_wa``, ``dev_ua``, and
 ``test_wa`` / ``test_ua`` when the test set was tracked), ``selected_epoch``, and
-optionally ``paper_and_honest`` (:func:`areaser.metrics.paper_and_honest`), ``info``
+optionally ``paper_and_honest`` (:func:`areaser.metrics.paper_and_honest`), ``test_draws``
+(several seeded scorings of a model random at evaluation: :func:`areaser.training.summarise_draws`), ``info``
 (free key -> value facts shown in a table), ``notes`` (warnings shown above everything, e.g.
 synthetic data or a speaker-dependent protocol: :func:`areaser.provenance.notes`), ``title``
 and ``test_heading`` (a cross-corpus report's own headings, instead of "Run report" and
@@ -122,12 +123,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def _metrics_md(m: Mapping) -> list[str]:
+def _metrics_md(m: Mapping, draws: Mapping | None = None) -> list[str]:
     classes = m["classes"]
-    out = [
-        _table(
+    if draws:  # a model random at evaluation: the first draw, then every draw's mean +- std
+        n = draws["n"]
+        scores = _table(
+            ["scoring", "utterances", "WA %", "UA %", "macro-F1 %"],
+            [
+                ["draw 1 (shown below)", m["n"], pct(m["wa"]), pct(m["ua"]), pct(m["macro_f1"])],
+                [f"mean +- std of {n} draws", m["n"]]
+                + [f"{pct(draws[k + '_mean'])} +- {pct(draws[k + '_std'])}" for k in ("wa", "ua", "macro_f1")],
+            ],
+        )
+        scores += (
+            f"\n\nThis model is random at evaluation (attention dropout or area sampling kept at test time, as in the "
+            f"authors' code), so the same weights were scored {n} times (seeded; sample std, n - 1). The paper's "
+            "maxima over 100 such noisy evaluations (one per epoch) are biased upward by this noise too, besides "
+            "choosing on the test set."
+        )
+    else:
+        scores = _table(
             ["utterances", "WA %", "UA %", "macro-F1 %"], [[m["n"], pct(m["wa"]), pct(m["ua"]), pct(m["macro_f1"])]]
-        ),
+        )
+    out = [
+        scores,
         "",
         "Per class:",
         "",
@@ -159,9 +178,9 @@ def _paper_honest_md(ph: Mapping, test: Mapping | None = None) -> list[str]:
     if test is not None and (pct(test["wa"]), pct(test["ua"])) != (pct(h["wa"]), pct(h["ua"])):  # as shown
         note = [
             f"The honest row's model is the one scored at the top (epoch {h['epoch']}), yet its scores differ "
-            f"(WA {pct(h['wa'])} here, {pct(test['wa'])} there): this model's evaluation is random (attention "
-            "dropout or area sampling at evaluation, as in the authors' code), so every scoring of the same "
-            "weights is another draw.",
+            f"(WA {pct(h['wa'])} here, {pct(test['wa'])} there; UA {pct(h['ua'])} here, {pct(test['ua'])} "
+            "there): this model's evaluation is random (attention dropout or area sampling at evaluation, as in "
+            "the authors' code), so every scoring of the same weights is another draw, of WA and of UA alike.",
             "",
         ]
     return [
@@ -211,7 +230,7 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
         report.get("test_heading") or f"Test set{f' (model of epoch {sel}, chosen on dev)' if sel is not None else ''}"
     )
     md += [f"## {heading}", ""]
-    md += _metrics_md(test) + ["", "![confusion matrix](confusion.png)", ""]
+    md += _metrics_md(test, report.get("test_draws")) + ["", "![confusion matrix](confusion.png)", ""]
     if report.get("paper_and_honest"):
         md += _paper_honest_md(report["paper_and_honest"], test)
     if history:
@@ -234,6 +253,10 @@ def _fmt(v: object) -> str:
 def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Path]:
     """Aggregate report over folds / seeds.
 
+    Under a protocol of overlapping random splits (``xu2021``: one 80/20 split per seed, see
+    :func:`areaser.provenance.overlapping_splits`) the table, its heading and its footnote say
+    "random splits (seeds), overlapping, not folds" instead of calling the rows folds.
+
     ``summary`` holds ``name``, ``protocol``, ``classes``, ``folds`` (list of
     ``{"name", "test_group", "dir", "wa", "ua", "macro_f1", "epoch"}`` plus optional
     ``paper_max_wa`` / ``paper_max_ua``), ``aggregate`` (:func:`areaser.metrics.summarise_runs`
@@ -243,8 +266,12 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     cv_dir = Path(cv_dir)
     paths = {"json": cv_dir / "report.json", "md": cv_dir / "report.md"}
     atomic_write_json(paths["json"], summary)
+    seeds = _random_splits(summary)
     paths["confusion"] = plot_confusion(
-        summary["confusion"], summary["classes"], cv_dir / "confusion.png", "test, summed over folds"
+        summary["confusion"],
+        summary["classes"],
+        cv_dir / "confusion.png",
+        f"test, summed over {'random splits (overlapping)' if seeds else 'folds'}",
     )
     agg = summary["aggregate"]
     paper = "paper_max_wa" in summary["folds"][0]
@@ -252,7 +279,8 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     md += _notes_md(summary.get("notes"))
     if summary.get("info"):
         md += [_table(["", ""], [[k, v] for k, v in summary["info"].items()]), ""]
-    header = ["fold", "held out", "epoch (dev)", "WA %", "UA %", "macro-F1 %"]
+    unit = "random split (seed)" if seeds else "fold"
+    header = [unit, "test part" if seeds else "held out", "epoch (dev)", "WA %", "UA %", "macro-F1 %"]
     if paper:
         header += ["paper maxWA %", "paper maxUA %"]
     rows = []
@@ -271,20 +299,46 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
     last = ["**mean +- std**", "", "", *(_mean_std(agg, k) for k in ("wa", "ua", "macro_f1"))]
     if paper:
         last += [_mean_std(agg, "paper_max_wa"), _mean_std(agg, "paper_max_ua")]
-    md += ["## Per fold (test set)", "", _table(header, rows + [last]), ""]
-    md += ["Standard deviation is the sample std over folds (n - 1).", ""]
+    if seeds:
+        n = len(summary["folds"])
+        md += [f"## Per random split (test set): {n} random splits (seeds), overlapping, not folds", ""]
+        md += [_table(header, rows + [last]), ""]
+        md += [
+            f"Each row is one random 80/20 utterance split, drawn by its seed: the {n} test sets overlap (an "
+            "utterance can be tested in several splits and never in others), so these are not the folds of a "
+            "cross-validation. Standard deviation is the sample std over the splits (n - 1); it is the spread "
+            "of repeated random splits, not of a cross-validation.",
+            "",
+        ]
+    else:
+        md += ["## Per fold (test set)", "", _table(header, rows + [last]), ""]
+        md += ["Standard deviation is the sample std over folds (n - 1).", ""]
     if paper:
         md += [
-            "**Labels.** *WA / UA*: honest way, the epoch is chosen on each fold's dev split, then scored on test. "
+            f"**Labels.** *WA / UA*: honest way, the epoch is chosen on each {'split' if seeds else 'fold'}'s dev "
+            "part, then scored on test. "
             "*paper maxWA / maxUA*: the paper's way, separate maxima over epochs of test scores (the test set "
             "chooses the epoch; optimistic, not comparable with honest numbers).",
             "",
         ]
-    md += ["## Confusion matrix (all folds)", "", "![confusion matrix](confusion.png)", ""]
+    md += [
+        f"## Confusion matrix (all {'random splits' if seeds else 'folds'})",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+    ]
     if summary.get("cross_corpus"):
         md += _cross_md(summary["cross_corpus"])
     atomic_write_text(paths["md"], "\n".join(md))
     return paths
+
+
+def _random_splits(summary: Mapping) -> bool:
+    """Whether a cv summary's "folds" are overlapping random splits, one per seed (``xu2021``)."""
+    from .provenance import overlapping_splits
+
+    v = (summary.get("provenance") or {}).get("overlapping_splits")
+    return bool(overlapping_splits(summary.get("protocol")) if v is None else v)
 
 
 def _mean_std(agg: Mapping, k: str) -> str:

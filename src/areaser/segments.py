@@ -4,7 +4,7 @@ Functional core on plain arrays: :func:`window_starts` says where windows start 
 :func:`segment` cuts one utterance, :func:`segment_utterances` cuts many and keeps a table of
 ``(utt_id, start_s, end_s)`` so every window can be traced back to its utterance and time span.
 
-Two policies for what the paper leaves behind:
+Three policies for what the paper leaves behind:
 
 ``drop`` (the paper)
     utterances of ``min_s`` seconds or less (default ``win_s``: "2 s or less") give no windows,
@@ -13,6 +13,12 @@ Two policies for what the paper leaves behind:
     no utterance and no audio is lost: an utterance shorter than a window is padded to one
     window, and when the regular hops do not reach the end a last window is added, aligned
     to the end of the utterance (it overlaps its neighbour more than the hop says).
+``legacy`` (the authors' code, the ``faithful`` training preset)
+    their two loops exactly: the hop is ``int((win_s - overlap) * sr)`` with their overlap
+    ``win_s - hop_s`` (1 s in training, 1.6 s at test), so float truncation makes the 0.4 s test
+    hop 6,399 samples at 16 kHz, not 6,400; a window is taken while ``start + win < n`` (strict:
+    a window ending exactly at the last sample is not taken); utterances of ``min_s`` (default
+    ``win_s``) or less give none; no padding, no tail.
 
 Padding repeats the utterance (``pad_mode='repeat'``) rather than adding zeros: a block of
 digital silence becomes a block of floor values in the log-Mel image that only short
@@ -30,7 +36,7 @@ import pandas as pd
 
 __all__ = ["SegmentConfig", "window_starts", "segment", "segment_utterances"]
 
-Policy = Literal["pad", "drop"]
+Policy = Literal["pad", "drop", "legacy"]
 PadMode = Literal["repeat", "zero"]
 
 
@@ -39,7 +45,7 @@ class SegmentConfig:
     """How utterances are cut into windows. Times in seconds.
 
     ``min_s``: utterances of this duration or less give no windows; ``None`` means ``win_s``
-    under ``drop`` (the paper) and 0 under ``pad`` (nothing is dropped).
+    under ``drop`` and ``legacy`` (the paper) and 0 under ``pad`` (nothing is dropped).
     """
 
     win_s: float = 2.0
@@ -66,8 +72,8 @@ def _check(win_s: float, hop_s: float, policy: str, min_s: float | None, pad_mod
         raise ValueError(f"win_s must be > 0 seconds, got {win_s}")
     if not hop_s > 0:
         raise ValueError(f"hop must be > 0 seconds, got {hop_s}")
-    if policy not in ("pad", "drop"):
-        raise ValueError(f"policy must be 'pad' or 'drop', got {policy!r}")
+    if policy not in ("pad", "drop", "legacy"):
+        raise ValueError(f"policy must be 'pad', 'drop' or 'legacy', got {policy!r}")
     if min_s is not None and min_s < 0:
         raise ValueError(f"min_s must be >= 0 seconds or None, got {min_s}")
     if pad_mode not in ("repeat", "zero"):
@@ -83,9 +89,12 @@ def _plan(n: int, sr: int, win_s: float, hop_s: float, policy: str, min_s: float
     _check(win_s, hop_s, policy, min_s, "repeat")
     win, hop = int(round(win_s * sr)), int(round(hop_s * sr))
     if min_s is None:
-        min_s = win_s if policy == "drop" else 0.0
+        min_s = 0.0 if policy == "pad" else win_s
     if n <= 0 or n <= int(round(min_s * sr)):
         return win, hop, 0, False
+    if policy == "legacy":  # the authors' loop: `while index + t * RATE < n: ...; index += int((t - overlap) * RATE)`
+        hop = int((win_s - (win_s - hop_s)) * sr)
+        return win, hop, ((n - win - 1) // hop + 1 if n > win else 0), False
     if n < win:  # 'pad', or 'drop' with min_s < win_s: one padded window
         return win, hop, 0, True
     n_regular = (n - win) // hop + 1

@@ -55,6 +55,9 @@ __all__ = [
     "make_folds",
     "split_frame",
     "check_fold",
+    "XU2021_IEMOCAP_COUNTS",
+    "selection_table",
+    "selection_line",
 ]
 
 
@@ -351,15 +354,20 @@ def _random_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
     return folds
 
 
-def split_frame(df: pd.DataFrame, fold: Fold, use_copies: bool = True) -> dict[str, pd.DataFrame]:
+def split_frame(
+    df: pd.DataFrame, fold: Fold, use_copies: bool = True, train_on_dev: bool = False
+) -> dict[str, pd.DataFrame]:
     """Rows of ``df`` for each part of ``fold``: ``{"train", "dev", "test"}``.
 
     Training gets the fold's originals plus (with ``use_copies``) every augmented copy
-    whose source is a training utterance; dev and test get originals only.
+    whose source is a training utterance; dev and test get originals only. With
+    ``train_on_dev`` (the authors' code: their dev file is read into training, so they train on
+    80 %, not 72 %) training also gets the dev originals and their copies, while ``dev`` still
+    holds them to be scored: dev is then no held-out set.
     """
     parts = {}
     for part in ("train", "dev", "test"):
-        ids = set(getattr(fold, part))
+        ids = set(getattr(fold, part)) | (set(fold.dev) if part == "train" and train_on_dev else set())
         rows = df["utt_id"].isin(ids) & (df["source_id"] == "")
         if part == "train" and use_copies:
             rows |= df["source_id"].isin(ids)
@@ -396,3 +404,81 @@ def split_record(fold: Fold, parts: dict[str, pd.DataFrame], base: str | os.Path
             str(u): {"sha1": file_digest(p), "bytes": os.path.getsize(p)} for u, p in zip(test["utt_id"], test["path"])
         },
     }
+
+
+# Utterance counts of a complete IEMOCAP_full_release for the paper's selection (improvised sessions; the
+# authors' label map 4class-exc: excited as happy, hap left out): 2,659 utterances, 2,117 longer than 2 s.
+# Per class, improvised, any duration: neutral 1,099, sad 608, angry 289, excited 663 (hap 284: with it the
+# improvised 4-class set is the documented 2,943, the 4class map's total). Per-class counts above 2 s are not
+# published; only their total.
+XU2021_IEMOCAP_COUNTS: dict[str, dict[str, int | None]] = {
+    "4class-exc": {"neutral": 1099, "happy": 663, "sad": 608, "angry": 289, "total": 2659, "longer": 2117},
+    "4class": {"neutral": 1099, "happy": 947, "sad": 608, "angry": 289, "total": 2943, "longer": None},
+}
+
+
+def selection_table(df: pd.DataFrame, protocol: Protocol | str, label_set: str | None = None) -> pd.DataFrame:
+    """Per class, what ``protocol`` selects from ``df``'s originals, beside a complete IEMOCAP's counts.
+
+    Returns one row per class and a ``total`` row, indexed by class, with columns ``kept`` (originals
+    of the label set that pass the improvised filter, any duration), ``selected`` (of those, longer
+    than the protocol's ``min_duration_s``: what the folds are cut from), ``expected_kept`` and
+    ``expected_selected`` (a complete IEMOCAP_full_release, :data:`XU2021_IEMOCAP_COUNTS`; ``None``
+    where no reference count exists).
+    """
+    p = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    spec = label_set or p.label_set
+    ls = resolve_label_set(df, spec)
+    orig = select_classes(_originals(df), ls)
+    if p.improvised_only:
+        orig = orig[orig["improvised"].fillna(False).astype(bool)]
+    longer = orig if p.min_duration_s is None else orig[orig["duration_s"] > p.min_duration_s]
+    ref = XU2021_IEMOCAP_COUNTS.get(spec, {})
+    rows = [
+        {
+            "class": c,
+            "kept": int((orig["class"] == c).sum()),
+            "selected": int((longer["class"] == c).sum()),
+            "expected_kept": ref.get(c),
+            "expected_selected": None,
+        }
+        for c in ls.classes
+    ]
+    rows.append(
+        {
+            "class": "total",
+            "kept": len(orig),
+            "selected": len(longer),
+            "expected_kept": ref.get("total"),
+            "expected_selected": ref.get("longer"),
+        }
+    )
+    return pd.DataFrame(rows).set_index("class")
+
+
+def selection_line(table: pd.DataFrame, label_set: str, min_duration_s: float | None = 2.0) -> str:
+    """One console line of a :func:`selection_table`: the selected counts against a complete copy's."""
+
+    def n(v) -> str:
+        return "?" if v is None or pd.isna(v) else f"{int(v):,}"
+
+    classes = [c for c in table.index if c != "total"]
+    tot = table.loc["total"]
+    kept = ", ".join(f"{c} {n(table.at[c, 'kept'])}" for c in classes)
+    ref = ", ".join(f"{c} {n(table.at[c, 'expected_kept'])}" for c in classes)
+    longer = ", ".join(f"{c} {n(table.at[c, 'selected'])}" for c in classes)
+    cut = f"longer than {min_duration_s:g} s" if min_duration_s is not None else "selected"
+    pairs = [(table.at[c, "kept"], table.at[c, "expected_kept"]) for c in table.index]
+    pairs.append((tot["selected"], tot["expected_selected"]))
+    known = [(a, b) for a, b in pairs if b is not None and not pd.isna(b)]
+    if not known:
+        verdict = f"no reference counts for label set {label_set!r}"
+    elif all(int(a) == int(b) for a, b in known):
+        verdict = "as a complete copy"
+    else:
+        verdict = "differs from a complete copy: a partial copy or another label map?"
+    return (
+        f"selection ({label_set}, improvised): {kept} = {n(tot['kept'])} utterances "
+        f"(complete IEMOCAP: {ref} = {n(tot['expected_kept'])}); {cut}: {longer} = {n(tot['selected'])} "
+        f"(complete IEMOCAP: {n(tot['expected_selected'])}); {verdict}"
+    )

@@ -20,11 +20,13 @@ Presets (``preset``):
 ``default``
     logits + cross-entropy, epoch chosen on the dev split, early stopping on dev.
 ``faithful``
-    the authors' code: the ``faithful`` model, softmax outputs fed to a probability loss
-    (Keras ``SparseCategoricalCrossentropy`` on probabilities, clipped at 1e-7), windows
-    dropped as the paper does (``policy='drop'``), no early stopping, and the test set
-    scored after every epoch so the paper's maxWA / maxUA can be reported beside the
-    honest dev-chosen numbers.
+    the authors' code: the ``faithful`` model with their Keras constants (frozen BatchNorm,
+    Glorot init, Keras Adam with eps 1e-7 and decay), softmax outputs fed to a probability loss
+    (Keras ``SparseCategoricalCrossentropy`` on probabilities, clipped at 1e-7), reflect-padded
+    STFT, one offline ``legacy-time`` VTLP copy per training file, training on train + dev, their
+    windows (``policy='legacy'``: test hop 6399 samples, strict end boundary), no early stopping,
+    and the test set scored after every epoch so the paper's maxWA / maxUA can be reported beside
+    the honest dev-chosen numbers (see :data:`areaser.config.TRAIN_PRESETS`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ __all__ = [
     "read_history",
     "predict_windows",
     "score_windows",
+    "KerasAdam",
+    "TEST_DRAWS",
+    "eval_draw_seeds",
+    "score_draws",
+    "summarise_draws",
 ]
 
 
@@ -120,6 +127,30 @@ def compute_loss(
     return F.nll_loss(p.log(), y, weight=weight)
 
 
+class KerasAdam(torch.optim.Adam):
+    """Adam as tf.keras computes it (``optimizer='keras-adam'``): epsilon added to sqrt(v) before bias correction.
+
+    tf.keras (``OptimizerV2`` Adam, the ``ApplyAdam`` kernel) takes ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)``
+    and ``w -= lr_t * m / (sqrt(v) + eps)``; PyTorch ``w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    They agree when PyTorch's epsilon is ``eps / sqrt(1 - b2^t)``, which this class sets for each step
+    (``t`` read from the optimizer state, so a resumed run goes on exactly) and puts back after it: the
+    configured ``eps`` is what ``param_groups`` and checkpoints hold. Keras counts ``t`` once for all
+    variables; here it is the group's largest step count (the same for every parameter that gets a
+    gradient at every step, as all of this project's models do).
+    """
+
+    def step(self, closure=None):
+        eps = [g["eps"] for g in self.param_groups]
+        for g in self.param_groups:
+            t = 1.0 + max((float(self.state[p]["step"]) for p in g["params"] if "step" in self.state[p]), default=0.0)
+            g["eps"] = g["eps"] / (1.0 - g["betas"][1] ** t) ** 0.5
+        try:
+            return super().step(closure)
+        finally:
+            for g, e in zip(self.param_groups, eps):
+                g["eps"] = e
+
+
 class SERModule(L.LightningModule):
     """The model under training: ``features`` (LogMel, VTLP per example) then ``model``.
 
@@ -150,8 +181,19 @@ class SERModule(L.LightningModule):
         return self.model(self.features(wave))
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        if self.cfg.lr_schedule == "none":
+        c = self.cfg
+        keras = c.optimizer == "keras-adam"
+        eps = c.adam_eps if c.adam_eps is not None else (1e-7 if keras else 1e-8)  # each library's default
+        opt = (KerasAdam if keras else torch.optim.Adam)(
+            self.parameters(), lr=c.lr, eps=eps, weight_decay=c.weight_decay
+        )
+        if c.lr_decay:
+            # Keras' `decay` (inverse time, per step): step k (from 0) uses lr / (1 + decay * k). The
+            # scheduler's step count is the optimizer's: it is stepped after every batch and resumes with it.
+            decay = float(c.lr_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 / (1.0 + decay * k))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if c.lr_schedule == "none":
             return opt
         # cosine decay to 0 over the configured epochs, stepped per epoch (resumes with the epoch)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
@@ -289,25 +331,102 @@ def score_windows(
     return classification_metrics(y, probs.argmax(1), classes, spk)
 
 
+TEST_DRAWS = 10  # scorings of the test set when the model is random at evaluation
+
+
+def eval_draw_seeds(seed: int, n: int = TEST_DRAWS) -> list[int]:
+    """The torch seeds of the ``n`` test scorings of a run with ``seed`` (fixed: a report can be re-scored)."""
+    return [_seed(seed, 0x7E57, i) for i in range(n)]
+
+
+def score_draws(
+    features: torch.nn.Module, model: torch.nn.Module, ws, classes: Sequence[str], decision: str, seeds: Sequence[int]
+) -> list[dict]:
+    """:func:`score_windows` (with speakers) once per seed, the global torch RNG seeded with it before each.
+
+    For a model that is random at evaluation (attention dropout or area sampling kept at eval:
+    ``model.stochastic_at_eval``) each scoring is one draw; the caller's RNG state is left as it was.
+    """
+    out = []
+    with torch.random.fork_rng():
+        for s in seeds:
+            torch.manual_seed(int(s))
+            out.append(score_windows(ws, predict_windows(features, model, ws), classes, decision, speakers=True))
+    return out
+
+
+def summarise_draws(scores: Sequence[Mapping], seeds: Sequence[int]) -> dict:
+    """Per-draw WA / UA / macro-F1 with their mean and sample std (n - 1): a report's ``test_draws``."""
+    out: dict[str, Any] = {"n": len(scores), "seeds": [int(s) for s in seeds]}
+    for k in ("wa", "ua", "macro_f1"):
+        v = np.array([float(m[k]) for m in scores])
+        out[k] = v.tolist()
+        out[f"{k}_mean"] = float(v.mean())
+        out[f"{k}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return out
+
+
 # ----------------------------------------------------------------------------- data preparation
 
 
 @dataclass
 class PreparedFold:
-    """A fold ready to load: the rows of each part, the classes, the fold itself."""
+    """A fold ready to load: the rows of each part, the classes, the fold itself.
+
+    ``notes``: lines about the data a run trains on that the console prints (train) before training:
+    dev not held out (``train_on_dev``), the xu2021 selection on IEMOCAP against a complete copy's counts.
+    """
 
     parts: dict[str, pd.DataFrame]
     classes: tuple[str, ...]
     fold: Any
     n_folds: int
+    notes: tuple[str, ...] = ()
+
+
+def copies_root(config: TrainConfig) -> Path:
+    """Where a run's own VTLP copies (``vtlp_copies``) are cached: ``copies_dir``, else beside the manifest.
+
+    The copies themselves lie in a folder under it named by their settings
+    (:func:`areaser.vtlp.copies_folder`).
+    """
+    return Path(config.copies_dir or Path(config.manifest).resolve().parent / "vtlp-copies").resolve()
+
+
+def _own_copies(config: TrainConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """``vtlp_copies`` offline copies (``vtlp.impl``) of every original the protocol selects, cached.
+
+    Every fold of a selection shares them (the authors copied every file once); the copies of
+    utterances outside a fold's training part are never trained on (:func:`areaser.splits.split_frame`).
+    A second run with the same settings finds every file and writes none.
+    """
+    from .splits import get_protocol, select_utterances
+    from .vtlp import augment_manifest, copies_folder
+
+    orig = df[df["source_id"] == ""]
+    chosen = set(select_utterances(orig, get_protocol(config.protocol), config.label_set)["utt_id"])
+    folder = copies_folder(copies_root(config), config.vtlp, config.seed)
+    return augment_manifest(
+        orig[orig["utt_id"].isin(chosen)],
+        folder,
+        copies=int(config.vtlp_copies or 0),
+        config=config.vtlp,
+        seed=config.seed,
+    )
 
 
 def read_manifests(config: TrainConfig) -> pd.DataFrame:
-    """The manifest plus ``extra_manifests`` (augmented copies), checked; ids must stay unique."""
+    """The manifest plus ``extra_manifests`` (augmented copies) plus the run's own copies, checked.
+
+    The run's own copies: ``vtlp_copies`` per selected original, made with ``vtlp.impl`` on first
+    use and cached (:func:`copies_root`). Ids must stay unique.
+    """
     from .manifest import ManifestError, make_manifest, read_manifest, validate_manifest
 
     frames = [read_manifest(config.manifest)] + [read_manifest(p) for p in config.extra_manifests]
     df = make_manifest(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
+    if config.vtlp_copies and config.vtlp.impl in ("stft", "legacy-time"):
+        df = make_manifest(pd.concat([df, _own_copies(config, df)], ignore_index=True))
     problems = validate_manifest(df, check_files=False)
     if problems:
         raise ManifestError("manifests " + ", ".join([config.manifest, *config.extra_manifests]), problems)
@@ -340,12 +459,31 @@ def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> Prepare
                 f"fold {c.fold} out of range: protocol {c.protocol!r} has {len(folds)} folds (0..{len(folds) - 1})"
             )
         fold = folds[c.fold]
-        parts = split_frame(sel, fold, use_copies=True)
+        parts = split_frame(sel, fold, use_copies=True, train_on_dev=bool(c.train_on_dev))
         classes = resolve_label_set(df, c.label_set).classes
         check_fold(parts, classes, fold.name)
+        notes = _data_notes(c, df, protocol, parts)
     except SplitError as e:
         raise ConfigError(str(e)) from None
-    return PreparedFold(parts, classes, fold, len(folds))
+    return PreparedFold(parts, classes, fold, len(folds), notes)
+
+
+def _data_notes(c: TrainConfig, df: pd.DataFrame, protocol, parts: Mapping[str, pd.DataFrame]) -> tuple[str, ...]:
+    """The lines :class:`PreparedFold` carries for the console (see there)."""
+    from .splits import selection_line, selection_table
+
+    notes = []
+    if c.train_on_dev:
+        notes.append(
+            f"dev is not held out: its {len(parts['dev'])} utterances are also trained on (train_on_dev, the authors' "
+            "80 % training part); it is still scored every epoch, so the dev-chosen epoch is not an honest choice"
+        )
+    orig = df[df["source_id"] == ""]
+    if protocol.name == "xu2021" and len(orig) and set(orig["corpus"].astype(str)) == {"iemocap"}:
+        spec = c.label_set or protocol.label_set
+        table = selection_table(df, protocol, spec)
+        notes.append("xu2021 on IEMOCAP, " + selection_line(table, spec, protocol.min_duration_s))
+    return tuple(notes)
 
 
 def _class_weights(c: TrainConfig, labels: torch.Tensor, n_classes: int) -> torch.Tensor | None:
@@ -605,6 +743,8 @@ def train(
         f"run {paths['dir']}: fold {prep.fold.name} ({c.fold + 1}/{prep.n_folds}), utterances "
         + ", ".join(f"{k} {len(v)}" for k, v in prep.parts.items())
     )
+    for note in prep.notes:  # dev not held out; the xu2021 selection against a complete IEMOCAP
+        say(note)
     if has_last:
         from .checkpoint import read_header
 
@@ -755,15 +895,26 @@ def build_report(
     ``provenance`` (:func:`areaser.provenance.describe`: corpus, synthetic or not, label set and
     classes, protocol), ``notes`` (the synthetic-data and speaker-dependence warnings) and the
     same facts as lines of ``info``.
+
+    A model that is random at evaluation (``faithful``: attention dropout and sample noise kept at
+    eval) gets :data:`TEST_DRAWS` seeded scorings (:func:`eval_draw_seeds`, :func:`score_draws`):
+    ``test`` is the first draw, ``test_draws`` (:func:`summarise_draws`) holds every draw's WA / UA /
+    macro-F1, their mean and sample std, and the seeds that re-score them.
     """
     from .metrics import paper_and_honest
-    from .provenance import describe, info_rows, notes
+    from .provenance import describe, info_rows, notes, split_text
 
     ws = test_ws
     if ws.feats is None:
         ws.precompute(module.features)
-    logits = predict_windows(module.features, module.model, ws)
-    test = score_windows(ws, logits, prep.classes, c.decision, speakers=True)
+    draws = None
+    if getattr(module.model, "stochastic_at_eval", False):  # every scoring is a draw: score several
+        seeds = eval_draw_seeds(c.seed)
+        scores = score_draws(module.features, module.model, ws, prep.classes, c.decision, seeds)
+        test, draws = scores[0], summarise_draws(scores, seeds)
+    else:
+        logits = predict_windows(module.features, module.model, ws)
+        test = score_windows(ws, logits, prep.classes, c.decision, speakers=True)
     epochs_run = len(history)
     windows = sum(r["train_windows"] for r in history)
     secs = sum(r["train_s"] for r in history)
@@ -782,8 +933,9 @@ def build_report(
         "info": {
             **info_rows(prov),
             "manifest": c.manifest,
-            "fold": f"{prep.fold.name} of {prep.n_folds} (held out: {prep.fold.test_group})",
-            "test scores": f"the test part of fold {prep.fold.name} ({prep.fold.test_group}), model of the epoch "
+            "fold": split_text(prov, prep.fold.name, prep.fold.test_group)
+            + f", {prep.fold.index + 1} of {prep.n_folds}",
+            "test scores": f"the test part of {prep.fold.name} ({prep.fold.test_group}), model of the epoch "
             f"chosen on its dev part ({c.monitor})",
             "preset / model": f"{c.preset} / {c.model}",
             "VTLP": c.vtlp.impl,
@@ -795,6 +947,8 @@ def build_report(
             "training throughput": f"{windows / secs:.1f} windows/s" if secs > 0 else "",
         },
     }
+    if draws is not None:
+        report["test_draws"] = draws
     if c.track_test and history and "test_ua" in history[0]:
         report["paper_and_honest"] = paper_and_honest(history, c.monitor)
     if ddp:

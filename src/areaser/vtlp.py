@@ -28,6 +28,7 @@ it is kept out of the package and measured in ``benchmarks/bench_features.py``.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -54,6 +55,8 @@ __all__ = [
     "legacy_time_warp",
     "warp_waveform",
     "copy_factor",
+    "copy_settings",
+    "copies_folder",
     "augment_manifest",
 ]
 
@@ -258,7 +261,7 @@ def legacy_time_warp(y: np.ndarray, sr: int, alpha: float, fhi: float = DEFAULT_
     """The authors' VTLP as their nlpaug release ran it: the warp moves STFT *frames* in time.
 
     Facts reproduced: ``librosa.stft`` defaults of the time (n_fft 2048, hop 512, centred with
-    reflect padding, librosa < 0.10), map evaluated at ``linspace(0, 1, T) * sr`` over the T
+    reflect padding, librosa < 0.9.0), map evaluated at ``linspace(0, 1, T) * sr`` over the T
     frames, rescaled so its maximum is ``T - 1``, first and last frame kept, every other frame
     split between the two frames around its target, inverse STFT without a length (so the
     output is ``512 * (T - 1)`` samples, a little shorter than the input). Returns float32.
@@ -304,6 +307,24 @@ def copy_factor(seed: int, utt_id: str, copy: int, config: VTLPConfig = VTLPConf
     return float(rng.uniform(lo, hi))
 
 
+def copy_settings(config: VTLPConfig, seed: int = 0) -> dict:
+    """What fixes the audio of an offline copy besides its source: recorded as ``augment.json``."""
+    return {"impl": config.impl, "factor_range": list(config.factor_range), "fhi": config.fhi, "seed": seed}
+
+
+def copies_folder(root: str | Path, config: VTLPConfig, seed: int = 0) -> Path:
+    """The cache folder of copies made with these settings under ``root``: ``root/<impl>-<digest>``.
+
+    The digest is of :func:`copy_settings`, so runs with the same settings find (and reuse) the same
+    copies, and other settings never meet them. The number of copies is not part of the key: copy ``k``
+    of an utterance is the same file whatever the number asked for.
+    """
+    import json
+
+    key = json.dumps(copy_settings(config, seed), sort_keys=True)
+    return Path(root) / f"{config.impl}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
 def augment_manifest(
     manifest: "pd.DataFrame",
     out_dir: str | Path,
@@ -319,7 +340,9 @@ def augment_manifest(
     ``utt_id``, the source's speaker, session and label (so a split keeps copies with their
     source), and the factor in ``vtlp_factor``. Rows that are copies already are skipped.
     Idempotent: finished copies are kept, so an interrupted run resumes; settings are
-    recorded in ``out_dir/augment.json`` and a run with other settings is refused.
+    recorded in ``out_dir/augment.json`` and a run with other settings is refused. A call that
+    finds everything in place leaves every file as it was (``augment.json`` and ``manifest.csv`` are
+    replaced only when their content changes), so a cache folder (:func:`copies_folder`) is only read.
 
     Returns the manifest of the copies; ``attrs['written']`` counts the files this call wrote.
     """
@@ -336,15 +359,16 @@ def augment_manifest(
     if config.impl not in ("stft", "legacy-time"):
         raise ValueError(f"augment writes audio: impl must be 'stft' or 'legacy-time', got {config.impl!r}")
     out_dir = Path(out_dir)
-    settings = {"impl": config.impl, "factor_range": list(config.factor_range), "fhi": config.fhi, "seed": seed}
+    settings = copy_settings(config, seed)
     meta_path = out_dir / "augment.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != settings:
             shown = ", ".join(f"{k}={v}" for k, v in old.items())
             raise ValueError(f"{out_dir}: holds copies made with other settings ({shown}); use another output folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(meta_path, settings)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(meta_path, settings)
 
     sources = make_manifest(manifest)
     sources = sources[sources["source_id"] == ""]
@@ -380,7 +404,12 @@ def augment_manifest(
             if bar is not None:
                 bar.advance(task)
     out = make_manifest(pd.DataFrame(rows, columns=list(sources.columns) + ["vtlp_factor"]))
-    write_manifest(out, out_dir / "manifest.csv")
+    target = out_dir / "manifest.csv"
+    fresh = write_manifest(out, out_dir / f".manifest-{os.getpid()}-{os.urandom(4).hex()}.csv")  # workers: own name
+    if target.is_file() and target.read_bytes() == fresh.read_bytes():
+        fresh.unlink()  # unchanged: the cached manifest stays as it is
+    else:
+        os.replace(fresh, target)
     out.attrs["written"] = written
     return out
 
