@@ -680,3 +680,15 @@ def test_scan_cli_speaker_regex_errors_are_one_line(tmp_path: Path, args: list[s
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert ("only for the generic loader" if args[0] == "emodb" else "has no group") in res.output
+
+
+def test_nan_audio_is_skipped_as_nan_not_as_silent(tmp_path: Path) -> None:
+    tone(tmp_path / "wav" / "03a01Wa.wav")
+    y = np.zeros(3200, dtype=np.float32)
+    y[100] = np.nan  # the rest is digital silence: "silent" would be the wrong reason
+    (tmp_path / "wav").mkdir(exist_ok=True)
+    sf.write(str(tmp_path / "wav" / "03a01Wb.wav"), y, 16000, subtype="FLOAT")
+    scan = load_corpus("emodb", tmp_path, progress=False)
+    why = {Path(s.path).name: s.reason for s in scan.skipped}
+    assert why == {"03a01Wb.wav": "contains NaN or infinite samples"}
+    assert list(scan.manifest["utt_id"]) == ["03a01Wa"]

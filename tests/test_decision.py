@@ -42,9 +42,8 @@ ROWS = np.array(
         [0.01, 0.08, 0.01, 0.90],
     ]
 )
-# peak amplitude of the 220 Hz sine of each level: not monotone in the row order
-AMPLITUDES = np.array([0.30, 0.05, 0.80, 0.12, 0.50])
-LEVEL_RMS = AMPLITUDES / np.sqrt(2.0)  # 440 whole periods in 2 s
+# RMS of each level's segment: not monotone in the row order
+LEVEL_RMS = np.array([0.30, 0.05, 0.80, 0.12, 0.50]) / 8
 
 # file A: levels 0..4, one 2 s segment each; file B: levels 3, 1, 4 (at 22.05 kHz: resampled)
 LEVELS = {"a": [0, 1, 2, 3, 4], "b": [3, 1, 4]}
@@ -97,10 +96,21 @@ class LoudnessTable:
 
 
 def write_levels(path: Path, levels: list[int], sr: int) -> Path:
-    """A WAV file of one 2 s, 220 Hz sine segment per level (16-bit PCM, as recorders write)."""
+    """A WAV file of one 2 s segment per level (16-bit PCM, as recorders write).
+
+    Each segment is band-limited noise (60 sinusoids of random frequency in 150-3,500 Hz and random
+    phase), scaled to its level's RMS exactly: its spectrum changes from frame to frame as speech does,
+    so inference's not-speech check (which refuses steady tones) lets it through, and resampling from
+    22.05 kHz keeps its RMS (nothing above 8 kHz).
+    """
+    rng = np.random.default_rng(len(levels))
     t = np.arange(int(WIN_S * sr)) / sr
-    y = np.concatenate([AMPLITUDES[k] * np.sin(2 * np.pi * 220.0 * t) for k in levels])
-    sf.write(path, y, sr, subtype="PCM_16")
+    segments = []
+    for k in levels:
+        f, ph = rng.uniform(150, 3500, 60), rng.uniform(0, 2 * np.pi, 60)
+        x = np.sin(2 * np.pi * f[:, None] * t[None, :] + ph[:, None]).sum(0)
+        segments.append(x * LEVEL_RMS[k] / np.sqrt(np.mean(x**2)))
+    sf.write(path, np.concatenate(segments), sr, subtype="PCM_16")
     return path
 
 

@@ -223,7 +223,14 @@ def test_cli_predict_table_csv_jsonl_and_errors(
     assert list(df["path"]) == [str(files[0]), str(bad), str(files[1])]
     assert df.loc[0, "label"] == want.label and df.loc[0, "p_neutral"] == pytest.approx(want.probabilities[0], abs=1e-4)
     assert pd.isna(df.loc[1, "label"]) and "not a readable audio file" in df.loc[1, "error"]
-    assert pd.isna(df.loc[0, "error"]) and list(df.columns[-4:]) == ["duration_s", "windows", "skipped", "error"]
+    assert pd.isna(df.loc[0, "error"]) and list(df.columns[-5:]) == [
+        "duration_s",
+        "windows",
+        "skipped",
+        "warning",
+        "error",
+    ]
+    assert pd.isna(df.loc[0, "warning"])  # speech: no not-speech warning
 
     out = tmp_path / "timeline.jsonl"
     r = runner.invoke(

@@ -29,12 +29,24 @@ __all__ = [
     "write_audio",
     "is_lfs_pointer",
     "stream_audio",
+    "MAX_CHANNELS",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "MAX_HEADER_SECONDS",
+    "check_limits",
 ]
 
 DEFAULT_SR = 16_000
 # Peak below this is treated as digital silence (16-bit LSB is ~3e-5).
 SILENCE_PEAK = 1e-6
 _LFS_MAGIC = b"version https://git-lfs"
+# What a header may declare before anything is decoded: beyond these the numbers are damage, not audio.
+MAX_CHANNELS = 32
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+MAX_HEADER_SECONDS = 24 * 3600.0  # e.g. a FLAC whose STREAMINFO says "length unknown" reads as ~2**63 frames
+# at most this many samples (frames x channels) are decoded at once by stream_audio (64 MiB of float32)
+MAX_BLOCK_SAMPLES = 1 << 24
 
 
 class AudioError(ValueError):
@@ -91,7 +103,41 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(path, f"not a readable audio file ({_short(e)})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "no audio samples (zero length)")
-    return AudioInfo(str(path), int(info.samplerate), int(info.frames), int(info.channels), str(info.format))
+    out = AudioInfo(str(path), int(info.samplerate), int(info.frames), int(info.channels), str(info.format))
+    if not 1 <= out.channels <= MAX_CHANNELS:
+        raise AudioError(path, f"header declares {out.channels} channels; at most {MAX_CHANNELS} are supported")
+    if not MIN_SAMPLE_RATE <= out.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            path,
+            f"header declares a sample rate of {out.sample_rate} Hz; "
+            f"supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
+        )
+    if out.duration_s > MAX_HEADER_SECONDS:
+        raise AudioError(
+            path,
+            f"header declares an implausible length ({out.frames} frames = {out.duration_s / 3600:.0f} h; "
+            f"at most {MAX_HEADER_SECONDS / 3600:g} h is accepted): the file is damaged or its length is unknown",
+        )
+    return out
+
+
+def check_limits(
+    path: str | os.PathLike, info: AudioInfo, max_seconds: float | None = None, max_samples: int | None = None
+) -> None:
+    """Refuse a header that asks too much; raise :class:`AudioError`.
+
+    ``info`` (read before decoding) is refused if it is longer than ``max_seconds`` or holds more than
+    ``max_samples`` samples (frames x channels).
+    """
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(path, f"too long: {info.duration_s:.1f} s exceeds the limit of {float(max_seconds):g} s")
+    if max_samples is not None and info.frames * info.channels > max_samples:
+        raise AudioError(
+            path,
+            f"too many samples to decode: {info.channels} channels x {info.frames} frames "
+            f"({info.duration_s:.1f} s at {info.sample_rate} Hz) = {info.frames * info.channels} samples; "
+            f"the limit is {int(max_samples)}",
+        )
 
 
 def to_mono(y: np.ndarray) -> np.ndarray:
@@ -113,6 +159,7 @@ def load_audio(
     mono: bool = True,
     max_seconds: float | None = None,
     allow_silent: bool = False,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Load an audio file as float32 in [-1, 1].
 
@@ -123,6 +170,7 @@ def load_audio(
     mono : mix all channels to one (default). If False the result is ``[N, C]``.
     max_seconds : refuse files longer than this (checked from the header, before decoding).
     allow_silent : accept an all-zero file (default: refuse it).
+    max_samples : refuse files holding more samples (frames x channels) than this (from the header).
 
     Returns
     -------
@@ -135,8 +183,7 @@ def load_audio(
     """
     path = Path(path)
     info = audio_info(path)
-    if max_seconds is not None and info.duration_s > max_seconds:
-        raise AudioError(path, f"too long: {info.duration_s:.1f} s exceeds the limit of {max_seconds:g} s")
+    check_limits(path, info, max_seconds, max_samples)
     try:
         y, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -182,6 +229,7 @@ def stream_audio(
     *,
     max_seconds: float | None = None,
     allow_silent: bool = False,
+    max_samples: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield ``path`` as consecutive mono float32 blocks at ``sr`` Hz, decoding ``block_s`` s at a time.
 
@@ -198,8 +246,7 @@ def stream_audio(
     """
     path = Path(path)
     info = audio_info(path)
-    if max_seconds is not None and info.duration_s > max_seconds:
-        raise AudioError(path, f"too long: {info.duration_s:.1f} s exceeds the limit of {max_seconds:g} s")
+    check_limits(path, info, max_seconds, max_samples)
     if block_s <= 0:
         raise ValueError(f"block_s must be > 0, got {block_s}")
     out_sr = info.sample_rate if sr is None else sr
@@ -207,7 +254,9 @@ def stream_audio(
     peak = 0.0
     try:
         with sf.SoundFile(str(path)) as f:
-            blocks = f.blocks(blocksize=max(1, int(block_s * info.sample_rate)), dtype="float32", always_2d=True)
+            # a block is block_s seconds, but never more than MAX_BLOCK_SAMPLES samples over all channels
+            frames = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
+            blocks = f.blocks(blocksize=frames, dtype="float32", always_2d=True)
             for y, last in _with_last(blocks):
                 if not np.isfinite(y).all():
                     raise AudioError(path, "contains NaN or infinite samples")

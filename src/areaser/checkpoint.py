@@ -24,10 +24,18 @@ Run directory layout (:func:`run_paths`)::
                 metrics.csv              one row per epoch
                 tensorboard/             TensorBoard event files
                 report.{json,md}, confusion.png, curves.png
+                done.json            written last: the run is finished (every artefact exists)
+                .lock                held (``fcntl.flock``) by the process training the run
+
+Integrity: every file records a SHA-256 of its JSON document and tensor bytes
+(``header["checksum"]``, :func:`_checksum`); loading verifies it and refuses non-finite
+weights, so a damaged file is a :class:`CheckpointError` naming the file, never NaN scores.
+Files written before checksums existed still load (only the finiteness check applies).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -78,6 +86,8 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
         "tensorboard": d / "tensorboard",
         "report_json": d / "report.json",
         "report_md": d / "report.md",
+        "done": d / "done.json",
+        "lock": d / ".lock",
     }
 
 
@@ -131,8 +141,31 @@ def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _checksum(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the JSON document (less ``checksum``) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    doc = {k: v for k, v in header.items() if k != "checksum"}
+    h.update(json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{str(t.dtype)}\0{tuple(t.shape)}\0".encode("utf-8"))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _verify(path: Path, header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], weights: Mapping) -> None:
+    """Raise :class:`CheckpointError` unless the checksum (where recorded) matches and ``weights`` are finite."""
+    want = header.get("checksum")
+    if want is not None and _checksum(header, tensors) != want:
+        raise CheckpointError(f"{path}: corrupted: checksum mismatch (the file was damaged after it was written)")
+    for name, t in weights.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path}: non-finite values (NaN or inf) in weights {name!r}: unusable model")
+
+
 def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict) -> Path:
     header = {"format": FORMAT, **header}
+    header["checksum"] = _checksum(header, tensors)
     text = json.dumps(header, allow_nan=False)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: text})
@@ -152,15 +185,23 @@ def read_header(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: no areaser header (not written by areaser)")
-    header = json.loads(meta[_META_KEY])
+    try:
+        header = json.loads(meta[_META_KEY])
+    except ValueError:
+        raise CheckpointError(f"{path}: corrupted: the areaser header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupted: the areaser header is not a JSON object")
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r} (expected {FORMAT})")
     return header
 
 
 def _read_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, RuntimeError, ValueError) as e:  # truncated data, bad offsets
+        raise CheckpointError(f"{path}: corrupted: tensors cannot be read ({e})") from None
 
 
 def save_tree(path: str | os.PathLike, tree: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> Path:
@@ -176,7 +217,15 @@ def load_tree(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     header = read_header(path)
     if header.get("kind") != "tree":
         raise CheckpointError(f"{path}: holds weights only, not a training state")
-    return _decode(header.pop("tree"), _read_tensors(path, map_location)), header
+    tensors = _read_tensors(path, map_location)
+    try:
+        tree = _decode(header["tree"], tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupted: the tree does not match the tensors ({e!r})") from None
+    weights = tree.get("state_dict") if isinstance(tree, dict) else None  # optimizer / callback states may hold inf
+    _verify(path, header, tensors, weights if isinstance(weights, Mapping) else {})
+    header.pop("tree")
+    return tree, header
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], header: Mapping[str, Any]) -> Path:
@@ -193,7 +242,9 @@ def load_weights(
     header = read_header(path)
     if header.get("kind") != "weights":
         raise CheckpointError(f"{path}: not a weights file (kind {header.get('kind')!r})")
-    return _read_tensors(path, map_location), header
+    tensors = _read_tensors(path, map_location)
+    _verify(path, header, tensors, tensors)
+    return tensors, header
 
 
 def _checkpoint_io_base():

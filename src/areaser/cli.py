@@ -430,6 +430,7 @@ def train_cmd(
 
     Ctrl-C or a crash loses at most the epoch in progress: run the same command again to resume.
     """
+    from .checkpoint import CheckpointError
     from .training import ConfigError, train
 
     _quiet_lightning()
@@ -462,7 +463,7 @@ def train_cmd(
         return _print_config(cfg)
     try:
         train(cfg, resume=resume, log=_log)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:  # a checkpoint that cannot be resumed from: the line offers --restart
         raise fail(str(e)) from None
 
 
@@ -504,6 +505,7 @@ def cv_cmd(
 
     Folds run one after the other into runs/NAME/<fold>/; finished folds are kept when re-run.
     """
+    from .checkpoint import CheckpointError
     from .crossval import cross_validate
     from .training import ConfigError
 
@@ -542,7 +544,7 @@ def cv_cmd(
         raise fail(f"--folds expects comma-separated integers, got {folds!r}") from None
     try:
         cross_validate(cfg, chosen, resume=resume, log=_log)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:  # a fold's checkpoint that cannot be resumed from: offers --restart
         raise fail(str(e)) from None
 
 
@@ -730,6 +732,7 @@ def _prediction_rows(result, classes: tuple[str, ...], timeline: bool) -> list[d
             "duration_s": round(result.duration_s, 3),
             "windows": len(result.timeline),
             "skipped": result.skipped,
+            "warning": result.warning or "",
             "error": "",
         }
     ]
@@ -781,6 +784,8 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
         console.print(f"{title}; probabilities in %", highlight=False, soft_wrap=True)
         console.print(table)
     for r in results:
+        if r.ok and r.warning:
+            err_console.print(f"[yellow]warning:[/] {r.source}: {r.warning}", highlight=False, soft_wrap=True)
         if not r.ok:
             err_console.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
 
@@ -871,7 +876,7 @@ def predict(
         import pandas as pd
 
         columns = ["path"] + (["start_s", "end_s"] if timeline else []) + ["label"] + [f"p_{c}" for c in rec.classes]
-        columns += ([] if timeline else ["duration_s", "windows", "skipped"]) + ["error"]
+        columns += ([] if timeline else ["duration_s", "windows", "skipped", "warning"]) + ["error"]
         atomic_write_text(output, pd.DataFrame(rows, columns=columns).to_csv(index=False))
     if output is not None:
         console.print(f"wrote {output}: {len(results)} file(s), {failed} failed", highlight=False)

@@ -12,8 +12,11 @@
                    ``silence_db`` (skip windows below this level, e.g. -50)
 =================  ===========================================================================
 
-Every refusal is a 4xx answer with ``{"error": "<one line>"}``: 413 upload too large, 415 not
-audio (or not a multipart upload), 422 audio the model cannot score (too long, silent, NaN).
+Every refusal is a 4xx answer with ``{"error": "<one line>"}``: 413 upload too large (counted while
+the body streams in, with or without Content-Length: no more than the limit ever reaches the disk),
+415 not audio, a damaged header (absurd channels, rate or length) or not a multipart upload, 422
+audio the model cannot score (too long, too many samples to decode, shorter than 0.25 s, silent,
+NaN/infinite, or not speech: a constant value, a steady tone or periodic wave).
 Decoding and inference run in worker threads (at most ``max_workers`` at once, the rest wait
 in line), so the event loop keeps answering while recordings are scored.
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -30,13 +32,15 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import anyio
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import __version__
-from .audio import AudioError, audio_info
+from .audio import AudioError, audio_info, check_limits
 from .inference import Recognizer
 
 __all__ = ["ServiceLimits", "create_app", "serve"]
@@ -50,17 +54,20 @@ class ServiceLimits:
     """What one request may ask.
 
     ``max_upload_bytes``: the uploaded file's size (413 above it); ``max_duration_s``: the audio's duration from
-    its header (422 above it); ``max_workers``: recordings scored at the same time (more requests wait in line,
-    the loop stays free).
+    its header (422 above it); ``max_samples``: samples to decode, frames x channels from the header (422 above it;
+    the default is 600 s of 48 kHz stereo); ``max_workers``: recordings scored at the same time (more requests wait
+    in line, the loop stays free).
     """
 
     max_upload_bytes: int = 25 * 1024 * 1024
     max_duration_s: float = 600.0
     max_workers: int = 2
+    max_samples: int = 600 * 48_000 * 2
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or not self.max_duration_s > 0 or self.max_workers < 1:
-            raise ValueError(f"limits must be positive, got {self}")
+        if self.max_upload_bytes < 1 or not self.max_duration_s > 0 or self.max_workers < 1 or self.max_samples < 1:
+            plain = ", ".join(f"{k}={float(v):g}" for k, v in asdict(self).items())
+            raise ValueError(f"limits must be positive, got {plain}")
 
 
 class ApiError(Exception):
@@ -138,9 +145,9 @@ def create_app(
             "version": __version__,
         }
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", openapi_extra=_UPLOAD_SCHEMA)
     async def predict(
-        file: UploadFile = File(..., description="audio file (wav, flac, ogg, ...)"),
+        request: Request,
         timeline: bool = Query(True, description="include the per-window timeline"),
         hop_s: Optional[float] = Query(
             None, ge=0.1, le=10.0, description="hop between 2 s windows (default: the model's)"
@@ -149,45 +156,162 @@ def create_app(
             None, ge=-120.0, lt=0.0, description="skip windows below this RMS level, dBFS"
         ),
     ) -> dict:
-        name = Path(file.filename or "upload").name
-        rec = recognizer
-        if hop_s is not None or silence_db is not None:
-            rec = recognizer.with_config(hop_s=hop_s or recognizer.config.hop_s, silence_db=silence_db)
-        # the upload is already spooled; copying, decoding and scoring run in a worker thread
-        return await anyio.to_thread.run_sync(_score, rec, file, name, limits, timeline, limiter=workers)
+        rec = recognizer.with_config(
+            hop_s=hop_s or recognizer.config.hop_s, silence_db=silence_db, speech_check="refuse"
+        )
+        with tempfile.TemporaryDirectory(prefix="areaser-upload-") as tmp:
+            # the body is read here, counted as it streams in, and only the file's bytes reach the disk
+            path, name = await _receive_upload(request, Path(tmp), limits)
+            # decoding and scoring run in a worker thread
+            return await anyio.to_thread.run_sync(_score, rec, path, name, limits, timeline, limiter=workers)
 
     app.state.recognizer = recognizer
     app.state.limits = limits
     return app
 
 
-def _too_large(size: int, limits: ServiceLimits) -> str:
-    return f"upload is {size / 2**20:.1f} MiB; the limit is {limits.max_upload_bytes / 2**20:.1f} MiB"
+def _too_large(size: int, limits: ServiceLimits, more: bool = False) -> str:
+    return (
+        f"upload is {'more than ' if more else ''}{size / 2**20:.1f} MiB; "
+        f"the limit is {limits.max_upload_bytes / 2**20:.1f} MiB"
+    )
 
 
-def _score(recognizer: Recognizer, file: UploadFile, name: str, limits: ServiceLimits, timeline: bool) -> dict:
-    """Copy the upload to a temporary file, check it, score it (runs in a worker thread)."""
-    suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(name).suffix)[:10]
-    with tempfile.TemporaryDirectory(prefix="areaser-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        file.file.seek(0)
-        with open(path, "wb") as out:
-            shutil.copyfileobj(file.file, out, 1 << 20)
-        size = path.stat().st_size
-        if size > limits.max_upload_bytes:  # a body sent without Content-Length
-            raise ApiError(413, _too_large(size, limits))
-        try:
-            info = audio_info(path)
-        except AudioError as e:
-            raise ApiError(415, f"{name}: {e.reason}") from None
-        if info.duration_s > limits.max_duration_s:
-            raise ApiError(
-                422, f"{name}: audio is {info.duration_s:.1f} s long; the limit is {limits.max_duration_s:g} s"
-            )
-        try:
-            result = recognizer.predict(path)
-        except AudioError as e:
-            raise ApiError(422, f"{name}: {e.reason}") from None
+# the OpenAPI page still documents the form field that the endpoint parses itself
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "audio file (wav, flac, ...)"}
+                    },
+                }
+            }
+        },
+    }
+}
+# after a refusal the rest of a body is read and dropped (not stored) up to this much, so that the client,
+# still sending, gets the 413 instead of a reset connection; beyond it the connection is closed
+_DRAIN_BYTES = 64 * 1024 * 1024
+
+
+async def _receive_upload(request: Request, folder: Path, limits: ServiceLimits) -> tuple[Path, str]:
+    """Stream the multipart body, writing the part ``file`` into ``folder``; ``(path, client's file name)``.
+
+    Bytes are counted as they arrive, whatever Content-Length says (or whether it is sent at all): past
+    ``max_upload_bytes`` (plus the multipart framing) the request is refused with 413 and nothing more is
+    written, so the disk holds at most the limit.
+    """
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise ApiError(415, "send the audio as multipart/form-data in field 'file'")
+    state: dict = {"headers": {}, "field": b"", "value": b"", "is_file": False, "seen": False, "name": "upload"}
+    out = {"file": None, "size": 0}
+    path = folder / "upload"
+
+    def on_part_begin() -> None:
+        state["headers"], state["is_file"] = {}, False
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disp = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        if disp.get(b"name") == b"file" and not state["seen"]:
+            state["is_file"] = state["seen"] = True
+            name = Path(disp.get(b"filename", b"upload").decode("utf-8", "replace") or "upload").name
+            state["name"] = name
+            suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(name).suffix)[:10]
+            nonlocal path
+            path = folder / f"upload{suffix}"
+            out["file"] = open(path, "wb")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["is_file"]:
+            out["size"] += end - start
+            if out["size"] > limits.max_upload_bytes:
+                raise ApiError(413, _too_large(limits.max_upload_bytes, limits, more=True))
+            out["file"].write(data[start:end])
+
+    def on_part_end() -> None:
+        if state["is_file"]:
+            out["file"].close()
+            state["is_file"] = False
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    received = 0
+    stream = request.stream()
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > limits.max_upload_bytes + _MULTIPART_SLACK:
+                raise ApiError(413, _too_large(limits.max_upload_bytes, limits, more=True))
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        await _drain(stream, received)
+        raise
+    except MultipartParseError as e:
+        raise ApiError(400, f"malformed multipart body ({e})") from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected before the upload was complete") from None
+    finally:
+        if out["file"] is not None:
+            out["file"].close()
+    if not state["seen"]:
+        raise ApiError(422, "no audio file: put it in the form field 'file'")
+    return path, state["name"]
+
+
+async def _drain(stream, received: int) -> None:  # noqa: ANN001
+    """Read and drop what the client still sends of a refused body, up to :data:`_DRAIN_BYTES`."""
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > _DRAIN_BYTES:
+                return
+    except ClientDisconnect:
+        return
+
+
+def _score(recognizer: Recognizer, path: Path, name: str, limits: ServiceLimits, timeline: bool) -> dict:
+    """Check the uploaded file's header against the limits, then score it (runs in a worker thread)."""
+    try:
+        info = audio_info(path)
+    except AudioError as e:
+        raise ApiError(415, f"{name}: {e.reason}") from None
+    if info.duration_s > limits.max_duration_s:
+        raise ApiError(
+            422, f"{name}: audio is {info.duration_s:.1f} s long; the limit is {float(limits.max_duration_s):g} s"
+        )
+    try:
+        check_limits(name, info, max_samples=limits.max_samples)
+        result = recognizer.predict(path)
+    except AudioError as e:
+        raise ApiError(422, f"{name}: {e.reason}") from None
     out = result.to_dict(timeline=timeline)
     out["source"] = name
     return out

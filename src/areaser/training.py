@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -57,6 +58,7 @@ from .splits import split_record
 
 __all__ = [
     "ConfigError",
+    "RunLockedError",
     "TrainConfig",
     "TRAIN_PRESETS",
     "config_with",
@@ -511,6 +513,11 @@ class RunCheckpoint(Checkpoint):
     The best epoch is :func:`areaser.metrics.best_epoch` over the history (lowest loss or highest
     score on ``monitor``, earliest on ties), the rule the report's honest reading uses too; ``mode``
     (for early stopping) comes from the same place (:func:`areaser.metrics.lower_is_better`).
+
+    The state also records whether early stopping ended training at the saved epoch (``stopped``:
+    Lightning keeps ``trainer.should_stop`` in no checkpoint), so a run resumed from the stopping
+    epoch's state stops there too instead of training one more epoch, and the seconds spent in
+    ``fit`` so far (``fit_s``), so a resumed run reports its whole training time.
     """
 
     def __init__(self, paths: dict[str, Path], header: dict, monitor: str):
@@ -523,6 +530,17 @@ class RunCheckpoint(Checkpoint):
         self.history: list[dict] = []
         self.best_score: float | None = None
         self.best_epoch: int | None = None
+        self.stopped: bool | None = None  # None: not known (a fresh run, or a state saved before it was recorded)
+        self.prior_fit_s = 0.0  # fit seconds of earlier sessions of this run (from the resumed state)
+        self.t_start = time.perf_counter()
+
+    def on_train_start(self, trainer, module) -> None:
+        stopped = self.stopped
+        es = trainer.early_stopping_callback
+        if stopped is None and es is not None:  # an older state: early stopping's own counters tell
+            stopped = int(getattr(es, "stopped_epoch", 0) or 0) > 0
+        if stopped and es is not None:  # resumed from the epoch early stopping ended on: nothing left to train
+            trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, module) -> None:
         from .checkpoint import save_weights
@@ -538,6 +556,7 @@ class RunCheckpoint(Checkpoint):
                 )
         if trainer.is_global_zero:
             _write_history(self.paths["metrics"], self.history)
+        self.stopped = bool(trainer.should_stop)  # early stopping (a monitoring callback) has run by now
         trainer.save_checkpoint(str(self.paths["last"]))
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
@@ -550,12 +569,25 @@ class RunCheckpoint(Checkpoint):
                 flush=True,
             )
 
+    @property
+    def fit_s(self) -> float:
+        """Seconds spent in ``fit`` by this run, earlier sessions included."""
+        return self.prior_fit_s + time.perf_counter() - self.t_start
+
     def state_dict(self) -> dict:
-        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        return {
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped,
+            "fit_s": self.fit_s,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state["history"])
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.stopped = state.get("stopped")
+        self.prior_fit_s = float(state.get("fit_s", 0.0))
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -655,6 +687,84 @@ def make_progress():
     )
 
 
+class RunLockedError(ConfigError):
+    """Another process is training the same run directory (it holds ``RUN/.lock``)."""
+
+
+# the temporary siblings :func:`areaser.fileio.atomic_path` writes: ".<name>.tmp.<8 mkstemp chars><suffix>"
+_TEMP_NAME = re.compile(r"^\..+\.tmp\.[A-Za-z0-9_]{8}")
+
+
+class _RunLock:
+    """``RUN/.lock``, held with ``fcntl.flock`` while one process trains the run (rank 0 only under DDP).
+
+    The lock dies with its process (kill -9 included), so a stale lock file never blocks a later run;
+    the file itself is left in place (removing it would race with a process opening it). Where
+    ``fcntl`` does not exist (Windows) runs are not locked. Taking the lock also removes temporary
+    files a killed process left behind (:func:`_remove_stale_temps`): no other process writes there.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self.file = None
+
+    @property
+    def held(self) -> bool:
+        return self.file is not None
+
+    def acquire(self) -> bool:
+        """Take the lock (creating the run directory); ``True`` if taken now, ``False`` if held already or off."""
+        if self.held or not self.enabled:
+            return False
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that has not written its id yet"
+            f.close()
+            raise RunLockedError(
+                f"{self.path.parent} is being trained by another process ({holder}, lock {self.path}); "
+                "wait for it to finish, or choose another --name"
+            ) from None
+        import socket
+
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self.file = f
+        _remove_stale_temps(self.path.parent)
+        return True
+
+    def release(self) -> None:
+        if self.file is not None:
+            import fcntl
+
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
+def _remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of :func:`areaser.fileio.atomic_path` that a killed process left in ``run_dir``.
+
+    Only while holding the run's lock: then no live process is writing them. TensorBoard's folder is not searched.
+    """
+    gone = []
+    for p in run_dir.rglob(".*.tmp.*"):
+        if p.is_file() and _TEMP_NAME.match(p.name) and "tensorboard" not in p.relative_to(run_dir).parts:
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def _same_run(old: Mapping, new: Mapping) -> list[str]:
     """Config keys that differ in ways that make resuming meaningless."""
     free = {
@@ -693,12 +803,18 @@ def train(
     Lightning callbacks. ``bar`` / ``overall_task``: an outer rich ``Progress`` to draw into
     (``cross_validate`` passes its own). Raises :class:`ConfigError`, :class:`ManifestError`
     or :class:`AudioError` before any training when the input is unusable.
+
+    A run is finished when ``done.json`` exists: it is written last, after the report, its
+    figures and the cross-corpus scores. A run whose training ended but whose report was cut
+    short (killed) is completed from ``last.safetensors`` without training again. The run
+    directory is locked while it is trained (``RUN/.lock``): a second ``train`` of the same
+    run raises :class:`RunLockedError` naming the other process. A ``last.safetensors`` that
+    cannot be resumed from (damaged, empty, not a training state) raises
+    :class:`areaser.checkpoint.CheckpointError` before anything is loaded, offering ``--restart``.
     """
     from .baselines import is_baseline, train_baseline
-    from .checkpoint import SafetensorsCheckpointIO, run_paths
-    from .data import SERDataModule, load_windows
+    from .checkpoint import run_paths
 
-    say = log or (lambda s: None)
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
         return train_baseline(c, log=log, bar=bar, resume=resume)
@@ -707,6 +823,34 @@ def train(
         int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
         and int(os.environ.get("NODE_RANK", "0")) == 0
     )
+    lock = _RunLock(paths["lock"], enabled=rank0)
+    try:
+        if paths["dir"].is_dir():  # before anything reads or removes its files (a new run: when it is created)
+            lock.acquire()
+        return _train(
+            c, paths, rank0, lock, resume=resume, callbacks=callbacks, bar=bar, overall_task=overall_task, log=log
+        )
+    finally:
+        lock.release()
+
+
+def _train(
+    c: TrainConfig,
+    paths: dict[str, Path],
+    rank0: bool,
+    lock: _RunLock,
+    *,
+    resume: bool | None,
+    callbacks: Sequence[Any],
+    bar,
+    overall_task,
+    log: Callable[[str], None] | None,
+) -> dict:
+    """The body of :func:`train`: ``c`` resolved, the run directory locked (a new one once created)."""
+    from .checkpoint import CheckpointError, SafetensorsCheckpointIO, load_tree
+    from .data import SERDataModule, load_windows
+
+    say = log or (lambda s: None)
 
     # ---- decide: fresh, resume, or already finished
     if paths["config"].is_file():
@@ -718,16 +862,26 @@ def train(
                 "choose another --name, or --restart to overwrite it"
             )
     if resume is False and paths["dir"].exists() and rank0:
-        for key in ("last", "best", "metrics", "report_json", "report_md", "split"):
+        for key in ("done", "last", "best", "metrics", "report_json", "report_md", "split"):
             for p in (paths[key], paths[key].with_suffix(".json")) if key in ("last", "best") else (paths[key],):
                 p.unlink(missing_ok=True)
         shutil.rmtree(paths["tensorboard"], ignore_errors=True)
     has_last = paths["last"].is_file() and resume is not False
     if resume is True and not has_last:
         raise ConfigError(f"nothing to resume: {paths['last']} does not exist")
-    if has_last and paths["report_json"].is_file() and resume is None:
-        say(f"{paths['dir']}: already finished (report.json exists); --restart to train it again")
+    finished = all(paths[k].is_file() for k in ("done", "report_json", "report_md"))
+    if has_last and finished and resume is None:
+        say(f"{paths['dir']}: already finished (done.json exists); --restart to train it again")
         return json.loads(paths["report_json"].read_text())
+    if has_last:  # found before any data is loaded: a state that cannot be resumed from
+        try:
+            load_tree(paths["last"])  # readable, a training state, checksum, finite weights
+        except CheckpointError as e:
+            reason = " ".join(str(e).split())
+            raise CheckpointError(
+                f"cannot resume: {reason}; --restart trains the run again from scratch "
+                f"({paths['best'].name} may still be intact: copy it away first to keep it)"
+            ) from None
 
     # ---- inputs: everything that can be wrong is found before training
     prep = prepare_fold(c)
@@ -748,7 +902,11 @@ def train(
     if has_last:
         from .checkpoint import read_header
 
-        say(f"resuming after epoch {read_header(paths['last'])['epoch'] + 1} from {paths['last']}")
+        done_epochs = read_header(paths["last"])["epoch"] + 1
+        if paths["report_json"].is_file():  # killed while writing the report: complete it, train no further
+            say(f"completing the report of {paths['dir']} (cut short after training) from {paths['last']}")
+        else:
+            say(f"resuming after epoch {done_epochs} from {paths['last']}")
     own_bar = make_progress() if bar is None and c.progress and rank0 else None
     bar = bar or own_bar
     try:
@@ -780,6 +938,8 @@ def train(
 
         header = {"config": c.to_dict(), "classes": list(prep.classes), "fold": prep.fold.name}
         if rank0:
+            if lock.acquire() and paths["config"].is_file():  # a new run: another process created it meanwhile
+                raise RunLockedError(f"{paths['dir']} was started by another process meanwhile; run the command again")
             paths["dir"].mkdir(parents=True, exist_ok=True)
             c.save(paths["config"])
             atomic_write_json(paths["split"], split_record(prep.fold, prep.parts))
@@ -817,7 +977,7 @@ def train(
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")  # inside Lightning, not ours
             trainer.fit(module, datamodule=dm, ckpt_path=str(paths["last"]) if has_last else None)
-        fit_s = time.perf_counter() - t0
+        fit_s = ckpt.prior_fit_s + time.perf_counter() - t0  # earlier sessions of a resumed run included
     finally:
         if own_bar is not None:
             own_bar.stop()
@@ -854,6 +1014,16 @@ def train(
 
     say(console_line(report, paths["report_md"]))
     score_test_manifests(paths["dir"], c.test_manifests, log=log)  # cross-corpus: RUN/cross/<corpus>/
+    # the completion marker, last: without it a rerun completes whatever is missing (from the saved state)
+    atomic_write_json(
+        paths["done"],
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "epochs_run": len(ckpt.history),
+            "selected_epoch": report["selected_epoch"],
+            "stopped_early": bool(ckpt.stopped) and len(ckpt.history) < c.epochs,
+        },
+    )
     return report
 
 

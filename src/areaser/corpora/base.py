@@ -134,14 +134,25 @@ def find_audio(root: Path, expected: str | None = None, pattern: str = "**/*") -
     return found
 
 
-def _is_silent(path: Path) -> bool:
-    # Stops at the first block holding a non-zero sample, so a normal file costs
-    # one short read; only a truly silent file is read to the end.
+NOT_FINITE = "contains NaN or infinite samples"
+
+
+def _silence_or_nan(path: Path) -> str | None:
+    """:data:`SILENT`, :data:`NOT_FINITE` or ``None`` (usable).
+
+    Stops at the first block holding a non-zero finite sample, so a normal file costs one short
+    read; only a silent file is read to the end. NaN compares false with everything, so it is
+    tested for first: a NaN file is not "silent".
+    """
     with sf.SoundFile(str(path)) as f:
         for block in f.blocks(blocksize=16384, dtype="float32"):
-            if block.size and float(np.max(np.abs(block))) >= SILENCE_PEAK:
-                return False
-    return True
+            if not block.size:
+                continue
+            if not np.isfinite(block).all():
+                return NOT_FINITE
+            if float(np.max(np.abs(block))) >= SILENCE_PEAK:
+                return None
+    return SILENT
 
 
 def probe(path: Path, check_silent: bool = True) -> AudioInfo | str:
@@ -155,8 +166,9 @@ def probe(path: Path, check_silent: bool = True) -> AudioInfo | str:
         return APPLEDOUBLE
     try:
         info = audio_info(path)
-        if check_silent and _is_silent(path):
-            return SILENT
+        reason = _silence_or_nan(path) if check_silent else None
+        if reason is not None:
+            return reason
     except AudioError as e:
         return e.reason
     except Exception as e:  # libsndfile can fail mid-file on a truncated copy
