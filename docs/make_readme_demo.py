@@ -7,7 +7,8 @@ The transcript sits in ``README.md`` between ``<!-- demo-transcript:begin -->`` 
 ``<!-- demo-transcript:end -->``. This script clones the committed tree (``git clone`` of the
 repository the script lives in, so uncommitted changes are not measured), runs ``time make demo``
 there with ``../shared`` beside it when this checkout has one, and replaces the block with what
-the terminal showed: the command, its output and the ``time`` lines. Paths of the temporary clone are
+the terminal showed: the command, its output and the ``time`` lines (pip's notes about a local package index
+left out). Paths of the temporary clone are
 shown as they were. It takes as long as a first ``make demo`` (a few minutes on 2 cores). The README
 is written atomically and only when the demo succeeded.
 """
@@ -34,6 +35,11 @@ def _block(text: str) -> tuple[int, int]:
     return i + len(BEGIN), j
 
 
+def keep(lines: list[str]) -> list[str]:
+    """The transcript's lines: blank lines and pip's notes about this machine's package index left out."""
+    return [ln for ln in lines if ln.strip() and not ln.startswith("WARNING: Location 'file:")]
+
+
 def run_demo() -> str:
     """``time make demo`` in a fresh clone; returns the console transcript (raises on failure)."""
     with tempfile.TemporaryDirectory(prefix="areaser-demo-") as tmp:
@@ -54,7 +60,7 @@ def run_demo() -> str:
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout)
             raise SystemExit(f"make demo failed in the fresh clone (exit {proc.returncode}); README left as it was")
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        lines = keep(proc.stdout.splitlines())
         return "$ git clone ... areaser && cd areaser && time make demo\n" + "\n".join(lines) + "\n"
 
 
