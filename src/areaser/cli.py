@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -258,9 +258,22 @@ def _parse_sets(sets: list[str]) -> dict:
 
 
 def _train_config(
-    manifest: Optional[Path], config_file: Optional[Path], preset: Optional[str], sets: list[str], **options
+    manifest: Optional[Path],
+    config_file: Optional[Path],
+    preset: Optional[str],
+    sets: list[str],
+    *,
+    out: Optional[Path] = None,
+    test_manifest: Sequence[Path] = (),
+    copies_manifest: Sequence[Path] = (),
+    copies: Optional[int] = None,
+    **options,
 ) -> "TrainConfig":  # noqa: F821
-    """Defaults < --preset < --config FILE (may be partial) < command-line options < --set KEY=VALUE."""
+    """Defaults < --preset < --config FILE (may be partial) < command-line options < --set KEY=VALUE.
+
+    The config of ``train`` and ``cv``: ``options`` are config keys (``None``: not given); ``out``,
+    ``test_manifest``, ``copies_manifest`` and ``copies`` are the paths and counts of their options.
+    """
     import json
 
     from .training import ConfigError, config_with
@@ -271,15 +284,21 @@ def _train_config(
             base = json.loads(config_file.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise fail(f"{config_file}: not a readable JSON config ({e})") from None
+    options.update(
+        out_dir=None if out is None else str(out),
+        test_manifests=[str(m) for m in test_manifest] or None,
+        **_copy_options(list(copies_manifest), copies),
+    )
     given = {k: v for k, v in options.items() if v is not None}
     if manifest is not None:
         given["manifest"] = str(manifest)
     try:
-        return config_with(base, preset=preset, **given, **_parse_sets(sets))
+        cfg = config_with(base, preset=preset, **given, **_parse_sets(sets))
     except ConfigError as e:
         raise fail(
             f"{config_file}: {e}" if config_file is not None and str(e).startswith("config") else str(e)
         ) from None
+    return _check_copies(cfg, list(copies_manifest), copies)
 
 
 _MANIFEST = typer.Argument(None, help="Manifest CSV (from `areaser scan` or `areaser synth`); or set it in --config.")
@@ -346,7 +365,7 @@ _COPIES = typer.Option(
 
 
 def _copy_options(manifests: list[Path], n: Optional[int]) -> dict:
-    """The config keys of --copies-manifest / --copies (the command-line layer of :func:`_train_config`)."""
+    """The config keys of --copies-manifest / --copies (for :func:`_train_config`)."""
     if manifests:
         return {"extra_manifests": [str(m) for m in manifests], "copies": n, "vtlp_copies": 0}
     return {"vtlp_copies": n}
@@ -449,16 +468,16 @@ def train_cmd(
         **{"vtlp.impl": vtlp},
         seed=seed,
         name=name,
-        out_dir=None if out is None else str(out),
+        out=out,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
         accelerator=accelerator,
         progress=progress,
-        test_manifests=[str(m) for m in test_manifest] or None,
-        **_copy_options(copies_manifest, copies),
+        test_manifest=test_manifest,
+        copies_manifest=copies_manifest,
+        copies=copies,
     )
-    cfg = _check_copies(cfg, copies_manifest, copies)
     if print_config:
         return _print_config(cfg)
     try:
@@ -524,16 +543,16 @@ def cv_cmd(
         **{"vtlp.impl": vtlp},
         seed=seed,
         name=name,
-        out_dir=None if out is None else str(out),
+        out=out,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
         accelerator=accelerator,
         progress=progress,
-        test_manifests=[str(m) for m in test_manifest] or None,
-        **_copy_options(copies_manifest, copies),
+        test_manifest=test_manifest,
+        copies_manifest=copies_manifest,
+        copies=copies,
     )
-    cfg = _check_copies(cfg, copies_manifest, copies)
     if print_config:  # the config every fold shares, under the cv's name (each fold's own differs in fold, name)
         from dataclasses import replace
 
