@@ -25,10 +25,12 @@ LAYOUT = "AudioWAV/AAAA_SSS_EEE_LL audio files (e.g. AudioWAV/1001_DFA_ANG_XX.wa
 
 def parse(path: Path) -> dict[str, object] | str:
     m = NAME_RE.match(path.stem)
-    if not m or m[3] not in EMOTIONS:
+    if not m:
         if MISNAMED_RE.match(path.stem):
             return "misnamed: intensity 'X' (a known CREMA-D defect), expected LO/MD/HI/XX"
         return f"unparseable name: expected {LAYOUT}"
+    if m[3] not in EMOTIONS:
+        return f"unparseable name: emotion field {m[3]!r} is not one of {' '.join(EMOTIONS)}; expected {LAYOUT}"
     return {"utt_id": path.stem, "speaker": f"cremad_{m[1]}", "label": EMOTIONS[m[3]], "raw_label": m[3]}
 
 

@@ -23,8 +23,11 @@ LAYOUT = "wav/SSTTTEV audio files (e.g. wav/03a01Fa.wav)"
 
 def parse(path: Path) -> dict[str, object] | str:
     m = NAME_RE.match(path.stem)
-    if not m or m[1] not in GENDERS or m[2] not in TEXTS or m[3] not in EMOTIONS:
+    if not m:
         return f"unparseable name: expected {LAYOUT}"
+    for field, value, allowed in (("speaker", m[1], GENDERS), ("text", m[2], TEXTS), ("emotion", m[3], EMOTIONS)):
+        if value not in allowed:
+            return f"unparseable name: {field} field {value!r} is not one of {' '.join(allowed)}; expected {LAYOUT}"
     return {
         "utt_id": path.stem,
         "speaker": f"emodb_{m[1]}",

@@ -30,8 +30,10 @@ LAYOUT = "<OAF|YAF>_<word>_<emotion> audio files (e.g. OAF_back_angry.wav)"
 
 def parse(path: Path) -> dict[str, object] | str:
     m = NAME_RE.match(path.stem)
-    if not m or m[3].lower() not in EMOTIONS:
+    if not m:
         return f"unparseable name: expected {LAYOUT}"
+    if m[3].lower() not in EMOTIONS:
+        return f"unparseable name: emotion field {m[3]!r} is not one of {' '.join(EMOTIONS)}; expected {LAYOUT}"
     spk, word, emo = m[1].upper(), m[2].lower(), m[3].lower()
     return {
         "utt_id": f"{spk}_{word}_{emo}",
