@@ -295,36 +295,71 @@ class LoadedRun:
 def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
     """Rebuild the model of a run directory (``which='best'`` or ``'last'``) from safetensors + JSON.
 
-    ``run_dir`` may also be a ``.safetensors`` weights file directly.
+    ``run_dir`` may also be a ``.safetensors`` weights file directly. Everything read is checked
+    before a module is built from it (the config's sizes against their bounds, the class list,
+    then the weights' shapes against the modules): a crafted or damaged file is one
+    :class:`CheckpointError` naming the file and the field.
     """
+    from .config import TrainConfig
+    from .models import check_classes
     from .training import build_modules
 
     p = Path(run_dir)
     path = p if p.suffix == ".safetensors" else run_paths(p)[which]
     if which == "last" and p.suffix != ".safetensors":
         tree, header = load_tree(path)
-        state = tree["state_dict"]
+        state = tree.get("state_dict") if isinstance(tree, dict) else None
         # the trainer state carries no config: the best weights of the same run do (saved first, every run has them)
         best = run_paths(p)["best"]
         if not best.is_file():
             raise CheckpointError(f"{best}: missing, so the config and classes of {path} are unknown")
         run_header = read_header(best)
+        _check_epoch(path, header)
         header = {
             **header,
-            "config": run_header["config"],
-            "classes": run_header["classes"],
+            "config": run_header.get("config"),
+            "classes": run_header.get("classes"),
             "fold": run_header.get("fold", ""),
             "epoch": int(header["epoch"]) + 1,
         }  # 1-based, as best's
+        where = best  # the file the config and classes come from
     else:
         if not path.is_file():
             raise CheckpointError(f"{path}: no trained model here (is {p} a run directory of `areaser train`?)")
         state, header = load_weights(path)
-    config = header["config"]
-    classes = tuple(header["classes"])
-    features, model = build_modules(config, len(classes))
+        if "epoch" in header:  # files of other tools (and tests) may not say
+            _check_epoch(path, header)
+        where = path
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: corrupted: no state_dict of tensors")
+    if not isinstance(header.get("config"), dict):
+        raise CheckpointError(f"{where}: corrupted: the header holds no config object")
+    try:
+        classes = check_classes(header.get("classes"))
+        c = TrainConfig.from_dict(header["config"])  # every size checked against its bound
+        features, model = build_modules(c, len(classes))
+    except ValueError as e:  # ConfigError too
+        raise CheckpointError(f"{where}: {e}") from None
     sd_f = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     sd_m = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    features.load_state_dict(sd_f, strict=True)
-    model.load_state_dict(sd_m, strict=True)
-    return LoadedRun(features.eval(), model.eval(), classes, config, header, path)
+    for module, sd in ((features, sd_f), (model, sd_m)):
+        try:
+            module.load_state_dict(sd, strict=True)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors: one line
+            of = "" if where == path else f" of {where.name}"
+            raise CheckpointError(f"{path}: weights do not fit the config and classes{of}: {mismatch(e)}") from None
+    # the config with every default filled in: readers of ``config["segments"]`` find what the modules were built with
+    return LoadedRun(features.eval(), model.eval(), classes, c.to_dict(), header, path)
+
+
+def mismatch(e: RuntimeError) -> str:
+    """``load_state_dict``'s error (a line per tensor) as one line: the first problem and how many more."""
+    problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e).strip()]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0][:300] + more
+
+
+def _check_epoch(path: Path, header: Mapping[str, Any]) -> None:
+    e = header.get("epoch")
+    if not isinstance(e, int) or isinstance(e, bool) or e < 0:
+        raise CheckpointError(f"{path}: corrupted: epoch must be a count >= 0, got {e!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from .segments import SegmentConfig
 from .specaug import MaskConfig
 from .vtlp import VTLPConfig
 
-__all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "config_with"]
+__all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "check_window", "config_with"]
 
 
 class ConfigError(ValueError):
@@ -74,7 +75,8 @@ class TrainConfig:
 
     Hardware: ``accelerator`` (``cpu``, ``cuda``, ``auto``), ``devices``, ``num_nodes``,
     ``strategy`` (``auto``, ``ddp``, ...), ``num_workers``, ``threads`` (torch CPU threads per
-    process; ``None`` = torch's choice), ``deterministic`` (``auto``: on for CPU).
+    process; ``None`` = torch's choice), ``deterministic`` (``auto``: on for CPU; ``strict``: also
+    pins threads, 1 unless ``threads`` says, and the CPU code paths: :mod:`areaser.determinism`).
 
     Output: ``out_dir`` / ``name`` (the run directory), ``progress`` (rich bar),
     ``tensorboard``.
@@ -133,8 +135,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict (e.g. ``config.json``); unknown keys anywhere are refused by name."""
-        return _from_dict(cls, d, "config")
+        """Build from a dict (e.g. ``config.json``); unknown keys anywhere are refused by name.
+
+        The window is checked against the features (:func:`check_window`) here, where a config
+        comes in from a file, before anything is sized by it.
+        """
+        c = _from_dict(cls, d, "config")
+        try:
+            for hop_s in (c.segments.train_hop_s, c.segments.test_hop_s):
+                check_window(c.segments.win_s, hop_s, c.features)
+        except ValueError as e:
+            raise ConfigError(f"config.segments: {e}") from None
+        return c
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_dict())
@@ -177,6 +189,8 @@ class TrainConfig:
             raise ConfigError(f"adam_eps must be > 0 and lr_decay >= 0 (got {c.adam_eps}, {c.lr_decay})")
         if c.lr_decay and c.lr_schedule != "none":
             raise ConfigError(f"lr_decay (Keras' per-step decay) and lr_schedule {c.lr_schedule!r}: choose one")
+        if c.deterministic not in (True, False, "auto", "strict"):
+            raise ConfigError(f"deterministic must be true, false, auto or strict; got {c.deterministic!r}")
         _check_choice("bn_stats", c.bn_stats, ("ema", "epoch"))
         _check_choice("monitor", c.monitor, ("dev_ua", "dev_wa", "dev_f1", "dev_loss"))
         _check_choice("decision", c.decision, DECISIONS)
@@ -245,6 +259,43 @@ TRAIN_PRESETS["faithful-3x3"] = {
     **TRAIN_PRESETS["faithful"],
     "model_overrides": {**TRAIN_PRESETS["faithful"]["model_overrides"], "max_area": [3, 3]},
 }
+
+
+# Bounds on the window, which sizes every buffer of audio and features: a crafted config or model file must not
+# make one window gigabytes. Within them a window still holds far more than any real model reads.
+MAX_WIN_S = 60.0  # one model input: 30x the paper's 2 s; longer speech is a recording, cut into windows
+MIN_HOP_S = 0.01  # 10 ms, the floor of `predict --hop`: below it a recording becomes millions of windows
+MAX_SPECTROGRAM_BINS = 2**24  # STFT frames x bins of one window: 128 MiB complex64, 500x the paper's 81 x 401
+
+
+def check_window(win_s: float, hop_s: float, features: FeatureConfig) -> None:
+    """ValueError unless a ``win_s`` window at hop ``hop_s`` (seconds) is a sane input for ``features``.
+
+    Both are finite numbers, ``MIN_HOP_S <= hop_s <= MAX_WIN_S`` and ``win_s <= MAX_WIN_S``; the window
+    gives between :data:`~areaser.models.MIN_FRAMES` and :data:`~areaser.models.MAX_FRAMES` frames and at
+    most :data:`MAX_SPECTROGRAM_BINS` STFT values, and holds more than ``n_fft // 2`` samples where the
+    STFT pads by reflection. Used for configs (:meth:`TrainConfig.from_dict`) and exported models
+    (:func:`areaser.export.read_metadata`).
+    """
+    from .features import n_frames
+    from .models import MAX_FRAMES, MIN_FRAMES
+
+    for name, v in (("win_s", win_s), ("hop_s", hop_s)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number of seconds, got {v!r}")
+    if not 0 < win_s <= MAX_WIN_S or not MIN_HOP_S <= hop_s <= MAX_WIN_S:
+        raise ValueError(
+            f"need 0 < win_s <= {MAX_WIN_S:g} s and {MIN_HOP_S:g} <= hop_s <= {MAX_WIN_S:g} s, got {win_s:g}, {hop_s:g}"
+        )
+    samples = int(round(win_s * features.sr))
+    frames = n_frames(samples, features)
+    if not MIN_FRAMES <= frames <= MAX_FRAMES or frames * features.n_freq > MAX_SPECTROGRAM_BINS:
+        raise ValueError(
+            f"a {win_s:g} s window at sr {features.sr}, hop_length {features.hop_length} gives {frames} frames x "
+            f"{features.n_freq} bins: need {MIN_FRAMES} to {MAX_FRAMES} frames, {MAX_SPECTROGRAM_BINS:,} values at most"
+        )
+    if features.center and features.pad_mode in ("reflect", "circular") and samples <= features.n_fft // 2:
+        raise ValueError(f"a {win_s:g} s window has {samples} samples, too few to pad by {features.n_fft // 2}")
 
 
 def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:

@@ -73,8 +73,21 @@ def _state_to_json(module: nn.Module) -> dict:
     }
 
 
+# what _state_to_json writes for a LogMel (its statistics and the flag saying they were fitted)
+_STATE_DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "bool": torch.bool}
+
+
 def _state_from_json(d: dict) -> dict[str, Tensor]:
-    return {k: torch.tensor(v["data"], dtype=getattr(torch, v["dtype"])) for k, v in d.items()}
+    """Inverse of :func:`_state_to_json`; ValueError on an entry that is not ``{"dtype", "data"}`` of a known dtype."""
+    out = {}
+    for k, v in d.items():
+        if not isinstance(v, dict) or v.get("dtype") not in _STATE_DTYPES or "data" not in v:
+            raise ValueError(f"features_state[{k!r}]: need {{'dtype': one of {', '.join(_STATE_DTYPES)}, 'data': ...}}")
+        try:
+            out[k] = torch.tensor(v["data"], dtype=_STATE_DTYPES[v["dtype"]])
+        except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, strings
+            raise ValueError(f"features_state[{k!r}]: not an array of numbers ({e})") from None
+    return out
 
 
 def export_modules(
@@ -271,10 +284,60 @@ def read_metadata(path: str | os.PathLike) -> dict:
     props = {p.key: p.value for p in proto.metadata_props}
     if _META_KEY not in props:
         raise ValueError(f"{path}: no areaser metadata (export it with `areaser export`)")
-    meta = json.loads(props[_META_KEY])
+    try:
+        meta = json.loads(props[_META_KEY])
+    except ValueError:
+        raise ValueError(f"{path}: corrupted: the areaser metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: corrupted: the areaser metadata is not a JSON object")
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path}: unsupported format {meta.get('format')!r} (expected {_FORMAT})")
+    try:
+        _check_metadata(meta, proto.graph)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return meta
+
+
+def _check_metadata(meta: dict, graph) -> None:  # noqa: ANN001
+    """ValueError unless the metadata a runtime builds from is sane and agrees with the graph.
+
+    The feature settings and the window are held to the bounds a training config is
+    (:class:`~areaser.features.FeatureConfig`, :func:`areaser.config.check_window`), the
+    class list to :func:`areaser.models.check_classes`; the graph's input must take
+    ``n_mels`` bands (and the window's frames, where fixed) and its outputs one score per class.
+    """
+    from .config import check_window
+    from .features import FeatureConfig, n_frames
+    from .metrics import DECISIONS
+    from .models import check_classes
+
+    for key, kind in (("classes", list), ("features", dict), ("features_state", dict), ("segments", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(f"{key}: missing or not a JSON {'array' if kind is list else 'object'}")
+    classes = check_classes(meta["classes"])
+    try:
+        features = FeatureConfig.from_dict(meta["features"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"features: {e}") from None
+    seg = meta["segments"]
+    try:
+        check_window(seg.get("win_s"), seg.get("hop_s"), features)
+    except ValueError as e:
+        raise ValueError(f"segments: {e}") from None
+    if seg.get("pad_mode") not in ("repeat", "zero") or seg.get("decision", "prob") not in DECISIONS:
+        raise ValueError(f"segments: need pad_mode repeat or zero and decision one of {', '.join(DECISIONS)}")
+    inputs = {i.name: i for i in graph.input}
+    outputs = {o.name: o for o in graph.output}
+    if INPUT not in inputs or "probabilities" not in outputs:
+        raise ValueError(f"the graph has no input {INPUT!r} or no output 'probabilities'")
+    dims = [d.dim_value or None for d in inputs[INPUT].type.tensor_type.shape.dim]
+    frames = n_frames(int(round(seg["win_s"] * features.sr)), features)
+    if len(dims) != 3 or dims[1] != features.n_mels or dims[2] not in (None, frames):
+        raise ValueError(f"the graph takes input {dims}; features and window give [batch, {features.n_mels}, {frames}]")
+    out = [d.dim_value or None for d in outputs["probabilities"].type.tensor_type.shape.dim]
+    if len(out) != 2 or out[1] != len(classes):
+        raise ValueError(f"the graph scores {out[1:] or '?'} classes, the metadata names {len(classes)}")
 
 
 def export_onnx(
@@ -456,12 +519,21 @@ class OnnxBackend:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import onnxruntime as ort
 
+        from .checkpoint import mismatch
         from .features import FeatureConfig, LogMel
 
         self.path = Path(path)
-        self.meta = read_metadata(self.path)
+        self.meta = read_metadata(self.path)  # sizes checked: building LogMel allocates little
         self.features = LogMel(FeatureConfig.from_dict(self.meta["features"]))
-        self.features.load_state_dict(_state_from_json(self.meta["features_state"]))
+        try:
+            state = _state_from_json(self.meta["features_state"])
+            if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+                raise ValueError("features_state: non-finite values (NaN or inf)")
+            self.features.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped statistics
+            raise ValueError(f"{self.path}: features_state does not fit the features: {mismatch(e)}") from None
+        except ValueError as e:
+            raise ValueError(f"{self.path}: {e}") from None
         self.features.eval()
         self.classes = tuple(self.meta["classes"])
         self.sr = int(self.features.config.sr)

@@ -21,8 +21,10 @@ filterbank, evaluated at warped STFT bin frequencies, so no audio is rewritten.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+from numbers import Integral, Real
 from typing import Iterable, Literal
 
 import librosa
@@ -32,9 +34,15 @@ from torch import Tensor, nn
 
 from .vtlp import DEFAULT_FHI, filterbank_at, warp_frequencies
 
-__all__ = ["FeatureConfig", "log_mel", "LogMel", "mel_basis", "n_frames", "normalize"]
+__all__ = ["FeatureConfig", "check_types", "log_mel", "LogMel", "mel_basis", "n_frames", "normalize"]
 
 Norm = Literal["none", "utterance", "dataset"]
+
+# Bounds on the numbers that size the STFT window, the mel basis and the statistics buffers. A config or
+# model file is read from disk: without them a crafted value builds gigabyte-sized tensors before any check.
+MAX_SR = 192_000  # the highest rate studio audio is recorded at (12x speech's 16 kHz)
+MAX_N_FFT = 2**15  # 2 s at 16 kHz, 0.17 s at 192 kHz: longer than any speech frame; basis <= 512 x 16,385
+MAX_N_MELS = 512  # 4x the paper's 128 bands; finer than the STFT bins of any usual n_fft resolve
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,16 @@ class FeatureConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.sr <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
-            raise ValueError("sr, n_fft, hop_length and n_mels must be positive")
+        check_types(self)
+        for name, most in {"sr": MAX_SR, "n_fft": MAX_N_FFT, "n_mels": MAX_N_MELS}.items():
+            if not 1 <= getattr(self, name) <= most:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range: need 1 <= {name} <= {most}")
+        if self.hop_length < 1:
+            raise ValueError(f"hop_length must be >= 1 sample, got {self.hop_length}")
+        if self.win_length is not None and not 1 <= self.win_length <= self.n_fft:
+            raise ValueError(f"win_length={self.win_length} is out of range: need 1 to n_fft ({self.n_fft})")
+        if not 0 <= self.fmin < self.sr / 2:
+            raise ValueError(f"need 0 <= fmin < sr/2, got fmin={self.fmin}, sr={self.sr}")
         if self.fmax is not None and not self.fmin < self.fmax <= self.sr / 2:
             raise ValueError(f"need fmin < fmax <= sr/2, got fmin={self.fmin}, fmax={self.fmax}, sr={self.sr}")
         if self.log not in ("log10", "none"):
@@ -81,6 +97,14 @@ class FeatureConfig:
             raise ValueError(f"norm must be 'none', 'utterance' or 'dataset', got {self.norm!r}")
         if self.pad_mode not in ("constant", "reflect", "replicate", "circular"):
             raise ValueError(f"pad_mode {self.pad_mode!r} not supported by torch.stft")
+        if not self.power > 0 or not self.norm_eps > 0:
+            raise ValueError(f"need power > 0 and norm_eps > 0, got power={self.power}, norm_eps={self.norm_eps}")
+        if self.mel_norm not in (None, "slaney"):
+            raise ValueError(f"mel_norm must be 'slaney' or None, got {self.mel_norm!r}")
+        try:
+            librosa.filters.get_window(self.window, 4, fftbins=True)  # 4 samples: the name is checked, not the size
+        except ValueError as e:
+            raise ValueError(f"window {self.window!r}: {e}") from None
 
     @property
     def n_freq(self) -> int:
@@ -91,8 +115,34 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"feature settings must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_types(obj: object, label: str = "") -> None:
+    """ValueError naming the field when a dataclass field holds another type than its annotation says.
+
+    For configs read from JSON: ``"128"``, ``[128]`` or ``true`` where a number belongs, ``3.5``
+    where an integer does, ``NaN``. Plain annotations only (``int``, ``float``, ``bool``, ``str``,
+    ``X | None``, ``tuple[int, ...]``); the others are left to the dataclass' own checks.
+    """
+    for f in fields(obj):
+        v, kinds = getattr(obj, f.name), [k.strip() for k in str(f.type).split("|")]
+        if v is None and "None" in kinds:
+            continue
+        is_int = lambda x: isinstance(x, Integral) and not isinstance(x, bool)  # noqa: E731
+        ok, want = {
+            "int": (is_int(v), "an integer"),
+            "float": (isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+            "bool": (isinstance(v, bool), "true or false"),
+            "str": (isinstance(v, str), "a string"),
+        }.get(kinds[0], (True, ""))
+        if kinds[0].startswith("tuple"):
+            ok, want = isinstance(v, (list, tuple)) and all(map(is_int, v)), "a list of integers"
+        if not ok:
+            raise ValueError(f"{label}{f.name} must be {want}{' or null' if 'None' in kinds else ''}, got {v!r}")
 
 
 def n_frames(n_samples: int, config: FeatureConfig = FeatureConfig()) -> int:

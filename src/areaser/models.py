@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KEY_MODES, LAYOUTS, VALUE_MODES, AreaAttention
+from .features import MAX_N_MELS, check_types
 
 __all__ = [
     "ModelConfig",
@@ -58,6 +59,16 @@ __all__ = [
 ]
 
 MIN_FRAMES = 4  # two 2x max-poolings over time leave >= 1 column
+# Bounds on the numbers that size weights and buffers, checked before a model is built: a config read from a
+# file (a run directory, a checkpoint header) with a crafted size would otherwise allocate gigabytes first.
+MAX_FRAMES = 2**15  # frames of one input window: 60 s at a 2 ms hop (the paper: 81)
+MAX_CHANNELS = 1024  # per convolution: 13x the paper's widest (80)
+MAX_KERNEL = 64  # a kernel side: 6x the paper's largest (10, conv1a)
+MAX_AREA = 64  # an area side: the whole height of the paper's 64 x 20 map (its areas are <= 3 x 3)
+MAX_BLOCK_ELEMENTS = 2**26  # attention logits held at once: 256 MiB of float32, 8x the largest default
+MAX_PARAMETERS = 10**8  # 400 MB of float32 weights: 200x the faithful model's 0.5 M
+MAX_CLASSES = 1000  # emotion sets have 4 to a dozen classes
+MAX_CLASS_NAME = 100  # characters of one class name
 ARCHS = ("aacnn", "cnn")
 HEADS = ("time_pool", "flatten", "global_pool")
 INITS = ("torch", "glorot")
@@ -115,6 +126,7 @@ class ModelConfig:
     block_elements: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(self, "model option ")
         # JSON gives lists; keep tuples so configs compare equal after a round trip
         for name in ("channels", "conv1a_kernel", "conv1b_kernel", "max_area"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
@@ -133,6 +145,19 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.bn_eps > 0 or not 0.0 <= self.bn_momentum <= 1.0:
             raise ValueError(f"need bn_eps > 0 and bn_momentum in [0, 1], got {self.bn_eps}, {self.bn_momentum}")
+        bounds = {"channels": (self.channels, MAX_CHANNELS), "max_area": (self.max_area, MAX_AREA),
+                  "conv1a_kernel": (self.conv1a_kernel, MAX_KERNEL), "conv1b_kernel": (self.conv1b_kernel, MAX_KERNEL),
+                  "kernel_size": ((self.kernel_size,), MAX_KERNEL), "n_classes": ((self.n_classes,), MAX_CLASSES),
+                  "n_mels": ((self.n_mels,), MAX_N_MELS), "ref_frames": ((self.ref_frames,), MAX_FRAMES),
+                  "block_elements": ((self.block_elements or 1,), MAX_BLOCK_ELEMENTS)}  # fmt: skip
+        for name, (values, most) in bounds.items():
+            if not all(1 <= v <= most for v in values):
+                raise ValueError(f"model option {name}={getattr(self, name)} is out of range: need 1 to {most}")
+        if not 1 <= self.heads <= self.channels[-1] or self.top_k < 0 or not self.temperature > 0:
+            raise ValueError(
+                f"need 1 <= heads <= channels[-1] ({self.channels[-1]}), top_k >= 0 and temperature > 0, "
+                f"got {self.heads}, {self.top_k}, {self.temperature}"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -299,10 +324,40 @@ class AreaAttentionCNN(nn.Module):
         return x
 
 
+def check_classes(classes: Any) -> tuple[str, ...]:
+    """``classes`` as a tuple, or ValueError: they must be 2 to :data:`MAX_CLASSES` distinct names.
+
+    A model file's class list sizes the output layer and labels every score, so it is checked
+    before anything is built from it: a list of strings, each non-empty and at most
+    :data:`MAX_CLASS_NAME` characters, no name twice.
+    """
+    if classes is None:
+        raise ValueError("classes: missing (the names of the model's outputs)")
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"classes must be a list of names, got {str(classes)[:80]}")
+    if not 2 <= len(classes) <= MAX_CLASSES:
+        raise ValueError(f"classes: {len(classes)} names, need 2 to {MAX_CLASSES}")
+    bad = [c for c in classes if not 0 < len(c.strip()) <= MAX_CLASS_NAME]
+    if bad:
+        raise ValueError(f"classes: {bad[0][:MAX_CLASS_NAME]!r} is empty or over {MAX_CLASS_NAME} characters")
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"classes: {', '.join(map(repr, twice))} given more than once")
+    return tuple(classes)
+
+
 def build_model_from_config(config: ModelConfig | Mapping[str, Any]) -> AreaAttentionCNN:
-    """A model from a :class:`ModelConfig` or its dict (e.g. read back from a checkpoint)."""
+    """A model from a :class:`ModelConfig` or its dict (e.g. read back from a checkpoint).
+
+    ValueError, before any weight is allocated, when the model would have more than
+    :data:`MAX_PARAMETERS` parameters (sizes within their own bounds can still multiply up).
+    """
     if not isinstance(config, ModelConfig):
         config = ModelConfig.from_dict(config)
+    with torch.device("meta"):  # shapes only: counts the parameters without allocating them
+        n = sum(p.numel() for p in AreaAttentionCNN(config).parameters())
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"the model would have {n:,} parameters, more than {MAX_PARAMETERS:,}: sizes too large")
     return AreaAttentionCNN(config)
 
 
