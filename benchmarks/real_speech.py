@@ -43,16 +43,16 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from areaser.ablation import quiet_lightning, worker_init
+from areaser.ablation import quiet_lightning
+from areaser.workers import limit_threads, process_pool
 from benchmarks import opensmile_peer
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -348,9 +348,7 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     try:
         if bar is not None:
             bar.start()
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=worker_init, initargs=(1,)
-        ) as pool:
+        with process_pool(workers, limit_threads, (1,)) as pool:
             futures = {
                 pool.submit(
                     run_job, {**j, "log": False, "progress": False, "config": {**j["config"], "progress": False}}
@@ -401,7 +399,7 @@ def git_commit() -> str:
 def machine() -> dict:
     import torch
 
-    from areaser.ablation import machine_description
+    from areaser.determinism import machine_description
 
     return {
         "processor": platform.processor() or platform.machine(),

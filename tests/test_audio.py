@@ -54,7 +54,7 @@ def _expect(path: Path, reason: str, **kw: object) -> None:
 
 def test_bad_inputs_name_file_and_reason(tmp_path: Path) -> None:
     _expect(tmp_path / "missing.wav", "file not found")
-    _expect(tmp_path, "is a directory")
+    _expect(tmp_path, "is a folder, not an audio file")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     _expect(empty, "empty file")

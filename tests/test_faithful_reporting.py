@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +15,6 @@ from areaser.reports import pct, write_cv_report, write_run_report
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 NOT_FOLDS = "random splits (seeds), overlapping, not folds"
-AREASER = [str(Path(sys.executable).parent / "areaser")]
 
 
 # ----------------------------------------------------------------------------- point 9: random evaluation
@@ -215,23 +211,26 @@ def test_the_area_size_study_runs_both_layouts_and_labels_the_figures_reading(bu
 # ----------------------------------------------------------------------------- point 12: --print-config
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The console script, run in ``cwd`` on the package this test imports (a relative PYTHONPATH made absolute)."""
-    import areaser
+def _cli(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch):
+    """The command line app, in-process (no second torch import), run in ``cwd``."""
+    from typer.testing import CliRunner
 
-    src = str(Path(areaser.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    return subprocess.run(AREASER + list(args), capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+    from areaser.cli import app
+
+    monkeypatch.chdir(cwd)
+    r = CliRunner().invoke(app, list(args))
+    r.returncode = r.exit_code
+    return r
 
 
 @pytest.mark.parametrize("command", ["train", "cv"])
-def test_print_config_prints_the_resolved_config_and_writes_nothing(command, tmp_path):
+def test_print_config_prints_the_resolved_config_and_writes_nothing(command, tmp_path, monkeypatch):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("utt_id,path\n")
     out = tmp_path / "runs"
     args = [str(manifest), "--protocol", "xu2021", "--preset", "faithful", "--epochs", "7", "--set", "lr=0.001"]
     args += ["--out", str(out)] + (["--name", "cvx"] if command == "cv" else [])
-    r = _cli(command, *args, "--print-config", cwd=tmp_path)
+    r = _cli(command, *args, "--print-config", cwd=tmp_path, monkeypatch=monkeypatch)
     assert r.returncode == 0, r.stdout + r.stderr
     printed = json.loads(r.stdout)
     expected = config_with(
@@ -250,6 +249,6 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(command, tmp
     if command == "cv":
         return
     # a config that cannot run is refused in one line, before anything is written
-    r = _cli(command, str(manifest), "--set", "loss=nope", "--print-config", cwd=tmp_path)
+    r = _cli(command, str(manifest), "--set", "loss=nope", "--print-config", cwd=tmp_path, monkeypatch=monkeypatch)
     assert r.returncode == 2 and "loss must be one of" in r.stdout + r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]

@@ -249,3 +249,20 @@ def test_stale_temporary_files_of_a_killed_process_are_removed_by_the_next_run(f
     train(c, log=None)
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in kept)
+
+
+def test_a_baseline_run_is_finished_only_when_its_completion_marker_is_written(manifest, tmp_path):
+    """Killed after report.json but before report.md: the rerun completes it instead of calling it finished."""
+    cfg = config_with(None, manifest=str(manifest), out_dir=str(tmp_path), name="b", model="egemaps-lr", progress=False)
+    train(cfg, log=None)
+    paths = run_paths(tmp_path / "b")
+    assert paths["done"].is_file() and paths["report_md"].is_file()
+    paths["done"].unlink()  # as if killed between report.json and the marker
+    paths["report_md"].unlink()
+    said: list[str] = []
+    train(cfg, log=said.append)
+    assert paths["report_md"].is_file() and paths["done"].is_file()
+    assert not any("already finished" in s for s in said)
+    said.clear()
+    train(cfg, log=said.append)  # now finished: returned as it is
+    assert any("already finished" in s for s in said)

@@ -41,15 +41,17 @@ import os
 import shlex
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .fileio import atomic_write_json, atomic_write_text
+from .config import ConfigError
+from .determinism import environment_text, machine_description
+from .fileio import atomic_write_json, atomic_write_text, read_json
+from .workers import limit_threads, process_pool
 
 __all__ = [
     "Setting",
@@ -61,13 +63,11 @@ __all__ = [
     "Run",
     "plan_runs",
     "quiet_lightning",
-    "worker_init",
     "run_study",
     "execute_run",
     "aggregate",
     "results_table",
     "ablate_command",
-    "machine_description",
     "QUICK_OVERRIDES",
 ]
 
@@ -492,6 +492,7 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
         "elapsed_s": round(elapsed, 2),
         "confusion": test["confusion"],
         "classes": test["classes"],
+        "environment": report.get("environment"),  # threads, CPU, code paths, versions: areaser.determinism
     }
     ph = report.get("paper_and_honest")
     if ph:
@@ -518,15 +519,6 @@ def quiet_lightning():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def worker_init(threads: int) -> None:
-    """Each worker: ``threads`` torch threads (1 when several workers share the cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits  # numpy / scipy BLAS, already loaded by now
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
 
 
 def _augment_chunk(sources, out: str, copies: int, impl: str) -> int:
@@ -568,9 +560,7 @@ def _prepare_augmentation(
     for impl, k in need.items():
         out = study_dir / "augment" / impl
         if jobs > 1 and len(sources) >= 4 * jobs:
-            with ProcessPoolExecutor(
-                jobs, mp_context=get_context("spawn"), initializer=worker_init, initargs=(1,)
-            ) as pool:
+            with process_pool(jobs, limit_threads, (1,)) as pool:
                 chunks = [sources.iloc[i::jobs] for i in range(jobs)]
                 list(pool.map(_augment_chunk, chunks, [str(out)] * jobs, [k] * jobs, [impl] * jobs))
         augment_manifest(sources, out, copies=k, config=VTLPConfig(impl=impl), seed=0, progress=progress)
@@ -606,8 +596,6 @@ def run_study(
     when the input cannot work: unknown study or setting, a protocol the corpus cannot
     support, or a study directory that holds another configuration.
     """
-    from .training import ConfigError
-
     study = get_study(study) if isinstance(study, str) else study
     t0 = time.perf_counter()
     say = log or (lambda s: None)
@@ -615,7 +603,7 @@ def run_study(
     sig = _signature(study, cfg)
     meta = study_dir / "study.json"
     if meta.is_file():
-        old = json.loads(meta.read_text())
+        old = read_json(meta, ConfigError)
         diff = sorted(k for k in sig if old.get(k) != sig[k])
         if diff:
             raise ConfigError(
@@ -649,8 +637,7 @@ def run_study(
                 finished(r, execute_run(r))
         elif todo:
             _warm_caches(todo)
-            ctx = get_context("spawn")  # fork + torch threads deadlock; spawn starts clean
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(1,)) as pool:
+            with process_pool(jobs, limit_threads, (1,)) as pool:
                 futures = {pool.submit(execute_run, r, 1): r for r in todo}
                 for fut in as_completed(futures):
                     try:
@@ -666,7 +653,7 @@ def run_study(
         if bar is not None:
             bar.stop()
 
-    results = [json.loads(r.result_path.read_text()) for r in runs]
+    results = [read_json(r.result_path, ConfigError) for r in runs]
     rows = aggregate(_chosen_settings(study, cfg), results)
     elapsed = time.perf_counter() - t0
     cmd = command or ablate_command(study.name, cfg)
@@ -752,21 +739,6 @@ def results_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
-def machine_description() -> str:
-    """``"<CPU model>, <n> CPU core(s)"`` (the model from /proc/cpuinfo where Linux tells it)."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPU core(s)"
-
-
 def write_results(
     study_dir: Path,
     study: Study,
@@ -782,7 +754,7 @@ def write_results(
     c0 = results[0] if results else {}
     machine = machine_description()
     # invocations that trained something: the study's cost survives resumes
-    old = json.loads(paths["json"].read_text()) if paths["json"].is_file() else {}
+    old = read_json(paths["json"], ConfigError) if paths["json"].is_file() else {}
     invocations = [i for i in old.get("invocations", []) if i.get("study_signature") == _signature(study, cfg)]
     if executed:
         invocations.append(
@@ -841,6 +813,8 @@ def write_results(
         f"Time: {wall:.0f} s wall clock in {len(invocations)} invocation(s) that trained runs "
         f"({', '.join(_invocation(i) for i in invocations) or 'none'}), "
         f"{meta['run_s_total']:.0f} s summed over runs; machine: {machine}.",
+        "",
+        *sorted({f"Environment: {environment_text(r['environment'])}." for r in results if r.get("environment")}),
         "",
         "![results](results.png)",
         "",

@@ -7,6 +7,7 @@ raises :class:`AudioError`, whose message names the file and the reason.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,26 @@ def is_lfs_pointer(path: str | os.PathLike) -> bool:
         return False
 
 
+BROKEN_LINK = "broken symbolic link (its target does not exist)"
+LINK_LOOP = "symbolic link loop (it leads back to itself or to a folder above it), not followed"
+
+
+def link_problem(path: str | os.PathLike) -> str | None:
+    """:data:`BROKEN_LINK` or :data:`LINK_LOOP` if ``path`` is a symbolic link that leads nowhere, else ``None``."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        return LINK_LOOP if e.errno == errno.ELOOP else BROKEN_LINK
+    return None
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise AudioError(path, "file not found")
+        raise AudioError(path, link_problem(path) or "file not found")  # exists() follows links: say which
     if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
+        raise AudioError(path, "is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     if is_lfs_pointer(path):

@@ -43,6 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from .audio import DEFAULT_SR, load_audio
+from .determinism import environment, environment_text
 
 __all__ = [
     "FEATURE_NAMES",
@@ -446,12 +447,12 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     draw into. The fit is kept (:data:`FIT_FILE`), and ``config.test_manifests`` (other corpora)
     are scored with it after the run (:func:`areaser.crossval.score_test_manifests`).
     """
-    import json
     import time
     from pathlib import Path
 
+    from .checkpoint import run_paths
     from .crossval import check_test_manifests, score_test_manifests
-    from .fileio import atomic_write_json
+    from .fileio import atomic_write_json, read_json
     from .metrics import classification_metrics
     from .provenance import console_line, describe, info_rows, notes, split_text
     from .reports import write_run_report
@@ -464,10 +465,11 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
         raise ConfigError(f"model {c.model!r} is not a classical baseline ({', '.join(BASELINES)})")
     run_dir = Path(c.out_dir) / c.name
     report_path = run_dir / "report.json"
-    if report_path.is_file() and resume is not False:
-        old = json.loads(report_path.read_text())
+    done = run_paths(run_dir)["done"]  # written last: a run killed while writing its report is fitted again
+    if done.is_file() and report_path.is_file() and resume is not False:
+        old = read_json(report_path, ConfigError)
         if old.get("config") == c.to_dict():
-            say(f"{run_dir}: already finished (report.json exists)")
+            say(f"{run_dir}: already finished ({done.name} exists)")
             return old
     prep = prepare_fold(c)
     check_test_manifests(c.label_set, prep.classes, c.test_manifests)  # a bad one stops before the work
@@ -481,6 +483,7 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     proba = fit_predict(x_train, train["y"].to_numpy(), x_test, len(prep.classes), bcfg)
     metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), prep.classes, list(test["speaker"]))
     prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
+    env = environment(c.deterministic)
     report = {
         "name": c.name,
         "classes": list(prep.classes),
@@ -504,7 +507,9 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
                 str(len(prep.parts[k])) for k in ("train", "dev", "test")
             ),
             "feature extraction + training time": f"{t_feat:.1f} s + {time.perf_counter() - t0 - t_feat:.1f} s",
+            "environment": environment_text(env),
         },
+        "environment": env,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     c.save(run_dir / "config.json")
@@ -513,4 +518,5 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     write_run_report(run_dir, report)
     say(console_line(report, run_dir / "report.md"))
     score_test_manifests(run_dir, c.test_manifests, log=log)
+    atomic_write_json(done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # every artefact exists
     return report

@@ -28,9 +28,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def printable(text: object) -> str:
+    """``text`` for the console on one line, control characters and rich markup escaped.
+
+    A newline in a file name is shown as a backslash and ``n``, not as a second line; a ``[bold]``
+    in a name stays text.
+    """
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)))
+
+
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print one clear error line and return an Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -94,6 +105,7 @@ def scan(
     from collections import Counter
 
     from .corpora import load_corpus
+    from .fileio import check_output_file
     from .manifest import count_table, write_manifest
 
     # Only generic needs it: every other loader reads speakers from the corpus' own names.
@@ -101,6 +113,8 @@ def scan(
         raise fail(f"--speaker-regex is only for the generic loader; {corpus} reads speakers from its file names")
     options = {} if speaker_regex is None else {"speaker_regex": speaker_regex}
     try:
+        if output is not None:  # before the scan: a bad -o must not cost it
+            check_output_file(output)
         result = load_corpus(corpus, root, progress=progress, check_silent=check_silent, **options)
     except ValueError as e:  # unknown corpus name, missing root, wrong layout
         raise fail(str(e)) from None
@@ -345,6 +359,24 @@ _RESUME = typer.Option(
     None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over."
 )
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+_DETERMINISTIC = typer.Option(
+    None,
+    "--deterministic",
+    help="auto (default: deterministic kernels on CPU), on, off, or strict: also 1 thread (unless --set "
+    "threads=N) and the AVX2 code paths of ATen, oneDNN and MKL (MKL_CBWR=AVX2,STRICT), so runs match "
+    "whatever the thread settings of the machine. Every run records its threads, CPU and library versions.",
+)
+_DETERMINISTIC_VALUES = {"auto": "auto", "on": True, "off": False, "strict": "strict"}
+
+
+def _deterministic(value: Optional[str]) -> "bool | str | None":
+    if value is None:
+        return None
+    if value.lower() not in _DETERMINISTIC_VALUES:
+        raise fail(f"--deterministic must be one of {', '.join(_DETERMINISTIC_VALUES)}; got {value!r}")
+    return _DETERMINISTIC_VALUES[value.lower()]
+
+
 _COPIES_MANIFEST = typer.Option(
     [],
     "--copies-manifest",
@@ -443,6 +475,7 @@ def train_cmd(
     copies_manifest: list[Path] = _COPIES_MANIFEST,
     copies: Optional[int] = _COPIES,
     progress: bool = _PROGRESS,
+    deterministic: Optional[str] = _DETERMINISTIC,
     print_config: bool = _PRINT_CONFIG,
 ) -> None:
     """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
@@ -474,6 +507,7 @@ def train_cmd(
         strategy=strategy,
         accelerator=accelerator,
         progress=progress,
+        deterministic=_deterministic(deterministic),
         test_manifest=test_manifest,
         copies_manifest=copies_manifest,
         copies=copies,
@@ -518,6 +552,7 @@ def cv_cmd(
     copies_manifest: list[Path] = _COPIES_MANIFEST,
     copies: Optional[int] = _COPIES,
     progress: bool = _PROGRESS,
+    deterministic: Optional[str] = _DETERMINISTIC,
     print_config: bool = _PRINT_CONFIG,
 ) -> None:
     """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
@@ -549,6 +584,7 @@ def cv_cmd(
         strategy=strategy,
         accelerator=accelerator,
         progress=progress,
+        deterministic=_deterministic(deterministic),
         test_manifest=test_manifest,
         copies_manifest=copies_manifest,
         copies=copies,
@@ -768,8 +804,12 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
     one = len(scored) == 1  # a single file goes in the title, not in a column
     base = os.path.commonpath([os.path.abspath(p) for p in scored]) if len(scored) > 1 else ""
     base = base if base and os.path.isdir(base) else ""
-    name = (lambda p: os.path.relpath(os.path.abspath(p), base)) if base else (lambda p: p)  # noqa: E731
-    title = scored[0] if one else f"{len(scored)} files" + (f" under {os.path.relpath(base)}" if base else "")
+    name = (lambda p: printable(os.path.relpath(os.path.abspath(p), base))) if base else printable  # noqa: E731
+    title = (
+        printable(scored[0])
+        if one
+        else f"{len(scored)} files" + (f" under {printable(os.path.relpath(base))}" if base else "")
+    )
     if one and timeline:
         r = next(r for r in results if r.ok)
         title += f": {r.label} overall, {len(r.timeline)} windows" + (
@@ -804,9 +844,11 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
         console.print(table)
     for r in results:
         if r.ok and r.warning:
-            err_console.print(f"[yellow]warning:[/] {r.source}: {r.warning}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[yellow]warning:[/] {printable(f'{r.source}: {r.warning}')}", highlight=False, soft_wrap=True
+            )
         if not r.ok:
-            err_console.print(f"[red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {printable(r.error)}", highlight=False, soft_wrap=True)
 
 
 @app.command(
@@ -854,11 +896,15 @@ def predict(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, check_output_file
     from .inference import expand_inputs
 
     if output is not None and output.suffix.lower() not in (".csv", ".jsonl"):
         raise fail(f"{output}: -o takes a .csv or .jsonl file")
+    try:  # before any scoring: a bad -o must not cost the work
+        output = None if output is None else check_output_file(output)
+    except ValueError as e:
+        raise fail(str(e)) from None
     if model.suffix == ".onnx":
         backend, onnx = "onnx", model
     if threads:

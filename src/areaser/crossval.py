@@ -33,7 +33,8 @@ import torch
 
 from .baselines import is_baseline
 from .config import ConfigError, TrainConfig
-from .fileio import atomic_write_json, file_digest
+from .determinism import environment_text
+from .fileio import atomic_write_json, file_digest, read_json
 from .labels import LabelSet, get_label_set
 from .provenance import (
     console_line,
@@ -154,6 +155,7 @@ def summarise_cv(
         c.manifest, None, reports[0]["config"].get("label_set"), reports[0]["classes"], c.protocol
     )
     how = "classifier fitted on its train part" if is_baseline(c.model) else "model of the epoch chosen on its dev part"
+    envs = sorted({environment_text(r["environment"]) for r in reports if r.get("environment")}) or ["not recorded"]
     summary = {
         "name": c.name,
         "protocol": c.protocol,
@@ -170,6 +172,8 @@ def summarise_cv(
             "VTLP": c.vtlp.impl,
             "folds": len(rows),
             "scores": f"the test part of each ({how}); mean +- std over the {parts_text(prov, len(rows))}",
+            # folds run in other processes or sessions can differ: every distinct one is named
+            "environment": " | ".join(envs),
         },
     }
     if cross and any(cross):
@@ -265,7 +269,7 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
 
     run_dir = Path(run_dir)
     if (run_dir / "cv.json").is_file():
-        meta = json.loads((run_dir / "cv.json").read_text())
+        meta = read_json(run_dir / "cv.json", ConfigError)
         reports = [evaluate_run(run_dir / name, log) for name in meta["folds"]]
         c = TrainConfig.from_dict(meta["config"])
         base = _training_dir(run_dir, c.out_dir, c.name or run_dir.name)
@@ -291,7 +295,7 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     history = read_history(paths["metrics"])
     module = _Evaluated(run.features, run.model)
     report = build_report(c, prep, history, int(run.header["epoch"]), module, ws, ws, 0.0, None)
-    old = json.loads(paths["report_json"].read_text()) if paths["report_json"].is_file() else {}
+    old = read_json(paths["report_json"], ConfigError) if paths["report_json"].is_file() else {}
     _check_same_test_set(run_dir, old, report)
     for key in ("training time", "training throughput", "train windows per epoch"):  # facts of the training
         if key in old.get("info", {}):
@@ -375,7 +379,7 @@ def _run_test_set(run_dir: Path, c: TrainConfig, classes: Sequence[str]):
         raise ConfigError(
             f"{run_dir}: no split.json, so which utterances the run was tested on is unknown; {_NOT_SCORED}"
         )
-    split = json.loads(split_path.read_text())
+    split = read_json(split_path, ConfigError)
     manifests = _run_manifests(run_dir, c, split)
     frames = [read_manifest(m, check_files=False) for m in manifests]
     df = make_manifest(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
@@ -561,7 +565,7 @@ def score_test_manifests(
             name = _cross_name(where(m), read_manifest(where(m), check_files=False))
             old = Path(run_dir) / "cross" / name / "report.json"
             if old.is_file():
-                r = json.loads(old.read_text())
+                r = read_json(old, ConfigError)
                 if where(r["provenance"]["scored_on"]["manifest"]) == where(m):
                     out[name] = r
                     continue
@@ -658,7 +662,7 @@ def evaluate_on(
     other = _other_corpus(manifest, c.label_set, model.classes)
     metrics, dropped = model.score(other.rows)
 
-    own = json.loads(paths["report_json"].read_text()) if paths["report_json"].is_file() else {}
+    own = read_json(paths["report_json"], ConfigError) if paths["report_json"].is_file() else {}
     trained = own.get("provenance") or describe(c.manifest, None, c.label_set, model.classes, c.protocol)
     scored = describe(manifest, other.originals, c.label_set, model.classes)
     used = [k for k in model.classes if k not in other.absent]
@@ -721,7 +725,7 @@ def _evaluate_cv_on(cv_dir: Path, manifest: str | os.PathLike, log) -> dict:
     """:func:`evaluate_on` for every fold of a cv, then mean +- std in ``CV/cross/<name>/``."""
     from .reports import write_cross_summary
 
-    meta = json.loads((cv_dir / "cv.json").read_text())
+    meta = read_json(cv_dir / "cv.json", ConfigError)
     reports = {name: evaluate_on(cv_dir / name, manifest, log) for name in meta["folds"]}
     first = next(iter(reports.values()))
     name = first["cross_name"]

@@ -15,7 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_output_file",
+    "read_json",
+]
 
 
 @contextlib.contextmanager
@@ -43,6 +50,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """The JSON value stored in ``path``; ``error`` (one line naming the file) if it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not a readable JSON file ({e})") from None
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if a file can be written there; ``ValueError`` naming the reason otherwise.
+
+    Called before long work, so a bad ``-o`` fails at once instead of after the work is done.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name (e.g. {path / 'results.csv'})")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ValueError(f"{path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: the folder {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{path}: exists and is not writable")
+    return path
 
 
 def _umask() -> int:

@@ -189,7 +189,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     A folder gives every audio file under it (recursively, sorted, by :data:`AUDIO_SUFFIXES`);
     a ``.txt``/``.lst``/``.list`` file is a list of paths, one a line (``#`` comments, relative
     paths from the list's folder); a ``.csv`` file is a manifest (its ``path`` column). Anything
-    else is taken as an audio path, even if it does not exist: scoring it reports the problem.
+    else, and a folder without audio, is taken as an audio path, even if it does not exist: scoring
+    it reports the problem.
     """
     from .manifest import read_manifest
 
@@ -203,11 +204,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
                 for f in p.rglob("*")
                 if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file() and not f.name.startswith(".")
             )
-            if not found:
-                raise ValueError(
-                    f"{p}: no audio files under this folder (looked for {', '.join(sorted(AUDIO_SUFFIXES))})"
-                )
-            out.extend(found)
+            # a folder without audio (one named x.wav, say) stays an input: it gets its error row, the rest is scored
+            out.extend(found or [p])
         elif suffix in LIST_SUFFIXES and p.is_file():
             for line in p.read_text(encoding="utf-8").splitlines():
                 line = line.strip()

@@ -131,7 +131,9 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> pd.DataF
     """Read a manifest CSV, resolve relative paths, validate; raise :class:`ManifestError`."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(str(path), ["file not found"])
+        where = "" if path.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        what = "a folder, not a manifest CSV" if path.is_dir() else "file not found"
+        raise ManifestError(str(path), [what + where])
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as e:
@@ -140,8 +142,13 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> pd.DataF
         raise ManifestError(str(path), [f"not a manifest: needs columns utt_id, path, label (has {list(raw.columns)})"])
     df = make_manifest(raw)
     base = path.resolve().parent
-    df["path"] = [p if os.path.isabs(p) else str(base / p) for p in df["path"]]
+    relative = [not os.path.isabs(p) for p in df["path"]]
+    df["path"] = [str(base / p) if rel else p for p, rel in zip(df["path"], relative)]
     problems = validate_manifest(df, check_files=check_files)
+    if check_files and any(rel and not os.path.isfile(p) for p, rel in zip(df["path"], relative)):
+        # the usual mistake: paths written relative to another folder than the CSV's
+        note = f" (relative paths are read from the manifest's folder {base}, not from the current folder)"
+        problems = [q + note if "audio file(s) missing" in q else q for q in problems]
     if problems:
         raise ManifestError(str(path), problems)
     return df

@@ -32,9 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +42,7 @@ from . import __version__
 from .audio import resample, write_audio
 from .fileio import atomic_write_json, atomic_write_text
 from .synth_text import SENTENCES, SHORT
+from .workers import process_pool
 
 __all__ = ["SynthConfig", "SynthError", "EmotionProfile", "PROFILES", "SYNTH_CLASSES", "synthesize", "same_corpus"]
 
@@ -679,7 +678,7 @@ def _render_all(utts: list[Utterance], cfg: SynthConfig, stage: Path, jobs: int,
     results: dict[str, tuple[int, str]] = {}
     bar, task = _progress_bar(progress, len(utts))
     # spawn, not fork: workers must start with an espeak-ng engine that has never spoken
-    with bar, ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+    with bar, process_pool(jobs, _worker_init) as pool:
         for done in pool.map(_render_batch, batches, [cfg] * len(batches), [str(stage)] * len(batches)):
             for utt_id, n, text in done:
                 results[utt_id] = (n, text)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import shutil
@@ -52,7 +51,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
 from .config import TRAIN_PRESETS, ConfigError, TrainConfig, config_with
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, read_json
 from .specaug import spec_mask
 from .splits import split_record
 
@@ -816,6 +815,7 @@ def train(
     from .checkpoint import run_paths
 
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
+    _set_threads(c)  # first: strict pins code paths that the first computation fixes
     if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
         return train_baseline(c, log=log, bar=bar, resume=resume)
     paths = run_paths(Path(c.out_dir) / c.name)
@@ -832,6 +832,19 @@ def train(
         )
     finally:
         lock.release()
+
+
+def _set_threads(c: TrainConfig) -> None:
+    """``c.threads`` torch threads; under ``deterministic="strict"`` threads and code paths pinned."""
+    if c.deterministic == "strict":
+        from .determinism import DeterminismError, pin_strict
+
+        try:
+            pin_strict(c.threads or 1)
+        except DeterminismError as e:
+            raise ConfigError(str(e)) from None
+    elif c.threads:
+        torch.set_num_threads(c.threads)
 
 
 def _train(
@@ -854,7 +867,7 @@ def _train(
 
     # ---- decide: fresh, resume, or already finished
     if paths["config"].is_file():
-        old = json.loads(paths["config"].read_text())
+        old = read_json(paths["config"], ConfigError)
         diff = _same_run(old, c.to_dict())
         if diff and resume is not False:
             raise ConfigError(
@@ -872,7 +885,7 @@ def _train(
     finished = all(paths[k].is_file() for k in ("done", "report_json", "report_md"))
     if has_last and finished and resume is None:
         say(f"{paths['dir']}: already finished (done.json exists); --restart to train it again")
-        return json.loads(paths["report_json"].read_text())
+        return read_json(paths["report_json"], ConfigError)
     if has_last:  # found before any data is loaded: a state that cannot be resumed from
         try:
             load_tree(paths["last"])  # readable, a training state, checksum, finite weights
@@ -889,8 +902,6 @@ def _train(
         from .crossval import check_test_manifests
 
         check_test_manifests(c.label_set, prep.classes, c.test_manifests)
-    if c.threads:
-        torch.set_num_threads(c.threads)
     L.seed_everything(c.seed, workers=True, verbose=False)
     probe, _ = build_modules(c, len(prep.classes))  # checks the model config early
     say(
@@ -954,7 +965,7 @@ def _train(
             from lightning.pytorch.loggers import TensorBoardLogger
 
             logger = TensorBoardLogger(save_dir=str(paths["dir"]), name="tensorboard", version="")
-        deterministic = (c.accelerator == "cpu") if c.deterministic == "auto" else c.deterministic
+        deterministic = (c.accelerator == "cpu") if c.deterministic == "auto" else bool(c.deterministic)
         trainer = L.Trainer(
             default_root_dir=str(paths["dir"]),
             max_epochs=c.epochs,
@@ -1071,6 +1082,7 @@ def build_report(
     ``test`` is the first draw, ``test_draws`` (:func:`summarise_draws`) holds every draw's WA / UA /
     macro-F1, their mean and sample std, and the seeds that re-score them.
     """
+    from .determinism import environment, environment_text
     from .metrics import paper_and_honest
     from .provenance import describe, info_rows, notes, split_text
 
@@ -1089,6 +1101,7 @@ def build_report(
     windows = sum(r["train_windows"] for r in history)
     secs = sum(r["train_s"] for r in history)
     prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
+    env = environment(c.deterministic)
     report = {
         "name": c.name,
         "classes": list(prep.classes),
@@ -1115,7 +1128,9 @@ def build_report(
             "epochs run / selected": f"{epochs_run} / {selected_epoch} (on {c.monitor})",
             "training time": f"{fit_s:.1f} s",
             "training throughput": f"{windows / secs:.1f} windows/s" if secs > 0 else "",
+            "environment": environment_text(env),
         },
+        "environment": env,
     }
     if draws is not None:
         report["test_draws"] = draws
