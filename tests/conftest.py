@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Keep the suite predictable on 2 cores.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Keep the suite predictable: 2 threads in one process, 1 per worker when pytest-xdist runs one per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,45 @@ def builtin_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("builtin")
     synthesize(root, SynthConfig(n_utterances=60, seed=0), progress=False)
     return root
+
+
+# A CNN small enough to train an epoch in seconds; what it predicts does not matter to the tests using it.
+TINY_CNN = {
+    "model": "cnn",
+    "model_overrides": {"channels": [4, 4, 4, 4, 4]},
+    "features": {"n_mels": 32, "hop_length": 800},
+    "epochs": 1,
+    "batch_size": 16,
+    "patience": None,
+    "progress": False,
+    "tensorboard": False,
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn() -> dict:
+    """The config keys of :data:`TINY_CNN` (a fresh copy: a test may change it)."""
+    import copy
+
+    return copy.deepcopy(TINY_CNN)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished 1-epoch run of :data:`TINY_CNN` on the built-in corpus, trained once per session.
+
+    Shared by every module that only reads a run (predict, export, serve, listen): copy it before
+    changing anything in it.
+    """
+    from areaser.training import config_with, train
+
+    cfg = config_with(
+        None, manifest=str(builtin_corpus / "manifest.csv"), out_dir=str(tmp_path_factory.mktemp("runs")), name="m",
+        **TINY_CNN,
+    )  # fmt: skip
+    train(cfg, log=None)
+    return Path(cfg.out_dir) / "m"
 
 
 @pytest.fixture

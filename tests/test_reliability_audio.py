@@ -328,40 +328,20 @@ def test_messages_print_plain_numbers() -> None:
         assert "np." not in str(e.value), str(e.value)
 
 
-def test_cli_predict_shows_the_not_speech_warning_on_screen_and_in_the_csv(tmp_path: Path) -> None:
+def test_cli_predict_shows_the_not_speech_warning_on_screen_and_in_the_csv(tiny_run: Path, tmp_path: Path) -> None:
     """``areaser predict`` scores a steady tone (``speech_check="flag"``) but says so: stderr and the CSV."""
     import pandas as pd
     from typer.testing import CliRunner
 
     from areaser.cli import app
-    from areaser.synth import SynthConfig, synthesize
-    from areaser.training import config_with, train
 
-    corpus = tmp_path / "c"
-    synthesize(corpus, SynthConfig(n_utterances=20, seed=0), progress=False)
-    cfg = config_with(
-        None,
-        manifest=str(corpus / "manifest.csv"),
-        out_dir=str(tmp_path / "runs"),
-        name="r",
-        model="cnn",
-        model_overrides={"channels": [4, 4, 4, 4, 4]},
-        features={"n_mels": 32, "hop_length": 800},
-        epochs=1,
-        batch_size=16,
-        patience=None,
-        progress=False,
-        tensorboard=False,
-        threads=1,
-    )
-    train(cfg, log=None)
     t = np.arange(32000) / 16000
     tone = tmp_path / "tone.wav"
     sf.write(str(tone), 0.3 * np.sin(2 * np.pi * 440 * t), 16000, subtype="PCM_16")
     runner = CliRunner()
-    r = runner.invoke(app, ["predict", str(tmp_path / "runs" / "r"), str(tone), "--no-progress"])
+    r = runner.invoke(app, ["predict", str(tiny_run), str(tone), "--no-progress"])
     assert r.exit_code == 0 and "warning:" in r.stderr and "not speech" in r.stderr
     out = tmp_path / "out.csv"
-    r = runner.invoke(app, ["predict", str(tmp_path / "runs" / "r"), str(tone), "-o", str(out), "--no-progress"])
+    r = runner.invoke(app, ["predict", str(tiny_run), str(tone), "-o", str(out), "--no-progress"])
     assert r.exit_code == 0
     assert str(pd.read_csv(out).loc[0, "warning"]).startswith("not speech")

@@ -16,29 +16,11 @@ from typer.testing import CliRunner
 
 from areaser.cli import app
 from areaser.manifest import ManifestError, read_manifest
-from areaser.training import config_with, train
 
 
 @pytest.fixture(scope="module")
-def model(builtin_corpus: Path, tmp_path_factory) -> Path:
-    """A 1-epoch run on the built-in corpus (what it predicts does not matter here, only that it runs)."""
-    cfg = config_with(
-        None,
-        manifest=str(builtin_corpus / "manifest.csv"),
-        out_dir=str(tmp_path_factory.mktemp("runs")),
-        name="m",
-        model="cnn",
-        model_overrides={"channels": [4, 4, 4, 4, 4]},
-        features={"n_mels": 32, "hop_length": 800},
-        epochs=1,
-        batch_size=16,
-        patience=None,
-        progress=False,
-        tensorboard=False,
-        threads=1,
-    )
-    train(cfg, log=None)
-    return Path(cfg.out_dir) / "m"
+def model(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def _speech_like(path: Path) -> Path:

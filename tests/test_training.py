@@ -352,7 +352,7 @@ def test_cli_labels_train_any_label_list_under_the_random_protocol(manifest, tmp
     nospk = tmp_path / "nospk.csv"
     df.to_csv(nospk, index=False)
     cfg = tmp_path / "tiny.json"
-    cfg.write_text(json.dumps({**TINY, "epochs": 1}))
+    cfg.write_text(json.dumps({**TINY, "epochs": 1, "model": "cnn", "model_overrides": {"channels": [4, 4, 4, 4, 4]}}))
     out = tmp_path / "runs"
     code, _ = _cli(
         [

@@ -153,14 +153,81 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+        """The config of a JSON or YAML (``.yaml`` / ``.yml``) file, checked as :meth:`from_dict` checks it."""
+        d = cls.read_file(path)
         try:
             return cls.from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+
+    @staticmethod
+    def read_file(path: str | os.PathLike) -> dict:
+        """The mapping a config file holds: YAML for ``.yaml`` / ``.yml``, else JSON; not yet checked.
+
+        YAML is read with PyYAML's safe loader (plain data only, no tags that build objects),
+        plus YAML 1.2 floats (``1e-3`` is a number, not a string) and a refusal of keys given
+        twice. ConfigError, one line naming the file (and the line of a YAML syntax error), for
+        a file that cannot be read or parsed, or whose top level is not a mapping.
+        """
+        path = Path(path)
+        yaml_file = path.suffix.lower() in (".yaml", ".yml")
+        kind = "YAML" if yaml_file else "JSON"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable {kind} config ({e})") from None
+        if yaml_file:
+            d = TrainConfig._read_yaml(path, text)
+        else:
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+        if not isinstance(d, dict):
+            got = "nothing (it is empty)" if d is None else f"a {'list' if isinstance(d, list) else type(d).__name__}"
+            want = "a YAML mapping" if yaml_file else "a JSON object"
+            raise ConfigError(f"{path}: a config is {want} of keys to values; the file holds {got}")
+        return d
+
+    @staticmethod
+    def _read_yaml(path: Path, text: str) -> Any:
+        """``text`` parsed as YAML (see :meth:`read_file`); ConfigError naming ``path`` and the line."""
+        import re
+
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            """PyYAML's safe loader with YAML 1.2 floats (``1e-3``, ``1E6``) and no key given twice."""
+
+            def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202
+                seen: set = set()
+                for key_node, _ in node.value:  # before merge keys (<<) are expanded: overriding one is fine
+                    key = self.construct_object(key_node, deep=True)
+                    if isinstance(key, (str, int, float, bool)):
+                        if key in seen:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"key {key!r} given twice", key_node.start_mark
+                            )
+                        seen.add(key)
+                return super().construct_mapping(node, deep=deep)
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+            list("-+0123456789"),
+        )
+        try:
+            return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader: plain data only)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            reason = " ".join(str(e.problem or e.context or "syntax error").split())
+            if e.problem and e.context and e.context_mark is not None and e.context_mark is not mark:
+                reason += f", {' '.join(str(e.context).split())} at line {e.context_mark.line + 1}"
+            raise ConfigError(f"{where}: not valid YAML{at}: {reason}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
     def resolved(self) -> "TrainConfig":
         """A copy with protocol defaults filled in and every choice checked."""

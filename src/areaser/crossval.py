@@ -114,6 +114,7 @@ def cross_validate(
         if bar is not None:
             bar.stop()
     summary = summarise_cv(c, reports, [f.name for f in fold_cfgs], crosses)
+    _with_embedding_map(cv_dir, summary, log)
     paths = write_cv_report(cv_dir, summary)
     if log:
         log(_cv_line(summary, paths["md"]))
@@ -147,8 +148,11 @@ def summarise_cv(
         if "paper_and_honest" in r:
             row["paper_max_wa"] = r["paper_and_honest"]["paper"]["max_wa"]
             row["paper_max_ua"] = r["paper_and_honest"]["paper"]["max_ua"]
+        if r.get("calibration"):  # test ECE before / after the fold's temperature (fitted on its dev part)
+            row.update({k: r["calibration"][k] for k in ("temperature", "ece_before", "ece_after")})
         rows.append(row)
     keys = ["wa", "ua", "macro_f1"] + (["paper_max_wa", "paper_max_ua"] if "paper_max_wa" in rows[0] else [])
+    keys += ["temperature", "ece_before", "ece_after"]  # summarise_runs skips them unless every fold has them
     confusion = np.sum([np.asarray(r["test"]["confusion"]) for r in reports], axis=0).tolist()
     # a fold finished before reports held their provenance: the same facts from its config and manifest
     prov = reports[0].get("provenance") or describe(
@@ -279,6 +283,7 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
             for name in meta["folds"]
         ]
         summary = summarise_cv(c, reports, meta["folds"], crosses)
+        _with_embedding_map(run_dir, summary, log)
         write_cv_report(run_dir, summary)
         if log:
             log(f"{run_dir}: {_cv_line(summary)}")
@@ -294,7 +299,12 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     ws = load_windows(prep.parts["test"], c.segments, train=False, sr=c.features.sr)
     history = read_history(paths["metrics"])
     module = _Evaluated(run.features, run.model)
-    report = build_report(c, prep, history, int(run.header["epoch"]), module, ws, ws, 0.0, None)
+    from .calibration import read_calibration
+
+    cal = read_calibration(run_dir)  # the T fitted on dev after training, kept (dev is not scored again)
+    if cal is not None and (cal.get("weights") or {}).get("checksum") not in (None, run.header.get("checksum")):
+        cal = None  # fitted to other weights
+    report = build_report(c, prep, history, int(run.header["epoch"]), module, ws, ws, 0.0, None, cal)
     old = read_json(paths["report_json"], ConfigError) if paths["report_json"].is_file() else {}
     _check_same_test_set(run_dir, old, report)
     for key in ("training time", "training throughput", "train windows per epoch"):  # facts of the training
@@ -304,6 +314,15 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     if log:
         log(f"{run_dir}: {console_line(report)}")
     return report
+
+
+def _with_embedding_map(cv_dir: Path, summary: dict, log) -> None:
+    """Add the t-SNE map of every fold's test utterances (:func:`areaser.embed.write_embedding_map`) to a cv summary."""
+    from .embed import write_embedding_map
+
+    emb = write_embedding_map(cv_dir, [f["dir"] for f in summary["folds"]], log=log)
+    if emb is not None:
+        summary["embedding_map"] = emb
 
 
 @dataclass

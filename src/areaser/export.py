@@ -16,8 +16,11 @@ output ``probabilities``  float32 ``[batch, classes]``: softmax of ``logits``
 pooling) and fixed at the window's frame count when it flattens the map into a dense layer
 (the paper's model). The file's metadata (key ``areaser``) holds what a runtime needs besides
 the graph: class names, the feature settings and statistics, the window and hop, which
-input/outputs mean what; :func:`read_metadata` returns it, so a ``.onnx`` file alone is a
-complete model.
+input/outputs mean what, and the run's calibration temperature (``calibration``:
+``{"temperature": T}``, :mod:`areaser.calibration`; 1 for an uncalibrated run, absent in older
+files: 1); :func:`read_metadata` returns it, so a ``.onnx`` file alone is a complete model. The
+graph's ``probabilities`` stay the model's own softmax; the recognizer applies ``T`` to the
+utterance decision (``softmax(log(p) / T)``; the label never changes), whatever the backend.
 
 ``--int8`` quantises with ONNX Runtime, statically: int8 weights per channel, uint8 activations
 whose ranges are calibrated on log-Mel windows of real recordings (by default utterances of the
@@ -102,14 +105,17 @@ def export_modules(
     decision: str = "prob",
     opset: int = 18,
     source: str = "",
+    temperature: float = 1.0,
 ) -> Path:
     """Export ``model`` (log-Mel -> logits) to ONNX at ``path`` with the metadata a runtime needs.
 
     ``features`` is the run's :class:`~areaser.features.LogMel`; its config and statistics go
-    into the metadata. The file is checked with ``onnx.checker`` and written atomically.
+    into the metadata, and so does ``temperature`` (the run's calibration ``T``). The file is checked
+    with ``onnx.checker`` and written atomically.
     """
     import onnx
 
+    from .calibration import SCALED, check_temperature
     from .features import n_frames
 
     path = Path(path)
@@ -142,6 +148,7 @@ def export_modules(
         "segments": {"win_s": win_s, "hop_s": hop_s, "pad_mode": pad_mode, "decision": decision},
         "int8": False,
         "source": source,
+        "calibration": {"temperature": check_temperature(temperature), "scaled": SCALED},
     }
     _set_metadata(proto, meta)
     proto.doc_string = "areaser: log-Mel windows [batch, n_mels, frames] -> emotion logits and probabilities"
@@ -327,6 +334,15 @@ def _check_metadata(meta: dict, graph) -> None:  # noqa: ANN001
         raise ValueError(f"segments: {e}") from None
     if seg.get("pad_mode") not in ("repeat", "zero") or seg.get("decision", "prob") not in DECISIONS:
         raise ValueError(f"segments: need pad_mode repeat or zero and decision one of {', '.join(DECISIONS)}")
+    cal = meta.get("calibration", {})
+    if not isinstance(cal, dict):
+        raise ValueError("calibration: not a JSON object")
+    from .calibration import check_temperature
+
+    try:
+        check_temperature(cal.get("temperature", 1.0))
+    except ValueError as e:
+        raise ValueError(f"calibration: {e}") from None
     inputs = {i.name: i for i in graph.input}
     outputs = {o.name: o for o in graph.output}
     if INPUT not in inputs or "probabilities" not in outputs:
@@ -354,6 +370,7 @@ def export_onnx(
     dozen utterances like those to be scored); default: 32 utterances spread over the run's
     own manifest.
     """
+    from .calibration import run_temperature
     from .checkpoint import load_run
 
     run = load_run(model_dir)
@@ -372,6 +389,7 @@ def export_onnx(
         decision=str(run.config.get("decision", "prob")),
         opset=opset,
         source=str(Path(model_dir)),
+        temperature=run_temperature(model_dir, run.header),
     )
     if int8:
         quantize_int8(path, path, calibration=calibration)

@@ -37,6 +37,7 @@ __all__ = [
     "Window",
     "Prediction",
     "Failure",
+    "Embedding",
     "WaveformClassifier",
     "TorchBackend",
     "Recognizer",
@@ -70,7 +71,15 @@ class InferenceConfig:
     emotion on). ``speech_check``: what to do with sound that is not speech (a constant DC value,
     or a sound that does not change over time: a steady tone, hum, square wave): ``flag`` scores
     it and sets :attr:`Prediction.warning` (``"warning"`` in its JSON), ``refuse`` makes it a
-    :class:`Failure` (what ``areaser serve`` does), ``off`` skips the check.
+    :class:`Failure` (what ``areaser serve`` does), ``off`` skips the check. ``temperature``: the
+    run's calibration ``T`` (:mod:`areaser.calibration`; :meth:`Recognizer.load` reads it from the run
+    or the ONNX metadata, 1 when there is none): the utterance probabilities are
+    ``softmax(log(p) / T)`` of the decision ``p``, each window's ``softmax(log(p_w) / T)``; the label
+    (argmax) is the same for every ``T``. ``vad``: voice activity detection (:mod:`areaser.vad`): a
+    window is scored only if at least :data:`~areaser.vad.MIN_VOICED_FRACTION` of its 30 ms frames are
+    voiced speech (the others are skipped, counted in :attr:`Prediction.skipped`), and a recording with
+    no voiced speech, or less than ``min_speech_s`` seconds of it, is a :class:`Failure` ("no speech
+    found", "too short: ...").
     """
 
     win_s: float = 2.0
@@ -82,8 +91,14 @@ class InferenceConfig:
     block_s: float = 30.0
     min_duration_s: float = 0.25
     speech_check: Literal["flag", "refuse", "off"] = "flag"
+    temperature: float = 1.0
+    vad: bool = False
+    min_speech_s: float = 0.5
 
     def __post_init__(self) -> None:
+        from .calibration import check_temperature
+
+        check_temperature(self.temperature)
         if not self.win_s > 0 or not self.hop_s > 0:
             raise ValueError(
                 f"win_s and hop_s must be > 0 seconds, got win_s={float(self.win_s):g}, hop_s={float(self.hop_s):g}"
@@ -99,6 +114,8 @@ class InferenceConfig:
             raise ValueError(f"speech_check must be flag, refuse or off, got {str(self.speech_check)!r}")
         if not self.min_duration_s >= 0:
             raise ValueError(f"min_duration_s must be >= 0 seconds, got {float(self.min_duration_s):g}")
+        if not self.min_speech_s >= 0:
+            raise ValueError(f"min_speech_s must be >= 0 seconds, got {float(self.min_speech_s):g}")
         if self.batch_size < 1 or not self.block_s > 0:
             raise ValueError(
                 f"batch_size must be >= 1 and block_s > 0, got {int(self.batch_size)}, {float(self.block_s):g}"
@@ -365,6 +382,8 @@ class _Pending:
     finished: bool = False
     error: AudioError | None = None
     check: _SpeechCheck | None = None
+    vad: object | None = None  # an areaser.vad.VoiceActivity when the config's vad is on
+    unvoiced: int = 0  # windows skipped for too little voiced speech (also counted in skipped)
 
 
 class Recognizer:
@@ -401,6 +420,9 @@ class Recognizer:
     ) -> "Recognizer":
         """Load a trained model: a run directory of ``areaser train`` (safetensors + JSON, no pickle).
 
+        ``model`` may also be a pretrained folder (``areaser export RUN --pretrained DIR``): see
+        :meth:`from_pretrained`.
+
         ``backend='onnx'`` runs ``onnx_path`` (default ``model/model.onnx``, written by
         ``areaser export``) in ONNX Runtime instead of PyTorch; ``model`` may also be that
         ``.onnx`` file itself. ``threads`` sets ONNX Runtime's threads (PyTorch's are
@@ -419,11 +441,16 @@ class Recognizer:
             be = OnnxBackend(onnx, threads)
             seg = be.meta["segments"]
             config = InferenceConfig(
-                win_s=seg["win_s"], hop_s=seg["hop_s"], pad_mode=seg["pad_mode"], decision=seg.get("decision", "prob")
-            )
+                win_s=seg["win_s"], hop_s=seg["hop_s"], pad_mode=seg["pad_mode"], decision=seg.get("decision", "prob"),
+                temperature=(be.meta.get("calibration") or {}).get("temperature", 1.0),
+            )  # fmt: skip
             return cls(be, be.classes, be.sr, replace(config, **overrides), model.stem if model.suffix else model.name)
+        from .calibration import run_temperature
         from .checkpoint import load_run
+        from .pretrained import is_pretrained
 
+        if is_pretrained(model):  # a folder of `areaser export RUN --pretrained DIR`
+            return cls.from_pretrained(model, **overrides)
         run = load_run(model)
         seg = run.config["segments"]
         config = InferenceConfig(
@@ -431,9 +458,30 @@ class Recognizer:
             hop_s=float(seg["test_hop_s"]),
             pad_mode=seg.get("pad_mode", "repeat"),
             decision=run.config.get("decision", "prob"),
+            temperature=run_temperature(model, run.header),
         )
         backend_ = TorchBackend(WaveformClassifier(run.features, run.model))
         return cls(backend_, run.classes, run.sr, replace(config, **overrides), model.name)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "Recognizer":
+        """Load a pretrained folder (``areaser export RUN --pretrained DIR``) to run in PyTorch.
+
+        Reads ``config.json``, ``preprocessor_config.json`` and ``model.safetensors`` only (no pickle,
+        no code from the folder), each checked before a module is built
+        (:func:`areaser.pretrained.load_pretrained`). The window, hop, padding, decision and calibration
+        temperature come from the folder; ``overrides`` replace :class:`InferenceConfig` fields
+        (``hop_s``, ``silence_db``, ...). :meth:`load` recognises such a folder too.
+        """
+        from .pretrained import load_pretrained
+
+        m = load_pretrained(path)
+        config = InferenceConfig(
+            win_s=m.win_s, hop_s=m.hop_s, pad_mode=m.pad_mode, decision=m.decision, temperature=m.temperature
+        )
+        backend = TorchBackend(WaveformClassifier(m.features, m.model))
+        name = Path(path).name or Path(path).resolve().name
+        return cls(backend, m.classes, m.sr, replace(config, **overrides), name)
 
     def with_config(self, **overrides) -> "Recognizer":
         """A recognizer sharing this one's backend with some :class:`InferenceConfig` fields replaced."""
@@ -483,6 +531,45 @@ class Recognizer:
                 result.raise_()
             yield result
 
+    # ------------------------------------------------------------------ embed
+
+    def embed(self, sources: Iterable[Source]) -> np.ndarray:
+        """Embeddings ``[n_sources, D]`` float32 of recordings, one row per source in order.
+
+        A row is the model's pooled penultimate layer (:meth:`areaser.models.AreaAttentionCNN.embed`,
+        the input of its classifier) averaged over the recording's windows (those ``predict``
+        scores: same windows, hop and silence skip).
+
+        Needs the PyTorch backend (a run directory); raises :class:`AudioError` for a source that cannot
+        be read (:meth:`embed_many` returns a :class:`Failure` for it instead).
+        """
+        out = [r.vector for r in self.embed_many(sources, errors="raise")]
+        return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def embed_many(
+        self, sources: Iterable[Source], *, errors: Literal["raise", "return"] = "return"
+    ) -> Iterator["Embedding | Failure"]:
+        """:meth:`embed` one source at a time: an :class:`Embedding` or a :class:`Failure` per source, in order."""
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        if not isinstance(self.backend, TorchBackend):
+            raise ValueError(
+                f"embeddings need the PyTorch model (a run directory); the {getattr(self.backend, 'name', '?')} "
+                "backend only returns probabilities"
+            )
+        embed = _EmbedBackend(self.backend.classifier)
+        for result in self._iter(sources, None, embed, self._finish_embedding):
+            if errors == "raise" and isinstance(result, Failure):
+                result.raise_()
+            yield result
+
+    def _finish_embedding(self, entry: _Pending) -> "Embedding | Failure":
+        failure, warning = self._refused(entry)
+        if failure is not None:
+            return failure
+        vector = np.mean(np.stack(entry.probs).astype(np.float64), axis=0).astype(np.float32)
+        return Embedding(entry.source, vector, len(entry.probs), entry.n_samples / self.sr, entry.skipped, warning)
+
     # ------------------------------------------------------------------ internals
 
     def _blocks(self, source: Source, sample_rate: int | None, entry: _Pending) -> Iterator[np.ndarray]:
@@ -495,17 +582,26 @@ class Recognizer:
             entry.n_samples += len(block)
             if entry.check is not None:
                 entry.check.feed(block)
+            if entry.vad is not None:
+                entry.vad.feed(block)
             yield block
+        if entry.vad is not None:
+            entry.vad.feed(np.zeros(0, dtype=np.float32), last=True)  # flush its resampler
 
-    def _iter(self, sources: Iterable[Source], sample_rate: int | None) -> Iterator[Prediction | Failure]:
+    def _iter(
+        self, sources: Iterable[Source], sample_rate: int | None, backend: Backend | None = None, finish=None
+    ) -> Iterator[Prediction | Failure]:
+        """Results of ``sources``, in order; ``backend`` scores batches of windows, ``finish`` makes results."""
         cfg = self.config
+        backend = backend or self.backend
+        finish = finish or self._finish
         order: deque[_Pending] = deque()
         batch: list[tuple[_Pending, int, np.ndarray]] = []
 
         def flush() -> None:
             if not batch:
                 return
-            probs = self.backend(np.stack([w for _, _, w in batch]))
+            probs = backend(np.stack([w for _, _, w in batch]))
             for (entry, i, _), p in zip(batch, probs):
                 entry.probs[i] = p
                 entry.in_flight -= 1
@@ -513,12 +609,16 @@ class Recognizer:
 
         def ready() -> Iterator[Prediction | Failure]:
             while order and order[0].finished and order[0].in_flight == 0:
-                yield self._finish(order.popleft())
+                yield finish(order.popleft())
 
         for source in sources:
             entry = _Pending("<array>" if isinstance(source, np.ndarray) else str(source))
             if cfg.speech_check != "off":
                 entry.check = _SpeechCheck(self.sr)
+            if cfg.vad:
+                from .vad import VoiceActivity
+
+                entry.vad = VoiceActivity(self.sr)
             order.append(entry)
             try:
                 windows = stream_windows(
@@ -527,6 +627,10 @@ class Recognizer:
                 for start_s, w in windows:
                     if cfg.silence_db is not None and window_db(w[None])[0] < cfg.silence_db:
                         entry.skipped += 1
+                        continue
+                    if cfg.vad and not _window_voiced(w, self.sr):
+                        entry.skipped += 1
+                        entry.unvoiced += 1
                         continue
                     entry.starts.append(start_s)
                     entry.probs.append(None)
@@ -542,9 +646,10 @@ class Recognizer:
         flush()
         yield from ready()
 
-    def _finish(self, entry: _Pending) -> Prediction | Failure:
+    def _refused(self, entry: _Pending) -> tuple[Failure | None, str | None]:
+        """``(failure or None, speech-check warning)`` of a source whose windows are all scored."""
         if entry.error is not None:
-            return Failure(entry.source, str(entry.error), entry.error)
+            return Failure(entry.source, str(entry.error), entry.error), None
         duration = entry.n_samples / self.sr
         if entry.n_samples and duration < self.config.min_duration_s:
             err = AudioError(
@@ -552,11 +657,14 @@ class Recognizer:
                 f"too short: {duration:.3f} s of audio ({entry.n_samples} samples at {self.sr} Hz); "
                 f"at least {self.config.min_duration_s:g} s is needed",
             )
-            return Failure(entry.source, str(err), err)
+            return Failure(entry.source, str(err), err), None
         warning = entry.check.verdict() if entry.check is not None else None
         if warning is not None and self.config.speech_check == "refuse":
             err = AudioError(entry.source, warning)
-            return Failure(entry.source, str(err), err)
+            return Failure(entry.source, str(err), err), warning
+        if entry.vad is not None and (reason := _vad_verdict(entry, self.config)) is not None:
+            err = AudioError(entry.source, reason)
+            return Failure(entry.source, str(err), err), warning
         if not entry.probs:
             reason = (
                 f"every window is below the silence threshold of {self.config.silence_db:g} dBFS"
@@ -564,16 +672,29 @@ class Recognizer:
                 else "no audio samples (zero length)"
             )
             err = AudioError(entry.source, reason)
-            return Failure(entry.source, str(err), err)
+            return Failure(entry.source, str(err), err), warning
+        return None, warning
+
+    def _finish(self, entry: _Pending) -> Prediction | Failure:
+        failure, warning = self._refused(entry)
+        if failure is not None:
+            return failure
+        duration = entry.n_samples / self.sr
         probs = np.stack(entry.probs)
         # the backend gives probabilities [n, C]; the decision takes their logs (log-probabilities
         # are logits up to one constant per window), floored so an underflowed 0 stays finite
         log_probs = np.log(np.maximum(probs.astype(np.float64), 1e-30))
         decided = utterance_probs(log_probs, decision=self.config.decision).astype(np.float32)
+        label = self.classes[int(np.argmax(decided))]  # the decision; calibration keeps it (argmax of the same order)
+        t = self.config.temperature
+        if t != 1.0:  # calibrated probabilities: softmax(log(p) / T) of the decision and of every window
+            from .calibration import calibrate
+
+            decided, probs = calibrate(decided, t).astype(np.float32), calibrate(probs, t).astype(np.float32)
         timeline = [Window(s, min(s + self.config.win_s, duration), p) for s, p in zip(entry.starts, probs)]
         return Prediction(
             entry.source,
-            self.classes[int(np.argmax(decided))],
+            label,
             self.classes,
             decided,
             timeline,
@@ -581,6 +702,60 @@ class Recognizer:
             entry.skipped,
             warning,
         )
+
+
+@dataclass
+class Embedding:
+    """What :meth:`Recognizer.embed_many` says about one recording.
+
+    ``vector [D]``: the mean over its ``windows`` of the model's penultimate representation.
+    """
+
+    source: str
+    vector: np.ndarray
+    windows: int
+    duration_s: float
+    skipped: int = 0
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+class _EmbedBackend:
+    """``windows [B, N] -> embeddings [B, D]`` with a :class:`WaveformClassifier`'s modules (eval, no grad)."""
+
+    def __init__(self, classifier: WaveformClassifier):
+        self.classifier = classifier.eval()
+
+    @torch.no_grad()
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        return self.classifier.model.embed(self.classifier.features(x)).float().numpy()
+
+
+def _window_voiced(window: np.ndarray, sr: int) -> bool:
+    from .vad import window_voiced
+
+    return window_voiced(window, sr)
+
+
+def _vad_verdict(entry: _Pending, cfg: InferenceConfig) -> str | None:
+    """Why a recording is refused with voice activity detection on, or ``None``."""
+    from .vad import MIN_VOICED_FRACTION
+
+    speech = entry.vad.speech_s
+    if speech == 0:
+        return "no speech found (voice activity detection: no voiced speech in the recording)"
+    if not entry.probs and entry.unvoiced:  # scattered voiced-like frames (noise, clicks) but no window of speech
+        return (
+            f"no speech found: no {cfg.win_s:g} s window is at least {MIN_VOICED_FRACTION:.0%} voiced speech "
+            f"({speech:.2f} s of voiced frames in all)"
+        )
+    if speech < cfg.min_speech_s:
+        return f"too short: {speech:.2f} s of speech, at least {cfg.min_speech_s:g} s needed"
+    return None
 
 
 def _array_to_mono(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:

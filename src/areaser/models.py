@@ -297,7 +297,12 @@ class AreaAttentionCNN(nn.Module):
         x = self.conv5(self.conv4(x))
         return self.attention(x) if self.attention is not None else x
 
-    def forward(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor) -> Tensor:
+        """Input -> the penultimate representation ``[B, D]``, the input of ``classifier``.
+
+        ``forward(x) == classifier(embed(x))``. ``D``: ``channels[-1]`` (``global_pool``),
+        ``channels[-1] * map_height`` (``time_pool``), the flattened map (``flatten``).
+        """
         x = self.feature_map(x)
         head = self.config.head
         if head == "global_pool":
@@ -309,7 +314,10 @@ class AreaAttentionCNN(nn.Module):
             if x.shape[3] != width:
                 x = F.adaptive_avg_pool2d(x, (x.shape[2], width))
             x = x.flatten(1)
-        return self.classifier(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
 
     def _check(self, x: Tensor) -> Tensor:
         if x.dim() == 3:

@@ -32,7 +32,16 @@ import numpy as np
 
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["plot_confusion", "plot_curves", "write_run_report", "write_cv_report", "write_cross_summary", "pct"]
+__all__ = [
+    "plot_confusion",
+    "plot_curves",
+    "plot_reliability",
+    "plot_embedding_map",
+    "write_run_report",
+    "write_cv_report",
+    "write_cross_summary",
+    "pct",
+]
 
 
 def pct(x: float) -> str:
@@ -107,6 +116,108 @@ def plot_curves(
     fig.suptitle("learning curves" + (f" (selected epoch {selected_epoch})" if selected_epoch is not None else ""))
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_reliability(calibration: Mapping, path: str | os.PathLike, title: str = "") -> Path:
+    """Reliability diagram of a report's ``calibration`` (test part): accuracy vs confidence per bin.
+
+    Two panels, before (``T = 1``) and after temperature scaling, each with the bins' accuracy as bars,
+    their mean confidence as dots, the diagonal (perfect calibration) and the ECE; PNG at ``path``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), dpi=100, sharey=True)
+    t = calibration["temperature"]
+    for ax, key, label in ((axes[0], "before", "before (T = 1)"), (axes[1], "after", f"after (T = {t:.3g})")):
+        curve = calibration["reliability"][key]
+        edges = np.asarray(curve["edges"])
+        width = np.diff(edges)
+        acc = [np.nan if a is None else a for a in curve["accuracy"]]
+        conf = [np.nan if c is None else c for c in curve["confidence"]]
+        ax.bar(edges[:-1], acc, width=width, align="edge", color="tab:blue", alpha=0.7, edgecolor="white",
+               label="accuracy")  # fmt: skip
+        ax.plot(edges[:-1] + width / 2, conf, "o", color="tab:orange", ms=4, label="mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+        for x, n in zip(edges[:-1] + width / 2, curve["count"]):
+            if n:
+                ax.text(x, 0.02, str(n), ha="center", va="bottom", fontsize=6, color="black")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (max probability)")
+        ax.set_title(f"{label}: ECE {pct(calibration[f'ece_{key}'])} %", fontsize=10)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title or f"reliability on the test part ({calibration['n_test']} utterances; counts per bin)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_embedding_map(
+    xy: np.ndarray,
+    labels: Sequence[str],
+    speakers: Sequence[str],
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """A 2-D map of utterances (``xy [n, 2]``): colour = label, marker = speaker; PNG at ``path``."""
+    plt = _pyplot()
+    markers = "o^sDvP*Xp<>h8d"
+    spk = list(dict.fromkeys(speakers))
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(8, 6.5), dpi=100)
+    labels, speakers = np.asarray(labels, dtype=str), np.asarray(speakers, dtype=str)
+    for i, c in enumerate(classes):
+        for j, k in enumerate(spk):
+            m = (labels == c) & (speakers == k)
+            if m.any():
+                ax.scatter(xy[m, 0], xy[m, 1], s=18, color=colours(i), marker=markers[j % len(markers)],
+                           alpha=0.8, linewidths=0)  # fmt: skip
+    from matplotlib.lines import Line2D
+
+    by_class = [Line2D([], [], ls="", marker="o", color=colours(i), label=c) for i, c in enumerate(classes)]
+    by_speaker = [
+        Line2D([], [], ls="", marker=markers[j % len(markers)], color="grey", label=k) for j, k in enumerate(spk)
+    ]
+    first = ax.legend(handles=by_class, title="label", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.add_artist(first)
+    ax.legend(handles=by_speaker, title="speaker", fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0), ncol=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "t-SNE of the test utterances' embeddings")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _calibration_md(cal: Mapping) -> list[str]:
+    """The calibration section of a run report: T, test ECE / NLL before and after, the diagram."""
+    rows = [
+        ["test ECE % (15 equal-width bins)", pct(cal["ece_before"]), pct(cal["ece_after"])],
+        ["test NLL", f"{cal['nll_before']:.4f}", f"{cal['nll_after']:.4f}"],
+    ]
+    if cal.get("dev"):
+        d = cal["dev"]
+        rows += [
+            ["dev ECE % (where T was fitted)", pct(d["ece_before"]), pct(d["ece_after"])],
+            ["dev NLL", f"{d['nll_before']:.4f}", f"{d['nll_after']:.4f}"],
+        ]
+    how = (
+        f"T = {cal['temperature']:.4g}, {cal['status']}"
+        if cal.get("calibrated")
+        else f"{cal['status']}; T = 1 (the probabilities are the model's own)"
+    )
+    return [
+        "## Calibration",
+        "",
+        f"Temperature scaling: {how}. The probabilities `predict` and the service return are "
+        "softmax(log(p) / T) of the utterance decision p (for the `logits` decision: the window logits divided by "
+        "T); the label (argmax) and every score above are unchanged. ECE: expected calibration error on the "
+        f"{cal['n_test']} test utterances (confidence = max probability).",
+        "",
+        _table(["", "before (T = 1)", f"after (T = {cal['temperature']:.4g})"], rows),
+        "",
+        "![reliability diagram](reliability.png)",
+        "",
+    ]
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
@@ -231,6 +342,9 @@ def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, P
     )
     md += [f"## {heading}", ""]
     md += _metrics_md(test, report.get("test_draws")) + ["", "![confusion matrix](confusion.png)", ""]
+    if report.get("calibration"):
+        paths["reliability"] = plot_reliability(report["calibration"], run_dir / "reliability.png")
+        md += _calibration_md(report["calibration"])
     if report.get("paper_and_honest"):
         md += _paper_honest_md(report["paper_and_honest"], test)
     if history:
@@ -327,6 +441,29 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
         "![confusion matrix](confusion.png)",
         "",
     ]
+    if "ece_before" in agg and "ece_after" in agg:
+        md += [
+            "## Calibration (temperature fitted on each dev part)",
+            "",
+            _table(
+                ["", "before (T = 1)", "after"],
+                [["test ECE %, mean +- std", _mean_std(agg, "ece_before"), _mean_std(agg, "ece_after")]],
+            ),
+            "",
+        ]
+    emb = summary.get("embedding_map")
+    if emb:
+        md += [
+            "## Embedding map (test utterances of every fold)",
+            "",
+            f"t-SNE (random_state {emb['random_state']}) of the pooled penultimate-layer embeddings of the "
+            f"{emb['n']} test utterances, each embedded by its own fold's model (standardised per fold: the "
+            "folds' embedding spaces are not aligned, so distances within a fold mean more than across folds). "
+            "Colour: label; marker: speaker.",
+            "",
+            f"![embedding map]({emb['file']})",
+            "",
+        ]
     if summary.get("cross_corpus"):
         md += _cross_md(summary["cross_corpus"])
     atomic_write_text(paths["md"], "\n".join(md))

@@ -5,34 +5,51 @@
 =================  ===========================================================================
 ``GET /``          a page to upload a file or record from the microphone; shows the emotion,
                    the probabilities and a timeline plot (``web/index.html``, no CDN)
-``GET /healthz``   ``{"status": "ok", "model": ..., "classes": [...], ...}``
+``GET /healthz``   ``{"status": "ok", "model": ..., "classes": [...], "live_streams": n, ...}``
+``GET /v1/model``  what the model is: name, classes, window, and where it was trained (the
+                   ``provenance`` of the run's ``report.json``: corpus, synthetic or not, label
+                   set, protocol; ``null`` when no report is beside the model) with its ``notes``
 ``POST /v1/predict``  multipart form, audio file in field ``file`` -> the JSON of
                    :meth:`areaser.inference.Prediction.to_dict`; query options
                    ``timeline=false`` (leave the per-window timeline out), ``hop_s`` (0.1-10),
-                   ``silence_db`` (skip windows below this level, e.g. -50)
+                   ``silence_db`` (skip windows below this level, e.g. -50), ``vad=true|false``
+                   (voice activity detection; default ``areaser serve --vad``)
+``WS /v1/listen``  live emotion: the client sends binary frames of **16-bit little-endian mono PCM
+                   at the model's rate** (``sample_rate`` of ``/v1/model``, 16000; whole samples,
+                   at most 5 s a frame); the server answers one JSON text frame per update, every
+                   0.5 s of audio: :meth:`areaser.live.Update.to_dict` (``time_s``, ``voiced``,
+                   ``label``/``probabilities`` smoothed over the last updates, ``null`` while no
+                   speech is heard). At most ``max_streams`` at once: one more is closed with code
+                   1013; a stream ends after ``max_stream_s`` (audio or wall-clock time, code 1000
+                   with a reason); a text frame is closed with 1003, an odd-sized frame with 1007,
+                   a too large one with 1009
 =================  ===========================================================================
 
 Every refusal is a 4xx answer with ``{"error": "<one line>"}``: 413 upload too large (counted while
 the body streams in, with or without Content-Length: no more than the limit ever reaches the disk),
 415 not audio, a damaged header (absurd channels, rate or length) or not a multipart upload, 422
 audio the model cannot score (too long, too many samples to decode, shorter than 0.25 s, silent,
-NaN/infinite, or not speech: a constant value, a steady tone or periodic wave).
+NaN/infinite, or not speech: a constant value, a steady tone or periodic wave; with voice activity
+detection: no speech found, or less voiced speech than ``min_speech_s``).
 Decoding and inference run in worker threads (at most ``max_workers`` at once, the rest wait
 in line), so the event loop keeps answering while recordings are scored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
+import weakref
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Optional
 
 import anyio
-from fastapi import FastAPI, Query, Request
+import numpy as np
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
@@ -47,6 +64,9 @@ __all__ = ["ServiceLimits", "create_app", "serve"]
 
 # multipart framing around the file (boundaries, part headers) tolerated on top of the file limit
 _MULTIPART_SLACK = 64 * 1024
+# the longest binary frame /v1/listen takes, in seconds of audio (a client sends ~0.1 s at a time)
+_MAX_FRAME_S = 5.0
+_LIVE_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,16 +76,27 @@ class ServiceLimits:
     ``max_upload_bytes``: the uploaded file's size (413 above it); ``max_duration_s``: the audio's duration from
     its header (422 above it); ``max_samples``: samples to decode, frames x channels from the header (422 above it;
     the default is 600 s of 48 kHz stereo); ``max_workers``: recordings scored at the same time (more requests wait
-    in line, the loop stays free).
+    in line, the loop stays free); ``max_streams``: live microphone streams (``/v1/listen``) open at once (one
+    more is closed with code 1013); ``max_stream_s``: how long one live stream may last, in audio received and in
+    wall-clock time (then it is closed with code 1000 and a reason saying so).
     """
 
     max_upload_bytes: int = 25 * 1024 * 1024
     max_duration_s: float = 600.0
     max_workers: int = 2
     max_samples: int = 600 * 48_000 * 2
+    max_streams: int = 4
+    max_stream_s: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or not self.max_duration_s > 0 or self.max_workers < 1 or self.max_samples < 1:
+        if (
+            self.max_upload_bytes < 1
+            or not self.max_duration_s > 0
+            or self.max_workers < 1
+            or self.max_samples < 1
+            or self.max_streams < 1
+            or not self.max_stream_s > 0
+        ):
             plain = ", ".join(f"{k}={float(v):g}" for k, v in asdict(self).items())
             raise ValueError(f"limits must be positive, got {plain}")
 
@@ -85,11 +116,19 @@ def create_app(
     *,
     backend: Literal["torch", "onnx"] = "torch",
     onnx_path: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
 ) -> FastAPI:
-    """Build the FastAPI app for a run directory (or a ready :class:`Recognizer`)."""
+    """Build the FastAPI app for a run directory (or a ready :class:`Recognizer`).
+
+    ``run_dir``: the run directory whose ``report.json`` says what the model was trained on (``GET /v1/model``
+    and the page show it); by default ``model`` itself when it is a path.
+    """
     recognizer = (
         model if isinstance(model, Recognizer) else Recognizer.load(model, backend=backend, onnx_path=onnx_path)
     )
+    if run_dir is None and not isinstance(model, Recognizer):
+        run_dir = model
+    about = _model_info(recognizer, run_dir)
     workers = anyio.CapacityLimiter(limits.max_workers)
     page = resources.files("areaser").joinpath("web/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="areaser", version=__version__, summary="Speech emotion recognition")
@@ -142,8 +181,33 @@ def create_app(
             "classes": list(recognizer.classes),
             "sample_rate": recognizer.sr,
             "limits": asdict(limits),
+            "live_streams": app.state.live_streams,
             "version": __version__,
         }
+
+    @app.get("/v1/model")
+    async def model_info() -> dict:
+        return about
+
+    live_workers = anyio.CapacityLimiter(limits.max_streams)
+
+    @app.websocket("/v1/listen")
+    async def listen(websocket: WebSocket) -> None:
+        from .live import Listener
+
+        await websocket.accept()
+        if app.state.live_streams >= limits.max_streams:
+            await _close(websocket, 1013, f"too many live streams: the limit is {limits.max_streams}, try again later")
+            return
+        app.state.live_streams += 1
+        listener = None
+        try:
+            listener = Listener(recognizer, every_s=_LIVE_EVERY_S)
+            app.state.listeners.add(listener)
+            await _stream(websocket, listener, recognizer.sr, limits, live_workers)
+        finally:
+            app.state.live_streams -= 1
+            listener = None  # the listener and its ring buffer go with the connection
 
     @app.post("/v1/predict", openapi_extra=_UPLOAD_SCHEMA)
     async def predict(
@@ -155,9 +219,17 @@ def create_app(
         silence_db: Optional[float] = Query(
             None, ge=-120.0, lt=0.0, description="skip windows below this RMS level, dBFS"
         ),
+        vad: Optional[bool] = Query(
+            None,
+            description="voice activity detection: 422 'no speech found' / 'too short' without enough voiced "
+            "speech, unvoiced windows skipped (default: the server's, `areaser serve --vad`)",
+        ),
     ) -> dict:
         rec = recognizer.with_config(
-            hop_s=hop_s or recognizer.config.hop_s, silence_db=silence_db, speech_check="refuse"
+            hop_s=hop_s or recognizer.config.hop_s,
+            silence_db=silence_db,
+            speech_check="refuse",
+            vad=recognizer.config.vad if vad is None else vad,
         )
         with tempfile.TemporaryDirectory(prefix="areaser-upload-") as tmp:
             # the body is read here, counted as it streams in, and only the file's bytes reach the disk
@@ -167,7 +239,92 @@ def create_app(
 
     app.state.recognizer = recognizer
     app.state.limits = limits
+    app.state.live_streams = 0
+    app.state.listeners = weakref.WeakSet()  # the live streams' Listener objects, for tests: none outlive a stream
     return app
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await websocket.close(code, reason)
+    except (RuntimeError, OSError, WebSocketDisconnect):  # the client has gone already
+        pass
+
+
+async def _stream(
+    websocket: WebSocket,
+    listener,
+    sr: int,
+    limits: ServiceLimits,
+    workers: anyio.CapacityLimiter,  # noqa: ANN001
+) -> None:
+    """Feed a live stream's PCM frames to ``listener``, answering each update as a JSON text frame."""
+    max_samples = int(limits.max_stream_s * sr)
+    limit = f"the stream reached its limit of {float(limits.max_stream_s):g} s"
+    deadline = anyio.current_time() + limits.max_stream_s
+    try:
+        while True:
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as scope:
+                msg = await websocket.receive()
+            if scope.cancelled_caught:
+                return await _close(websocket, 1000, limit)
+            if msg["type"] == "websocket.disconnect":
+                return
+            data = msg.get("bytes")
+            if data is None:
+                return await _close(websocket, 1003, "send binary frames of 16-bit little-endian mono PCM")
+            if len(data) > 2 * _MAX_FRAME_S * sr:
+                return await _close(websocket, 1009, f"a frame holds more than {_MAX_FRAME_S:g} s of audio")
+            if len(data) % 2:
+                return await _close(websocket, 1007, "a frame of an odd number of bytes is not 16-bit PCM")
+            samples = np.frombuffer(data, dtype="<i2")[: max(0, max_samples - listener.n)]
+            updates = await anyio.to_thread.run_sync(listener.feed, samples, limiter=workers)
+            for u in updates:
+                await websocket.send_text(json.dumps(u.to_dict()))
+            if listener.n >= max_samples:
+                return await _close(websocket, 1000, limit)
+    except WebSocketDisconnect:
+        return
+
+
+def _model_info(recognizer: Recognizer, run_dir: str | os.PathLike | None) -> dict:
+    """What ``GET /v1/model`` says: the model, its classes and window, and its run's provenance and notes.
+
+    The provenance is the ``provenance`` of ``run_dir/report.json`` (for an ONNX file: of the ``report.json`` in
+    its folder, when that report names the same classes); ``None`` when there is none to read.
+    """
+    from .provenance import corpus_text, notes
+
+    report: dict = {}
+    if run_dir is not None:
+        where = Path(run_dir)
+        path = where / "report.json" if where.is_dir() else where.parent / "report.json"
+        try:
+            report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            report = {}
+        if not isinstance(report, dict) or (not where.is_dir() and report.get("classes") != list(recognizer.classes)):
+            report = {}
+    prov = report.get("provenance") if isinstance(report.get("provenance"), dict) else None
+    test = report.get("test") if isinstance(report.get("test"), dict) else {}
+    try:
+        corpus = corpus_text(prov) if prov else None
+        warn = notes(prov) if prov else []
+    except (KeyError, TypeError):
+        corpus, warn = None, []
+    return {
+        "model": recognizer.name,
+        "classes": list(recognizer.classes),
+        "sample_rate": recognizer.sr,
+        "window_s": recognizer.config.win_s,
+        "hop_s": recognizer.config.hop_s,
+        "corpus": corpus,
+        "synthetic": bool(prov.get("synthetic")) if prov else None,
+        # the manifest's path names the training machine's folders: not for the public
+        "provenance": {k: v for k, v in prov.items() if k != "manifest"} if prov else None,
+        "notes": warn,
+        "test": {k: test[k] for k in ("wa", "ua", "macro_f1") if isinstance(test.get(k), (int, float))},
+    }
 
 
 def _too_large(size: int, limits: ServiceLimits, more: bool = False) -> str:

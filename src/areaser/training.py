@@ -356,6 +356,29 @@ def score_draws(
     return out
 
 
+def _seeded_logits(module, ws, seed: int) -> torch.Tensor:
+    """:func:`predict_windows` with the global torch RNG seeded with ``seed`` (a model random at eval: one draw)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))
+        return predict_windows(module.features, module.model, ws)
+
+
+def calibration_record(c: TrainConfig, module, dev_ws, weights_header: Mapping) -> dict:
+    """The run's temperature (:mod:`areaser.calibration`), fitted on ``dev_ws`` after training; never retrains.
+
+    A run whose dev part is trained on (``train_on_dev``, the faithful preset) has no held-out part:
+    ``T = 1``, recorded as not calibrated. A model random at evaluation is fitted on one seeded draw.
+    """
+    from .calibration import fit_record, not_calibrated
+
+    weights = {"epoch": int(weights_header.get("epoch", 0)), "checksum": weights_header.get("checksum")}
+    if c.train_on_dev:
+        return not_calibrated(decision=c.decision, weights=weights)
+    if dev_ws.feats is None:
+        dev_ws.precompute(module.features)
+    return fit_record(_seeded_logits(module, dev_ws, eval_draw_seeds(c.seed)[0]), dev_ws, c.decision, weights)
+
+
 def summarise_draws(scores: Sequence[Mapping], seeds: Sequence[int]) -> dict:
     """Per-draw WA / UA / macro-F1 with their mean and sample std (n - 1): a report's ``test_draws``."""
     out: dict[str, Any] = {"n": len(scores), "seeds": [int(s) for s in seeds]}
@@ -878,6 +901,7 @@ def _train(
         for key in ("done", "last", "best", "metrics", "report_json", "report_md", "split"):
             for p in (paths[key], paths[key].with_suffix(".json")) if key in ("last", "best") else (paths[key],):
                 p.unlink(missing_ok=True)
+        (paths["dir"] / "calibration.json").unlink(missing_ok=True)  # fitted to the old weights
         shutil.rmtree(paths["tensorboard"], ignore_errors=True)
     has_last = paths["last"].is_file() and resume is not False
     if resume is True and not has_last:
@@ -1006,6 +1030,10 @@ def _train(
         raise RuntimeError(f"{paths['best']} holds epoch {best_header['epoch']}, but {c.monitor} picks epoch {chosen}")
     module.load_state_dict(state)
     module.to("cpu")
+    from .calibration import write_calibration
+
+    calibration = calibration_record(c, module, sets["dev"], best_header)  # T on dev only (before the report)
+    write_calibration(paths["dir"], calibration)
     report = build_report(
         c,
         prep,
@@ -1016,6 +1044,7 @@ def _train(
         sets["train"],
         fit_s,
         module.ddp_check if trainer.world_size > 1 else None,
+        calibration,
     )
     from .reports import write_run_report
 
@@ -1069,8 +1098,13 @@ def build_report(
     train_ws,
     fit_s: float,
     ddp: dict | None,
+    calibration: Mapping | None = None,
 ) -> dict:
     """The report dict of a run (:mod:`areaser.reports`): ``module``'s scores on ``test_ws``.
+
+    ``calibration``: the run's temperature record (:func:`areaser.calibration.fit_record`, fitted on
+    dev, or :func:`~areaser.calibration.not_calibrated`); the report's ``calibration`` then holds its
+    ``T`` and the test part's ECE / NLL before and after (:func:`areaser.calibration.test_summary`).
 
     Besides the scores it names where they come from, so a number is never read without it:
     ``provenance`` (:func:`areaser.provenance.describe`: corpus, synthetic or not, label set and
@@ -1094,6 +1128,7 @@ def build_report(
         seeds = eval_draw_seeds(c.seed)
         scores = score_draws(module.features, module.model, ws, prep.classes, c.decision, seeds)
         test, draws = scores[0], summarise_draws(scores, seeds)
+        logits = _seeded_logits(module, ws, seeds[0]) if calibration is not None else None  # draw 1's
     else:
         logits = predict_windows(module.features, module.model, ws)
         test = score_windows(ws, logits, prep.classes, c.decision, speakers=True)
@@ -1134,6 +1169,10 @@ def build_report(
     }
     if draws is not None:
         report["test_draws"] = draws
+    if calibration is not None:
+        from .calibration import test_summary
+
+        report["calibration"] = test_summary(calibration, logits, ws, c.decision)
     if c.track_test and history and "test_ua" in history[0]:
         report["paper_and_honest"] = paper_and_honest(history, c.monitor)
     if ddp:
