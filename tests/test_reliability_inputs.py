@@ -105,3 +105,22 @@ def test_relative_manifest_paths_say_what_they_are_relative_to(tmp_path, monkeyp
     with pytest.raises(ManifestError) as e:  # an absolute path needs no such note
         read_manifest(tmp_path / "nothere.csv")
     assert "relative to" not in str(e.value)
+
+
+def test_a_table_of_many_classes_keeps_its_file_column_in_an_80_column_terminal(monkeypatch, capsys) -> None:
+    """Seven classes are wider than 80 columns: the table is printed whole, not with the file column dropped."""
+    from areaser.cli import _prediction_rows, _print_predictions
+    from areaser.inference import Prediction, Window
+
+    monkeypatch.setenv("COLUMNS", "80")
+    classes = ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom")
+    p = np.full(7, 1 / 7)
+    results = [
+        Prediction(f"/data/emodb/{n}.wav", "neutral", classes, p, [Window(0.0, 2.0, p)], 2.0)
+        for n in ("03a05Wa", "03b10Nc")
+    ]
+    rows = [row for r in results for row in _prediction_rows(r, classes, False)]
+    _print_predictions(results, rows, classes, False)
+    out = capsys.readouterr().out
+    assert "03a05Wa.wav" in out and "03b10Nc.wav" in out, out
+    assert all(c in out for c in classes) and "…" not in out, out

@@ -801,6 +801,7 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
     import os
 
     from rich import box
+    from rich.measure import Measurement
     from rich.table import Table
 
     scored = [r.source for r in results if r.ok]
@@ -844,7 +845,15 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
         table.add_row(*cells)
     if scored:
         console.print(f"{title}; probabilities in %", highlight=False, soft_wrap=True)
-        console.print(table)
+        # many classes need more than the terminal's width: render the table whole (the terminal wraps its
+        # lines) rather than let rich drop the file column and cut numbers
+        need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        width = console.width
+        console.width = max(width, need)  # print() caps a width argument at the console's: widen it meanwhile
+        try:
+            console.print(table)
+        finally:
+            console.width = width
     for r in results:
         if r.ok and r.warning:
             err_console.print(
