@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{README}: transcript block of {text[a:b].count(chr(10))} lines")
         return
     transcript = run_demo()
+    text = README.read_text(encoding="utf-8")  # again: edits made while the demo ran are kept
+    a, b = _block(text)
     new = text[:a] + "\n```console\n" + transcript + "```\n" + text[b:]
     tmp = README.with_suffix(".md.tmp")
     tmp.write_text(new, encoding="utf-8")
