@@ -169,7 +169,7 @@ def test_cli_export_then_predict_and_serve_the_folder(run: Path, wavs: list[Path
     want = [p.to_dict() for p in Recognizer.load(run).predict_many(wavs[:3])]
     assert [g["probabilities"] for g in got] == [w["probabilities"] for w in want]
     served = {}
-    monkeypatch.setattr("areaser.service.serve", lambda rec, host, port, limits: served.setdefault("rec", rec))
+    monkeypatch.setattr("areaser.service.serve", lambda rec, host, port, limits, **kw: served.setdefault("rec", rec))
     r = _cli(["serve", out, "--port", "0"])
     assert r.exit_code == 0, r.output
     assert served["rec"].classes == ("neutral", "happy", "sad", "angry") and served["rec"].name == "model"

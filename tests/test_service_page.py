@@ -76,6 +76,40 @@ def test_model_endpoint_names_the_training_corpus(model: Path, recognizer: Recog
         assert m["corpus"] is None and m["synthetic"] is None and m["provenance"] is None
 
 
+def test_the_served_command_and_a_pretrained_folder_name_the_training_corpus(model: Path, tmp_path: Path) -> None:
+    """`areaser serve RUN` (the command, a real process) and a pretrained folder say what the model learnt from."""
+    import socket
+    import subprocess
+    import sys
+
+    from areaser.pretrained import export_pretrained
+
+    folder = export_pretrained(model, tmp_path / "hub")
+    with TestClient(create_app(folder)) as client:  # no report.json there: config.json's training facts
+        m = client.get("/v1/model").json()
+        assert m["corpus"] == "iemocap (synthetic)" and m["synthetic"] is True and "manifest" not in m["provenance"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    areaser = str(Path(sys.executable).parent / "areaser")
+    proc = subprocess.Popen(
+        [areaser, "serve", str(model), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                m = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert m["corpus"] == "iemocap (synthetic)" and m["synthetic"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_listen_turns_pcm_frames_into_json_updates(recognizer: Recognizer, speech: np.ndarray) -> None:
     from areaser.live import Listener
 

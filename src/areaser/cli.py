@@ -362,6 +362,7 @@ _RESUME = typer.Option(
     None, "--resume/--restart", help="Resume from the last checkpoint (default: when one exists) or start over."
 )
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+_MODEL_HELP = "Run directory of `areaser train`, a pretrained folder (`areaser export --pretrained`) or a .onnx file."
 _DETERMINISTIC = typer.Option(
     None,
     "--deterministic",
@@ -870,7 +871,7 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
     "files were scored, 1 if some failed.",
 )
 def predict(
-    model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[Path] = typer.Argument(
         ...,
         help="Audio files (any format soundfile reads, any rate and channels), folders (searched "
@@ -1216,7 +1217,7 @@ def _listen_summary(summary: dict, latencies: list[float], as_json: bool, stoppe
     "holds too little voiced speech. At the end (or Ctrl-C, exit code 130) one summary line.",
 )
 def listen(
-    model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
     source: str = typer.Argument(..., help="'-' for raw PCM on stdin, or an audio file (any format soundfile reads)."),
     rate: int = typer.Option(16000, "--rate", min=1000, max=384000, help="Sample rate of the PCM on stdin, Hz."),
     every: float = typer.Option(0.5, "--every", min=0.01, help="Seconds of audio between lines."),
@@ -1293,7 +1294,7 @@ def listen(
 
 @app.command("serve")
 def serve(
-    model: Path = typer.Argument(..., help="Run directory of `areaser train` (or an exported .onnx file)."),
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
@@ -1318,20 +1319,26 @@ def serve(
     min_speech: float = typer.Option(
         0.5, "--min-speech", min=0.0, help="With voice activity detection: seconds of voiced speech a file needs."
     ),
+    max_streams: int = typer.Option(4, "--max-streams", min=1, help="Live streams (WS /v1/listen) open at once."),
+    max_stream_s: float = typer.Option(
+        600.0, "--max-stream-s", min=1.0, help="Longest live stream, in audio received and in wall-clock time."
+    ),
 ) -> None:
-    """Serve the model over HTTP: a web page at /, POST /v1/predict, GET /healthz."""
+    """Serve the model over HTTP: a web page at /, POST /v1/predict, WS /v1/listen, GET /v1/model, GET /healthz."""
     from .service import ServiceLimits
     from .service import serve as serve_app
 
     if model.suffix == ".onnx":
         backend, onnx = "onnx", model
-    limits = ServiceLimits(int(max_upload_mb * 2**20), max_duration_s, workers)
+    limits = ServiceLimits(
+        int(max_upload_mb * 2**20), max_duration_s, workers, max_streams=max_streams, max_stream_s=max_stream_s
+    )
     rec = _recognizer(model, backend, onnx, None, vad=vad, min_speech_s=min_speech)
     console.print(
         f"serving {model} ({rec.backend.name}, classes {', '.join(rec.classes)}) on http://{host}:{port}/",
         highlight=False,
     )
-    serve_app(rec, host, port, limits)
+    serve_app(rec, host, port, limits, run_dir=model)  # the page names what the model was trained on
 
 
 def main() -> None:

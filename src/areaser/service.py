@@ -305,6 +305,14 @@ def _model_info(recognizer: Recognizer, run_dir: str | os.PathLike | None) -> di
             report = {}
         if not isinstance(report, dict) or (not where.is_dir() and report.get("classes") != list(recognizer.classes)):
             report = {}
+        if not report and where.is_dir():  # a pretrained folder: its config.json carries the run's facts
+            from .pretrained import is_pretrained
+
+            try:
+                training = json.loads((where / "config.json").read_text(encoding="utf-8"))["training"]
+                report = training if is_pretrained(where) and isinstance(training, dict) else {}
+            except (OSError, ValueError, KeyError, TypeError):
+                report = {}
     prov = report.get("provenance") if isinstance(report.get("provenance"), dict) else None
     test = report.get("test") if isinstance(report.get("test"), dict) else {}
     try:
@@ -482,11 +490,14 @@ def serve(
     *,
     backend: Literal["torch", "onnx"] = "torch",
     onnx_path: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the app for a run directory (or a :class:`Recognizer`) with uvicorn until interrupted."""
+    """Run the app for a run directory (or a :class:`Recognizer`) with uvicorn until interrupted.
+
+    ``run_dir``: where ``GET /v1/model`` reads what the model was trained on (default: ``model`` if it is a path).
+    """
     import uvicorn
 
-    uvicorn.run(
-        create_app(model, limits, backend=backend, onnx_path=onnx_path), host=host, port=port, log_level=log_level
-    )
+    app = create_app(model, limits, backend=backend, onnx_path=onnx_path, run_dir=run_dir)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
