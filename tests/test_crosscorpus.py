@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_CNN
 
 from areaser.crossval import cross_validate, evaluate_on
 from areaser.training import ConfigError, config_with, train
@@ -25,17 +26,7 @@ SPK_DEP = "speaker-dependent: speakers appear in train and test"
 CLASSES = ["neutral", "happy", "sad", "angry"]  # 4class; excited is happy there
 
 # A tiny model and features (seconds per run on 2 shared cores), as tests/test_training.py.
-TINY = {
-    "model": "cnn",
-    "model_overrides": {"channels": [4, 4, 4, 4, 4]},
-    "features": {"n_mels": 32, "hop_length": 800},
-    "epochs": 1,
-    "batch_size": 16,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = TINY_CNN  # tests/conftest.py's tiny CNN
 
 
 def tiny(manifest: Path, out: Path, **overrides):

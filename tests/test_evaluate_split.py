@@ -15,21 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY_CNN
 
 from areaser.training import config_with, train
 
 # A tiny model and features (seconds per run on 2 shared cores), as tests/test_crosscorpus.py.
-TINY = {
-    "model": "cnn",
-    "model_overrides": {"channels": [4, 4, 4, 4, 4]},
-    "features": {"n_mels": 32, "hop_length": 800},
-    "epochs": 1,
-    "batch_size": 16,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = TINY_CNN  # tests/conftest.py's tiny CNN
 RUN = Path("runs") / "r"
 REPORT = ("report.json", "report.md", "confusion.png")
 
