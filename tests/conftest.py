@@ -22,6 +22,18 @@ def builtin_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The paper's model (2 x 2 areas) shrunk to train an epoch in seconds; modules override epochs and the like.
+TINY_PAPER = {
+    "model_overrides": {"channels": [4, 4, 8, 8, 8], "max_area": [2, 2]},
+    "features": {"n_mels": 32, "hop_length": 800},
+    "epochs": 1,
+    "batch_size": 16,
+    "lr": 3e-3,
+    "patience": None,
+    "progress": False,
+    "tensorboard": False,
+    "threads": 1,
+}
 # A CNN small enough to train an epoch in seconds; what it predicts does not matter to the tests using it.
 TINY_CNN = {
     "model": "cnn",

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TINY_PAPER
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -25,17 +26,7 @@ from areaser.pretrained import FILES, FORMAT, PretrainedError, export_pretrained
 from areaser.training import config_with, train
 
 # a tiny area-attention run, its log-Mel normalised with dataset statistics (so the folder carries them)
-TINY = {
-    "model_overrides": {"channels": [4, 4, 8, 8, 8], "max_area": [2, 2]},
-    "features": {"n_mels": 32, "hop_length": 800, "norm": "dataset"},
-    "epochs": 1,
-    "batch_size": 16,
-    "lr": 3e-3,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = {**TINY_PAPER, "features": {**TINY_PAPER["features"], "norm": "dataset"}}
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,14 @@ from typing import Callable
 import onnx
 import pandas as pd
 import pytest
+from conftest import TINY_PAPER
 
 from areaser.checkpoint import CheckpointError, load_run, load_tree, load_weights, run_paths, save_tree, save_weights
 from areaser.export import OnnxBackend, export_onnx, read_metadata
 from areaser.inference import Recognizer
 from areaser.training import config_with, train
 
-TINY = {
-    "model_overrides": {"channels": [4, 4, 8, 8, 8], "max_area": [2, 2]},
-    "features": {"n_mels": 32, "hop_length": 800},
-    "epochs": 1,
-    "batch_size": 16,
-    "lr": 3e-3,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = TINY_PAPER
 # what a refusal may cost: Python/numpy allocations (tracemalloc) and growth of the process' peak RSS
 MAX_TRACED = 64 * 2**20
 MAX_RSS_GROWTH_KIB = 256 * 2**10

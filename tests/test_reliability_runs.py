@@ -14,23 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_PAPER
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import save_file
 
 from areaser.checkpoint import FORMAT, CheckpointError, load_tree, load_weights, run_paths, save_weights
 from areaser.training import ConfigError, TrainConfig, config_with, train
 
-TINY = {
-    "model_overrides": {"channels": [4, 4, 8, 8, 8], "max_area": [2, 2]},
-    "features": {"n_mels": 32, "hop_length": 800},
-    "epochs": 2,
-    "batch_size": 16,
-    "lr": 3e-3,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = {**TINY_PAPER, "epochs": 2}
 
 
 def tiny(manifest: Path, out: Path, **overrides) -> TrainConfig:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_PAPER
 from lightning.pytorch.callbacks import Callback
 
 from areaser.checkpoint import load_run, load_tree, load_weights, read_header, run_paths
@@ -18,17 +19,7 @@ from areaser.training import ConfigError, TrainConfig, config_with, train
 
 # A tiny model and features so a run takes seconds on 2 shared cores: the paper's layers and
 # 2-D area attention, fewer channels, 32 mel bands, 20 ms hop (41 frames per window).
-TINY = {
-    "model_overrides": {"channels": [4, 4, 8, 8, 8], "max_area": [2, 2]},
-    "features": {"n_mels": 32, "hop_length": 800},
-    "epochs": 3,
-    "batch_size": 16,
-    "lr": 3e-3,
-    "patience": None,
-    "progress": False,
-    "tensorboard": False,
-    "threads": 1,
-}
+TINY = {**TINY_PAPER, "epochs": 3}
 
 
 def tiny(manifest: Path, out: Path, **overrides) -> TrainConfig:
