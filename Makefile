@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow test-compile bench install clean
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# the fused area-attention kernels compiled by TorchInductor (needs a C++ compiler; slow on a cold cache)
+test-compile: $(STAMP)
+	$(BIN)/python -m pytest -q -m compile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

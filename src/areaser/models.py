@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import KEY_MODES, LAYOUTS, VALUE_MODES, AreaAttention
+from .attention import BACKENDS, KEY_MODES, LAYOUTS, VALUE_MODES, AreaAttention
 from .features import MAX_N_MELS, check_types
 
 __all__ = [
@@ -92,7 +92,10 @@ class ModelConfig:
     Attention (see :class:`areaser.attention.AreaAttention`): ``key_mode``, ``value_mode``,
     ``max_area`` (h, w), ``layout`` ``"2d"`` or ``"rows"``, ``temperature``, ``top_k``, ``scale``
     (1/sqrt(d)), ``project`` (Q/K/V/output projections), ``heads``, ``dropout`` (attention
-    dropout on the area weights), ``dropout_at_eval``, ``sample_at_eval``, ``block_elements``.
+    dropout on the area weights), ``dropout_at_eval``, ``sample_at_eval``, ``block_elements``,
+    ``attention_backend`` (:data:`areaser.attention.BACKENDS`: ``"auto"`` fuses the attention's
+    blocks with ``torch.compile`` when training on a map of >= 256 positions where a compiler is
+    found, except under ``--deterministic strict``; ``"eager"``; ``"compiled"``).
     """
 
     name: str = "paper"
@@ -124,6 +127,7 @@ class ModelConfig:
     dropout_at_eval: bool = False
     sample_at_eval: bool = False
     block_elements: int | None = None
+    attention_backend: str = "auto"
 
     def __post_init__(self) -> None:
         check_types(self, "model option ")
@@ -131,7 +135,8 @@ class ModelConfig:
         for name in ("channels", "conv1a_kernel", "conv1b_kernel", "max_area"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         choices = {"arch": ARCHS, "concat": ("freq", "channel"), "batchnorm": ("batch", "frozen"), "head": HEADS,
-                   "key_mode": KEY_MODES, "value_mode": VALUE_MODES, "layout": LAYOUTS, "init": INITS}  # fmt: skip
+                   "key_mode": KEY_MODES, "value_mode": VALUE_MODES, "layout": LAYOUTS, "init": INITS,
+                   "attention_backend": BACKENDS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model option {name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -267,7 +272,7 @@ class AreaAttentionCNN(nn.Module):
                 c5, key_mode=c.key_mode, value_mode=c.value_mode, max_area=c.max_area, layout=c.layout,
                 temperature=c.temperature, top_k=c.top_k, scale=c.scale, project=c.project, heads=c.heads,
                 dropout=c.dropout, dropout_at_eval=c.dropout_at_eval, sample_at_eval=c.sample_at_eval,
-                block_elements=c.block_elements,
+                block_elements=c.block_elements, backend=c.attention_backend,
             )  # fmt: skip
         features = {"flatten": c5 * c.map_height * c.map_width(c.ref_frames),
                     "time_pool": c5 * c.map_height, "global_pool": c5}[c.head]  # fmt: skip

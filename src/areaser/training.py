@@ -91,6 +91,9 @@ def build_modules(config: TrainConfig | Mapping, n_classes: int) -> tuple[torch.
         model = build_model(c.model, n_classes=n_classes, n_mels=c.features.n_mels, **c.model_overrides)
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"model {c.model!r} with overrides {c.model_overrides}: {e}") from None
+    attention = getattr(model, "attention", None)
+    if c.deterministic == "strict" and attention is not None and attention.backend == "auto":
+        attention.backend = "eager"  # compiled kernels use the CPU's widest vectors: not pinned like ATen's
     return features, model
 
 
