@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from areaser.features import FeatureConfig, LogMel
+from areaser.features import FeatureConfig, LogMel, warped_mel_filterbank
 from areaser.vtlp import (
     VTLPConfig,
     legacy_time_warp,
@@ -16,7 +16,6 @@ from areaser.vtlp import (
     unwarp_frequencies,
     vtlp_stft,
     warp_frequencies,
-    warped_mel_filterbank,
 )
 
 SR = 16_000

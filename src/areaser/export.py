@@ -505,7 +505,7 @@ def _weight_nodes(proto) -> list[str]:
 def _calibration_batches(model_path: Path, files: list, max_windows: int, batch: int = 16) -> list[dict]:
     """Log-Mel windows of calibration recordings, as the model's input dicts."""
     from .audio import stream_audio
-    from .inference import stream_windows
+    from .segments import stream_windows
 
     backend = OnnxBackend(model_path)
     seg = backend.meta["segments"]

@@ -34,7 +34,16 @@ from torch import Tensor, nn
 
 from .vtlp import DEFAULT_FHI, filterbank_at, warp_frequencies
 
-__all__ = ["FeatureConfig", "check_types", "log_mel", "LogMel", "mel_basis", "n_frames", "normalize"]
+__all__ = [
+    "FeatureConfig",
+    "check_types",
+    "log_mel",
+    "LogMel",
+    "mel_basis",
+    "n_frames",
+    "normalize",
+    "warped_mel_filterbank",
+]
 
 Norm = Literal["none", "utterance", "dataset"]
 
@@ -184,6 +193,21 @@ def _mel_points(config: FeatureConfig) -> Tensor:
 
 def _bin_freqs(config: FeatureConfig) -> Tensor:
     return torch.from_numpy(librosa.fft_frequencies(sr=config.sr, n_fft=config.n_fft))
+
+
+def warped_mel_filterbank(
+    alpha: Tensor | float, config: FeatureConfig | None = None, fhi: float = DEFAULT_FHI
+) -> Tensor:
+    """Per-example VTLP mel filterbanks ``H_m(warp(f))``, float32 ``[B, n_mels, n_fft // 2 + 1]``.
+
+    ``alpha``: ``[B]`` factors (or one float). Equal to librosa's basis exactly at ``alpha = 1``.
+    The filter whose peak sat at ``c`` Hz now peaks at ``warp^-1(c)``, so the input energy at
+    ``f`` is counted in the band of ``warp(f)``.
+    """
+    config = config or FeatureConfig()
+    alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1, 1)
+    freqs = warp_frequencies(_bin_freqs(config)[None, :], alpha, config.sr, fhi)
+    return filterbank_at(freqs, _mel_points(config), config.mel_norm)
 
 
 def _as_batch(wave: Tensor | np.ndarray) -> Tensor:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .audio import DEFAULT_SR, SILENCE_PEAK, AudioError, resample, stream_audio, to_mono
 from .metrics import DECISIONS, utterance_probs
-from .segments import segment, window_starts
+from .segments import stream_windows
 
 __all__ = [
     "InferenceConfig",
@@ -240,44 +240,6 @@ def window_db(windows: np.ndarray) -> np.ndarray:
     """RMS level of each window ``[B, N]`` in dB relative to full scale ``[B]`` (silence: -200)."""
     power = np.mean(np.square(windows, dtype=np.float64), axis=-1)
     return 10.0 * np.log10(np.maximum(power, 1e-20))
-
-
-def stream_windows(
-    blocks: Iterable[np.ndarray],
-    sr: int,
-    win_s: float = 2.0,
-    hop_s: float = 0.4,
-    pad_mode: Literal["repeat", "zero"] = "repeat",
-) -> Iterator[tuple[float, np.ndarray]]:
-    """Cut a signal that arrives in blocks into windows: yields ``(start_s, window [win])``.
-
-    The windows are exactly ``segment(np.concatenate(blocks), sr, win_s, hop_s, 'pad')``'s, but
-    only one block plus one window is ever held: samples no later window needs are dropped as
-    blocks arrive. Regular windows are yielded as soon as their samples are in; the end-aligned
-    last window (or the padded window of a signal shorter than one window) once the signal ends.
-    """
-    win, hop = int(round(win_s * sr)), int(round(hop_s * sr))
-    buf, buf_start, n, k = np.zeros(0, dtype=np.float32), 0, 0, 0  # buf[0] is sample buf_start
-    for block in blocks:
-        buf = np.concatenate([buf, np.asarray(block, dtype=np.float32)])
-        n += len(block)
-        while k * hop + win <= n:
-            s = k * hop - buf_start
-            yield k * hop / sr, buf[s : s + win]
-            k += 1
-        # keep what the next regular window and a possible end-aligned one need
-        keep = max(buf_start, min(k * hop, n - win))
-        buf, buf_start = buf[keep - buf_start :], keep
-    if n == 0:
-        return
-    if n < win:
-        windows, _ = segment(buf, sr, win_s, hop_s, "pad", pad_mode=pad_mode)
-        yield 0.0, windows[0]
-        return
-    # what is left of segment()'s plan: only the end-aligned window can follow the regular ones
-    for start in window_starts(n, sr, win_s, hop_s, "pad")[k:]:
-        s = int(start) - buf_start
-        yield int(start) / sr, buf[s : s + win]
 
 
 class WaveformClassifier(nn.Module):

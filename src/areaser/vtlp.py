@@ -41,8 +41,6 @@ from torch import Tensor
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .features import FeatureConfig
-
 __all__ = [
     "DEFAULT_FHI",
     "VTLPConfig",
@@ -50,7 +48,6 @@ __all__ = [
     "unwarp_frequencies",
     "sample_factors",
     "filterbank_at",
-    "warped_mel_filterbank",
     "vtlp_stft",
     "legacy_time_warp",
     "warp_waveform",
@@ -178,23 +175,6 @@ def filterbank_at(freqs: Tensor, mel_f: Tensor, mel_norm: str | None = "slaney")
     out.scatter_(-2, jc.unsqueeze(-2), rise.unsqueeze(-2))
     out.scatter_add_(-2, ((jc - 1) % (n_mels + 1)).unsqueeze(-2), fall.unsqueeze(-2))
     return out[..., :n_mels, :]
-
-
-def warped_mel_filterbank(
-    alpha: Tensor | float, config: "FeatureConfig | None" = None, fhi: float = DEFAULT_FHI
-) -> Tensor:
-    """Per-example VTLP mel filterbanks ``H_m(warp(f))``, float32 ``[B, n_mels, n_fft // 2 + 1]``.
-
-    ``alpha``: ``[B]`` factors (or one float). Equal to librosa's basis exactly at ``alpha = 1``.
-    The filter whose peak sat at ``c`` Hz now peaks at ``warp^-1(c)``, so the input energy at
-    ``f`` is counted in the band of ``warp(f)``.
-    """
-    from .features import FeatureConfig, _bin_freqs, _mel_points
-
-    config = config or FeatureConfig()
-    alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1, 1)
-    freqs = warp_frequencies(_bin_freqs(config)[None, :], alpha, config.sr, fhi)
-    return filterbank_at(freqs, _mel_points(config), config.mel_norm)
 
 
 def vtlp_stft(
