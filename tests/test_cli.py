@@ -20,3 +20,11 @@ def test_version_and_help() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"areaser {areaser.__version__}"
     r = run("--help")
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_python_dash_m_is_the_same_command_line() -> None:
+    as_module = [sys.executable, "-m", "areaser"]
+    r = subprocess.run([*as_module, "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"areaser {areaser.__version__}"
+    r = subprocess.run([*as_module, "scan", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Usage: python -m areaser scan" in r.stdout

@@ -1341,13 +1341,13 @@ def serve(
     serve_app(rec, host, port, limits, run_dir=model)  # the page names what the model was trained on
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     from .audio import AudioError
     from .manifest import ManifestError
 
     try:
-        app()
+        app(prog_name=prog_name)
     except (AudioError, ManifestError) as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
