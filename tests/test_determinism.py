@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,7 @@ def test_a_strict_run_records_its_pinned_threads_and_code_paths(strict_runs) -> 
     assert env["env"]["OMP_NUM_THREADS"] == "1"
     assert env["versions"]["torch"] == torch.__version__
     assert env["machine"] and env["python"] == platform.python_version()
+    assert env["fused_attention"] == "off (strict)"  # compiled kernels pick the widest vectors: not pinned
     if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkl.is_available():
         assert env["mkl_code_path"] == "AVX2,STRICT"
         assert env["aten_cpu_capability"] in ("AVX2", "DEFAULT")  # DEFAULT: a processor without AVX2
@@ -94,6 +96,11 @@ def test_every_run_records_threads_cpu_and_versions(builtin_corpus: Path, tmp_pa
         env = train(cfg, log=None)["environment"]
         assert env["deterministic"] == "auto" and env["threads"] == (1 if model == "cnn" else 2)
         assert env["versions"]["numpy"] and env["versions"]["lightning"] and env["machine"]
+        # whether the fused attention kernels (their own dropout masks) could train here: a C++ compiler
+        if shutil.which("g++") or shutil.which("c++"):
+            assert env["fused_attention"] == "available"
+        else:
+            assert env["fused_attention"].startswith("unavailable: ")
         assert "environment" in json.loads(run_paths(tmp_path / model)["report_json"].read_text())
 
 

@@ -45,7 +45,7 @@ __all__ = [
 
 STRICT_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
 # the environment that decides threads and code paths, recorded as it was
-_RECORDED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *STRICT_ENV, "CUBLAS_WORKSPACE_CONFIG")
+_RECORDED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *STRICT_ENV, "CUBLAS_WORKSPACE_CONFIG", "CXX")
 _VERSIONS = ("areaser", "torch", "lightning", "numpy", "scipy", "librosa", "soundfile", "scikit-learn")
 
 # MKL's Conditional Numerical Reproducibility constants (mkl_service.h)
@@ -143,9 +143,17 @@ def pin_strict(threads: int) -> None:
 
 
 def environment(deterministic: bool | str) -> dict:
-    """What decides a run's floating-point results beyond its config: JSON-ready, saved with every run."""
+    """What decides a run's floating-point results beyond its config: JSON-ready, saved with every run.
+
+    ``fused_attention`` says whether area attention's fused kernels can run here (they train maps of
+    >= 256 positions, with their own dropout masks, where a compiler is found; strict mode turns them off).
+    """
     import torch
 
+    from .attention_fused import available  # torch-level like this module's other imports of torch
+
+    can, why = available(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    fused = "off (strict)" if deterministic == "strict" else ("available" if can else f"unavailable: {why}")
     versions = {}
     for name in _VERSIONS:
         try:
@@ -162,6 +170,7 @@ def environment(deterministic: bool | str) -> dict:
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_code_path": mkl_code_path(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "fused_attention": fused,
         "versions": versions,
         "env": {k: os.environ[k] for k in _RECORDED_ENV if k in os.environ},
     }
@@ -175,7 +184,8 @@ def environment_text(env: dict) -> str:
         f", MKL {env['mkl_code_path']}" if env.get("mkl_code_path") else ""
     )
     gpu = f"; GPU {env['cuda']}" if env.get("cuda") else ""
+    fused = f"; fused attention {env['fused_attention']}" if env.get("fused_attention") else ""
     return (
-        f"{libs}; {env.get('threads')} thread(s); {env.get('machine')}{gpu}; {paths}; "
+        f"{libs}; {env.get('threads')} thread(s); {env.get('machine')}{gpu}; {paths}{fused}; "
         f"deterministic {env.get('deterministic')}"
     )
