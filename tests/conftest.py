@@ -12,6 +12,18 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-tensor tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a busy machine every parallel region waits for a descheduled thread, and tiny tensors gain nothing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def builtin_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small built-in (synthetic, IEMOCAP-layout) corpus; its manifest is ``root/manifest.csv``."""

@@ -142,14 +142,7 @@ def make(dim: int = 4, **kw) -> AreaAttention:
     return AreaAttention(dim, **kw).double()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine every parallel region waits
-    for a descheduled thread: one thread keeps these tests fast everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

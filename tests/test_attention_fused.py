@@ -18,12 +18,7 @@ from areaser.attention import AreaAttention, _fused, _LinearAreaAttention, area_
 TOL = dict(atol=1e-10, rtol=1e-10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(q, k, v, height, max_h, max_w, factor, value_mean):

@@ -14,13 +14,7 @@ from areaser.models import MIN_FRAMES, PRESETS, ModelConfig, build_model, build_
 SMALL = dict(channels=(4, 4, 8, 8, 8), n_mels=32)  # the same architecture, cheap enough for tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: threads only add waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def logmel(batch: int, frames: int, n_mels: int = 128, seed: int = 0) -> torch.Tensor:
