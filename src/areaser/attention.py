@@ -431,13 +431,13 @@ def _fused(backend: str, q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether the fast path runs compiled kernels (see :data:`BACKENDS`)."""
     if backend == "eager" or torch.compiler.is_compiling():  # inside a compiled model: its compiler fuses
         return False
-    can, why = attention_fused.available(q.device)
     if backend == "compiled":
+        can, why = attention_fused.available(q.device)
         if not can:
             raise RuntimeError(f"area attention backend 'compiled' is not available here: {why}; use 'eager'")
         return True
     training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    return can and training and k.shape[1] >= attention_fused.MIN_LENGTH
+    return training and k.shape[1] >= attention_fused.MIN_LENGTH and attention_fused.available(q.device)[0]
 
 
 class _LinearAreaAttention(torch.autograd.Function):

@@ -54,11 +54,17 @@ def available(device: torch.device) -> tuple[bool, str]:
         return True, ""
     if device.type != "cpu":
         return False, f"no fused kernels for {device.type} devices"
-    cxx = torch._inductor.config.cpp.cxx
-    names = [c for c in (cxx if isinstance(cxx, tuple) else (cxx,)) if c]
-    if not any(shutil.which(c) for c in names + ["g++", "c++", "clang++"]):
+    if not _compiler_found():
         return False, "no C++ compiler found (TorchInductor needs g++ or clang++ on PATH)"
     return True, ""
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler_found() -> bool:
+    """Whether TorchInductor's C++ compiler (``CXX``, else g++ / c++ / clang++) is on PATH (looked up once)."""
+    cxx = torch._inductor.config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, tuple) else (cxx,)) if c]
+    return any(shutil.which(c) for c in names + ["g++", "c++", "clang++"])
 
 
 # ----------------------------------------------------------------------------- block maths
