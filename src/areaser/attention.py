@@ -42,7 +42,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from . import attention_fused
+from .boxes import box_chain
 
 __all__ = [
     "KEY_MODES",
@@ -134,35 +135,8 @@ def _check_layout(layout: str) -> None:
 # ----------------------------------------------------------------------------- box operations
 
 
-def _box_chain(x: Tensor, max_h: int, max_w: int, op: str = "mean") -> Iterator[tuple[tuple[int, int], Tensor]]:
-    """Yield ``((h, w), y)``: box means, sums or maxima (``op``) of x over dims 1 and 2.
-
-    x is ``[N, H, W, ...]``; y is ``[N, H-h+1, W-w+1, ...]`` with ``y[:, i, j]`` the reduction of
-    ``x[:, i:i+h, j:j+w]``. Shapes come width-major (w outer), only those that fit. Each window is
-    built from the one a cell smaller with one elementwise op, so the cost is one pass per shape
-    and there are no large prefix sums (summed-area tables) to lose precision.
-    """
-    H, W = x.shape[1], x.shape[2]
-    row = x
-    for w in range(1, min(max_w, W) + 1):
-        if w > 1:
-            row = _combine(row[:, :, :-1], x[:, :, w - 1 :], w, op)
-        col = row
-        for h in range(1, min(max_h, H) + 1):
-            if h > 1:
-                col = _combine(col[:, :-1], row[:, h - 1 :], h, op)
-            yield (h, w), col
-
-
-def _combine(smaller: Tensor, new: Tensor, count: int, op: str) -> Tensor:
-    """Reduction over ``count`` cells from the one over ``count - 1`` cells and the new cell."""
-    if op == "mean":
-        return torch.lerp(smaller, new, 1.0 / count)  # running mean: one pass
-    return smaller + new if op == "sum" else torch.maximum(smaller, new)
-
-
 def _box_adjoint(g: dict[tuple[int, int], Tensor], H: int, W: int, op: str = "mean") -> Tensor:
-    """Adjoint of ``_box_chain(op)`` for ``op`` mean or sum: ``sum_s box_s^T(g[s])``, ``[N, H, W, ...]``.
+    """Adjoint of ``box_chain(op)`` for ``op`` mean or sum: ``sum_s box_s^T(g[s])``, ``[N, H, W, ...]``.
 
     ``g[(h, w)]`` has the shape of that shape's box reductions; every tensor in g is overwritten
     (the caller owns them). Runs the chain backwards: two elementwise ops per shape.
@@ -233,8 +207,8 @@ def area_features(memory: Tensor, height: int, max_area: int | tuple[int, int], 
     grid = _grid(memory, height)
     n, H, W, d = grid.shape
     mh, mw = _pair(max_area)
-    means = dict(_box_chain(grid, mh, mw, "mean"))
-    squares = dict(_box_chain(grid * grid, mh, mw, "mean"))
+    means = dict(box_chain(grid, mh, mw, "mean"))
+    squares = dict(box_chain(grid * grid, mh, mw, "mean"))
     mean = _t2t_order(means, n, d)
     mean_sq = _t2t_order(squares, n, d)
     heights, widths = _area_sizes(H, W, (mh, mw), memory.device)
@@ -247,7 +221,7 @@ def area_max(memory: Tensor, height: int, max_area: int | tuple[int, int]) -> Te
     """Elementwise maximum over every area of a memory ``[N, L, D]`` -> ``[N, A, D]`` (t2t order)."""
     grid = _grid(memory, height)
     n, _, _, d = grid.shape
-    return _t2t_order(dict(_box_chain(grid, *_pair(max_area), "max")), n, d)
+    return _t2t_order(dict(box_chain(grid, *_pair(max_area), "max")), n, d)
 
 
 class AreaKeyNet(nn.Module):
@@ -477,7 +451,7 @@ class _LinearAreaAttention(torch.autograd.Function):
             clamp = bool(s.amin() < floor)  # box means >= the smallest position logit
             den = torch.zeros_like(m)
             weights = {}
-            for shape, mean in _box_chain(s, max_h, max_w):
+            for shape, mean in box_chain(s, max_h, max_w):
                 e = mean.clamp_min(floor).exp_() if clamp else mean.exp()
                 den += e.sum(dim=(1, 2))
                 weights[shape] = e.mul_(masks(e)) if masks is not None else e
@@ -521,7 +495,7 @@ class _LinearAreaAttention(torch.autograd.Function):
             elif value_mean:  # box means of (gp - delta) are dL/dw - delta directly
                 gp = gp.sub_(delta)
             scatter, grad_logit = {}, {}
-            chains = zip(_box_chain(s, max_h, max_w), _box_chain(gp, max_h, max_w, value_op))
+            chains = zip(box_chain(s, max_h, max_w), box_chain(gp, max_h, max_w, value_op))
             for (shape, mean), (_, g) in chains:
                 wgt = torch.clamp(mean, min=low).exp_() if clamp else mean.exp()  # softmax weights
                 if masks is not None:
@@ -571,10 +545,10 @@ def _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, t
     n, _, d = k.shape
     gk, gv = k.reshape(n, height, -1, d), v.reshape(n, height, -1, v.shape[-1])
     if key_mode in ("mean", "sample") and not noisy:
-        k_area = _t2t_order(dict(_box_chain(gk, max_h, max_w, "mean")), n, d)
+        k_area = _t2t_order(dict(box_chain(gk, max_h, max_w, "mean")), n, d)
     else:
         k_area = area_keys(k, height, (max_h, max_w), key_mode, noisy, key_net)
-    v_area = _t2t_order(dict(_box_chain(gv, max_h, max_w, value_mode)), n, v.shape[-1])
+    v_area = _t2t_order(dict(box_chain(gv, max_h, max_w, value_mode)), n, v.shape[-1])
     return _attend_block(q, k_area, v_area, factor, top_k, 0.0)
 
 

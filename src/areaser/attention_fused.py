@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .boxes import box_chain
+
 __all__ = ["BLOCK_ELEMENTS", "MIN_LENGTH", "available", "forward", "backward"]
 
 # Position logits per fused block: large enough that a call's ~0.1 ms overhead is noise (640 x 1280 on
@@ -89,29 +91,8 @@ def _keep(like: Tensor, key: Tensor, threshold: int) -> Tensor:
     return (_mix(idx + key) & 0xFFFF) < threshold
 
 
-def _chain(x: Tensor, max_h: int, max_w: int, op: str) -> dict[tuple[int, int], Tensor]:
-    """Box means (``op`` "mean") or sums of ``x [N, H, W, Q]`` for every shape up to max_h x max_w."""
-    H, W = x.shape[1], x.shape[2]
-    out, row = {}, x
-    for w in range(1, min(max_w, W) + 1):
-        if w > 1:
-            row = (
-                torch.lerp(row[:, :, :-1], x[:, :, w - 1 :], 1.0 / w)
-                if op == "mean"
-                else row[:, :, :-1] + x[:, :, w - 1 :]
-            )
-        col = row
-        for h in range(1, min(max_h, H) + 1):
-            if h > 1:
-                col = (
-                    torch.lerp(col[:, :-1], row[:, h - 1 :], 1.0 / h) if op == "mean" else col[:, :-1] + row[:, h - 1 :]
-                )
-            out[(h, w)] = col
-    return out
-
-
 def _adjoint(g: dict[tuple[int, int], Tensor], op: str) -> Tensor:
-    """Adjoint of :func:`_chain`: every shape's values spread back onto the cells of its areas."""
+    """Adjoint of :func:`~areaser.boxes.box_chain`: every shape's values spread back onto the cells of its areas."""
     total = None
     for (h, w), t in g.items():
         c = 1.0 / (h * w) if op == "mean" else 1.0
@@ -129,7 +110,7 @@ def _forward_block(q, k, v, keys, *, height, max_h, max_w, factor, value_op, flo
     m = s.amax(dim=1)
     s = (s - m[:, None, :]).view(nb, height, length // height, -1)
     den, weights = None, {}
-    for j, (shape, mean) in enumerate(_chain(s, max_h, max_w, "mean").items()):
+    for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
         e = mean.clamp_min(floor).exp()
         total = e.sum(dim=(1, 2))
         den = total if den is None else den + total
@@ -149,9 +130,9 @@ def _backward_block(
     low = (floor - log_den)[:, None, None, :]
     gp = torch.matmul(v, go.transpose(1, 2)).view_as(s) / keep  # dL/dP per position
     delta = (go * out).sum(-1)[:, None, None, :]
-    sums = _chain(gp, max_h, max_w, value_op)
+    sums = dict(box_chain(gp, max_h, max_w, value_op))
     scatter, grad_logit = {}, {}
-    for j, (shape, mean) in enumerate(_chain(s, max_h, max_w, "mean").items()):
+    for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
         wgt = torch.maximum(mean, low).exp()
         if threshold is not None:
             mask = _keep(wgt, keys[j], threshold)
@@ -234,10 +215,19 @@ def _block_keys(seed: int, block: int, shapes: int, device: torch.device) -> Ten
     return _mix(_mix(base)).to(device)
 
 
-def _blocks(n, lq, nb, nq):
-    for b in range(0, n, nb):
-        for i in range(0, lq, nq):
-            yield b, i
+def _each_block(q: Tensor, k: Tensor, max_h: int, max_w: int, height: int, dropout: float, seed: int, budget: int):
+    """Yield ``(bs, qs, keys)`` per block: batch and query slices, and the block's mask keys.
+
+    Forward and backward walk the same blocks in the same order, so the keys (unused without
+    dropout) replay.
+    """
+    n, lq, length = q.shape[0], q.shape[1], k.shape[1]
+    nb, nq = _layout(n, lq, length, budget)
+    shapes = min(max_h, height) * min(max_w, length // height)
+    none = torch.zeros(shapes, dtype=torch.int32, device=q.device)
+    for index, (b, i) in enumerate((b, i) for b in range(0, n, nb) for i in range(0, lq, nq)):
+        keys = _block_keys(seed, index, shapes, q.device) if dropout > 0 else none
+        yield slice(b, min(b + nb, n)), slice(i, min(i + nq, lq)), keys
 
 
 @torch._dynamo.config.patch(recompile_limit=_KERNELS)
@@ -247,14 +237,11 @@ def forward(q, k, v, height, max_h, max_w, factor, value_mean, dropout, seed, bu
     n, lq, _ = q.shape
     length = k.shape[1]
     statics = _statics(height, max_h, max_w, factor, value_mean, dropout, q.dtype)
-    shapes = len(_chain_shapes(height, length // height, max_h, max_w))
     nb, nq = _layout(n, lq, length, budget)
     out = q.new_empty((n, lq, v.shape[-1]))
     shift, log_den = q.new_empty((n, lq)), q.new_empty((n, lq))
-    for index, (b, i) in enumerate(_blocks(n, lq, nb, nq)):
-        bs, qs = slice(b, min(b + nb, n)), slice(i, min(i + nq, lq))
+    for bs, qs, keys in _each_block(q, k, max_h, max_w, height, dropout, seed, budget):
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _block_keys(seed, index, shapes, q.device)
         o, m, ld = _run("forward", compiler, statics, _pad(q[bs, qs], nb, nq), _pad(k[bs], nb, length),
                         _pad(v[bs], nb, length), keys)  # fmt: skip
         out[bs, qs], shift[bs, qs], log_den[bs, qs] = o[:rows, :cols], m[:rows, :cols], ld[:rows, :cols]
@@ -272,13 +259,10 @@ def backward(
     n, lq, _ = q.shape
     length = k.shape[1]
     statics = _statics(height, max_h, max_w, factor, value_mean, dropout, q.dtype)
-    shapes = len(_chain_shapes(height, length // height, max_h, max_w))
     nb, nq = _layout(n, lq, length, budget)
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for index, (b, i) in enumerate(_blocks(n, lq, nb, nq)):
-        bs, qs = slice(b, min(b + nb, n)), slice(i, min(i + nq, lq))
+    for bs, qs, keys in _each_block(q, k, max_h, max_w, height, dropout, seed, budget):
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _block_keys(seed, index, shapes, q.device)
         args = [_pad(t[bs, qs], nb, nq) for t in (q, grad_out, out)]
         stats = [_pad(t[bs, qs, None], nb, nq)[..., 0] for t in (shift, log_den)]
         a, b_, c = _run("backward", compiler, statics, args[0], _pad(k[bs], nb, length), _pad(v[bs], nb, length),
@@ -287,7 +271,3 @@ def backward(
         dk[bs] += b_[:rows]
         dv[bs] += c[:rows]
     return dq, dk, dv
-
-
-def _chain_shapes(H: int, W: int, max_h: int, max_w: int) -> list[tuple[int, int]]:
-    return [(h, w) for w in range(1, min(max_w, W) + 1) for h in range(1, min(max_h, H) + 1)]
