@@ -20,11 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/areaser demo
 
-# lint + format check (ruff, settings in pyproject.toml), then the tests and the package's doctests, spread
+# lint + format check (ruff, settings in pyproject.toml), the layers contract (import-linter, pyproject.toml), then the tests and the package's doctests, spread
 # over the machine's cores (pytest-xdist; each worker 1 thread: tests/conftest.py)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n auto
 
 test-slow: $(STAMP)

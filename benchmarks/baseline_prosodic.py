@@ -69,8 +69,8 @@ def prosodic_features(y: np.ndarray, sr: int) -> list[float]:
 
 
 def load_table(root: Path) -> pd.DataFrame:
-    from areaser.labels import get_label_set
-    from areaser.manifest import read_manifest, select_classes
+    from areaser.data.labels import get_label_set
+    from areaser.data.manifest import read_manifest, select_classes
 
     df = select_classes(read_manifest(root / "manifest.csv"), get_label_set("4class"))
     feats = []
@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
-            from areaser.synth import SynthConfig, synthesize
+            from areaser.builtin.synth import SynthConfig, synthesize
 
             root = Path(tmp) / "builtin"
             t0 = time.perf_counter()

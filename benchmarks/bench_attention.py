@@ -8,8 +8,8 @@ The paper's case, forward + backward, all measured in one run on the same input:
 projections (q = k = v = the map), no dropout unless ``--dropout`` (on the area weights; sdpa's
 ``dropout_p`` on its position weights).
 
-* ``ours``: :func:`areaser.attention.area_attention` as training runs it (``backend="auto"``: the
-  fused kernels of :mod:`areaser.attention_fused` where a C++ compiler is found), logits scaled by
+* ``ours``: :func:`areaser.models.attention.area_attention` as training runs it (``backend="auto"``: the
+  fused kernels of :mod:`areaser.models.attention_fused` where a C++ compiler is found), logits scaled by
   1/sqrt(80) like the package's and sdpa's. Its warm-up call compiles (``first s``); a later
   process loads the kernels from TorchInductor's disk cache.
 * ``ours-eager``: the same with ``backend="eager"`` (torch ops only).
@@ -59,7 +59,7 @@ def _sync(device: torch.device) -> None:
 def _attention_fn(case: str, height: int, width: int, dim: int, max_area: tuple[int, int], device, dropout=0.0):
     """The callable ``x [B, L, D] -> [B, L, D]`` of one case."""
     if case in ("ours", "ours-eager"):
-        from areaser.attention import area_attention
+        from areaser.models.attention import area_attention
 
         backend = "auto" if case == "ours" else "eager"
         # scale=True: logits divided by sqrt(dim), as the package and sdpa do
@@ -118,7 +118,7 @@ def parity_check(args: argparse.Namespace) -> float:
     """Max |ours - package| on 2 examples of the benchmark shape (ours scaled like the package)."""
     import area_attention
 
-    from areaser.attention import area_attention as ours
+    from areaser.models.attention import area_attention as ours
 
     device = torch.device(args.device)
     torch.manual_seed(1)
@@ -133,7 +133,7 @@ def parity_check(args: argparse.Namespace) -> float:
 
 def throughput(args: argparse.Namespace, steps: int = 5) -> dict[str, float]:
     """Training windows/s of each preset (batch, 128 x 81 input), round robin, median step."""
-    from areaser.models import build_model
+    from areaser.models.cnn import build_model
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from areaser.attention import count_areas
+    from areaser.models.areas import count_areas
 
     console = Console()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(t)
 
     if args.out:
-        from areaser.fileio import atomic_write_json
+        from areaser.io.files import atomic_write_json
 
         atomic_write_json(args.out, results)
         console.print(f"wrote {args.out}")

@@ -4,13 +4,13 @@
 
 1. log-Mel of every 2 s window (test hop 0.4 s) of the corpus. Peer: the authors' pipeline,
    ``librosa.feature.melspectrogram`` per window through ``np.apply_along_axis``, then ``log10``.
-   Ours: :class:`areaser.features.LogMel`, batches of 256 windows (moved to ``--device``).
+   Ours: :class:`areaser.dsp.features.LogMel`, batches of 256 windows (moved to ``--device``).
    Goal: at least 10x faster.
 2. VTLP per second of audio. Peer: nlpaug 1.1.11 ``VtlpAug`` with the paper's settings (zone
    (0, 1), coverage 1, fhi 4800, factor 0.8..1.2), waveform in, waveform out. Ours: ``melwarp``
    on the fly (warped log-Mel out, so the feature computation is included in our time),
    and ``stft`` (waveform out, like the peer). Goal: melwarp at least 50x faster.
-3. A training step of the paper's model (``areaser.models.build_model('paper')``, batch 32, Adam
+3. A training step of the paper's model (``areaser.models.cnn.build_model('paper')``, batch 32, Adam
    1e-4, cross-entropy) with log-Mel computed on the fly, without and with the melwarp factors.
    Goal: the warp adds under 5 %. The two variants alternate step by step; medians are compared
    (at most ``--steps`` pairs, fewer if they would take longer than ``--step-budget`` seconds).
@@ -41,9 +41,9 @@ WIN_S = 2.0
 
 def corpus_windows(root: Path, max_utts: int | None) -> np.ndarray:
     """All test-hop windows of the corpus, float32 ``[n, 32000]``."""
-    from areaser.audio import load_audio
-    from areaser.manifest import read_manifest
-    from areaser.segments import SegmentConfig, segment_utterances
+    from areaser.data.manifest import read_manifest
+    from areaser.data.segments import SegmentConfig, segment_utterances
+    from areaser.io.audio import load_audio
 
     df = read_manifest(root / "manifest.csv")
     if max_utts:
@@ -81,7 +81,7 @@ def table(title: str, rows: list[tuple[str, float, float]], peer_rate: float) ->
 def bench_log_mel(windows: np.ndarray, device: torch.device, repeats: int) -> float:
     import librosa
 
-    from areaser.features import LogMel
+    from areaser.dsp.features import LogMel
 
     audio_s = len(windows) * WIN_S
 
@@ -118,8 +118,8 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
     """Rates in audio s / wall s: the peer's and ours; returns the speed-ups for the summary."""
     import librosa
 
-    from areaser.features import LogMel
-    from areaser.vtlp import VTLPConfig, sample_factors, vtlp_stft
+    from areaser.dsp.features import LogMel
+    from areaser.dsp.vtlp import VTLPConfig, sample_factors, vtlp_stft
 
     rng = np.random.default_rng(0)
     few = windows[:n_peer]
@@ -187,12 +187,12 @@ def bench_vtlp(windows: np.ndarray, device: torch.device, repeats: int, n_peer: 
 
 def bench_training_step(windows: np.ndarray, device: torch.device, steps: int, budget_s: float) -> float | None:
     try:
-        from areaser.models import build_model
+        from areaser.models.cnn import build_model
     except ImportError:
-        console.print("[yellow]areaser.models.build_model not available yet: training-step row skipped[/]")
+        console.print("[yellow]areaser.models.cnn.build_model not available yet: training-step row skipped[/]")
         return None
-    from areaser.features import LogMel
-    from areaser.vtlp import VTLPConfig, sample_factors
+    from areaser.dsp.features import LogMel
+    from areaser.dsp.vtlp import VTLPConfig, sample_factors
 
     torch.manual_seed(0)
     model = build_model("paper").to(device).train()
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
-            from areaser.synth import SynthConfig, synthesize
+            from areaser.builtin.synth import SynthConfig, synthesize
 
             root = Path(tmp) / "builtin"
             console.print("synthesising the built-in corpus (60 utterances) ...")

@@ -43,9 +43,9 @@ console = Console(width=120)
 
 def random_run(run_dir: Path, model: str = "paper") -> Path:
     """A run directory with a randomly initialised model (E's checkpoint format)."""
-    from areaser.checkpoint import run_paths, save_weights
-    from areaser.labels import get_label_set
-    from areaser.training import build_modules, config_with
+    from areaser.data.labels import get_label_set
+    from areaser.runs.checkpoint import run_paths, save_weights
+    from areaser.runs.config import build_modules, config_with
 
     cfg = config_with(model=model, manifest="none.csv").to_dict()
     classes = list(get_label_set("4class").classes)
@@ -61,7 +61,7 @@ def random_run(run_dir: Path, model: str = "paper") -> Path:
 
 def corpus_as_recordings(corpus: Path, out: Path, n: int | None) -> tuple[list[Path], float]:
     """Re-write corpus files as 44.1 kHz stereo 16-bit WAV; return the paths and total seconds."""
-    from areaser.audio import load_audio, resample, write_audio
+    from areaser.io.audio import load_audio, resample, write_audio
 
     df = pd.read_csv(corpus / "manifest.csv")
     paths, total = [], 0.0
@@ -109,7 +109,7 @@ def measure_service(recognizer, paths: list[Path], n: int, k: int) -> float:
     """Requests per second for ``n`` uploads with at most ``k`` in flight."""
     import httpx
 
-    from areaser.service import create_app
+    from areaser.serve.service import create_app
 
     bodies = [(p.name, p.read_bytes()) for p in paths]
 
@@ -133,7 +133,7 @@ def measure_service(recognizer, paths: list[Path], n: int, k: int) -> float:
 
 def _exports(model: Path, tmp: Path, calibration: list[Path]) -> tuple[dict[str, Path], str]:
     """fp32, static int8 and dynamic int8 ONNX files of a run, or the reason it does not export."""
-    from areaser.export import export_onnx, quantize_int8
+    from areaser.serve.export import export_onnx, quantize_int8
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -174,7 +174,7 @@ def compute_ceiling(run: Path, onnx_path: Path, batch: int = 40) -> str:
     and the rate 200x real time at hop 0.4 s would need (2.5 windows per second of audio)."""
     import onnxruntime as ort
 
-    from areaser.checkpoint import load_run
+    from areaser.runs.checkpoint import load_run
 
     loaded = load_run(run)
     with torch.no_grad():
@@ -218,7 +218,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="service: uploads in flight at once")
     args = ap.parse_args()
 
-    from areaser.inference import Recognizer
+    from areaser.serve.recognizer import Recognizer
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
@@ -228,7 +228,7 @@ def main() -> None:
         models = args.model + [random_run(tmp / f"{name}-random", name) for name in presets.split(",") if name]
         corpus = args.corpus
         if corpus is None:
-            from areaser.synth import SynthConfig, synthesize
+            from areaser.builtin.synth import SynthConfig, synthesize
 
             console.print("synthesising the built-in corpus ...")
             synthesize(tmp / "corpus", SynthConfig(n_utterances=60, seed=0), progress=False)

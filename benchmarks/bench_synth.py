@@ -35,7 +35,7 @@ def _cpu() -> float:
 
 def _bare_espeak(texts: list[tuple[str, str]]) -> tuple[float, float, float]:
     """Speak each (text, voice) in this process; return (audio s, wall s, CPU s)."""
-    from areaser.espeak import Espeak
+    from areaser.builtin.espeak import Espeak
 
     tts = Espeak.get()
     t0, c0 = time.perf_counter(), _cpu()
@@ -48,8 +48,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="Utterances (default 300; the default corpus is 1000).")
     args = ap.parse_args()
 
-    from areaser.manifest import read_manifest
-    from areaser.synth import SynthConfig, plan, synthesize
+    from areaser.builtin.synth import SynthConfig, plan, synthesize
+    from areaser.data.manifest import read_manifest
 
     cfg = SynthConfig(n_utterances=args.n)
     rows = []

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_training [--device cpu|cuda] [--threads N] [--batch 32] [--steps 10] [--set KEY=VALUE]
 
-One training step is what :class:`areaser.training.SERModule` does per batch: log-Mel of 32
+One training step is what :class:`areaser.train.module.SERModule` does per batch: log-Mel of 32
 waveform windows of 2 s with per-example ``melwarp`` VTLP factors, the model forward, the
 cross-entropy, backward and an Adam step (lr 1e-4). The windows are real built-in corpus
 audio (60 utterances synthesised into a temporary folder unless ``--root`` is given).
@@ -34,12 +34,12 @@ PRESETS = ("cnn", "faithful", "paper")
 
 def corpus_windows(root: Path | None, n: int) -> torch.Tensor:
     """``n`` training windows (hop 1 s) of the built-in corpus, float32 ``[n, 32000]``."""
-    from areaser.audio import load_audio
-    from areaser.manifest import read_manifest
-    from areaser.segments import SegmentConfig, segment_utterances
+    from areaser.data.manifest import read_manifest
+    from areaser.data.segments import SegmentConfig, segment_utterances
+    from areaser.io.audio import load_audio
 
     if root is None:
-        from areaser.synth import SynthConfig, synthesize
+        from areaser.builtin.synth import SynthConfig, synthesize
 
         root = Path(tempfile.mkdtemp(prefix="areaser-bench-"))
         synthesize(root, SynthConfig(n_utterances=60, seed=0), progress=False)
@@ -55,7 +55,7 @@ class Contender:
     """One preset: LogMel + model + Adam, stepping on batches of windows."""
 
     def __init__(self, preset: str, device: torch.device, overrides: dict):
-        from areaser.training import build_modules, config_with
+        from areaser.runs.config import build_modules, config_with
 
         cfg = config_with(None, model=preset, **overrides)
         self.cfg = cfg
@@ -68,7 +68,7 @@ class Contender:
         self.times: list[float] = []
 
     def step(self, wave: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> None:
-        from areaser.vtlp import sample_factors
+        from areaser.dsp.vtlp import sample_factors
 
         t0 = time.perf_counter()
         wave, y = wave.to(self.device, non_blocking=True), y.to(self.device)

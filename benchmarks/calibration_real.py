@@ -5,9 +5,9 @@
 For every finished fold run of ``--model`` under the folder (``<folder>/<model>-seed*/<fold>/``, or the
 folder itself when it is a cv or fold directory): load its ``best.safetensors``, recompute the window
 logits of its dev and test utterances (those of its ``split.json``, read through the run's manifest by
-:func:`areaser.crossval._run_test_set`, the helper ``areaser evaluate`` uses; the windows of the run's own
-config), fit ``T`` on dev (:func:`areaser.calibration.fit_record`) and measure the test part before and
-after (:func:`areaser.calibration.test_summary`). Prints one row per fold and the mean.
+:func:`areaser.train.testsets._run_test_set`, the helper ``areaser evaluate`` uses; the windows of the run's own
+config), fit ``T`` on dev (:func:`areaser.runs.calibration.fit_record`) and measure the test part before and
+after (:func:`areaser.runs.calibration.test_summary`). Prints one row per fold and the mean.
 
 ``flips`` counts the test utterances whose label would change had the window logits been divided by ``T``
 *before* the ``prob`` mean instead (the calibration used leaves every label as it is). ``--write`` stores
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from areaser.calibration import fit_record, not_calibrated, test_summary, write_calibration
-from areaser.checkpoint import load_run, run_paths
-from areaser.config import TrainConfig
-from areaser.crossval import _run_test_set
-from areaser.data import load_windows
-from areaser.metrics import utterance_probs
-from areaser.training import eval_draw_seeds, predict_windows
+from areaser.data.windows import load_windows
+from areaser.runs.calibration import fit_record, not_calibrated, test_summary, write_calibration
+from areaser.runs.checkpoint import load_run, run_paths
+from areaser.runs.config import TrainConfig
+from areaser.runs.metrics import utterance_probs
+from areaser.train.scoring import eval_draw_seeds, predict_windows
+from areaser.train.testsets import _run_test_set
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "runs" / "real-speech" / "emodb"

@@ -6,17 +6,17 @@ reference of speech emotion recognition. Its licence allows research and non-com
 only, so it is a benchmark peer here and never imported by ``src/areaser`` (whose own
 ``egemaps-lr`` / ``egemaps-svm`` baselines compute eGeMAPS-*like* functionals with librosa).
 
-Per fold of an areaser protocol (:func:`areaser.training.prepare_fold`, so exactly the split the
+Per fold of an areaser protocol (:func:`areaser.train.folds.prepare_fold`, so exactly the split the
 neural models and the baselines see): scikit-learn ``StandardScaler`` + ``SVC(kernel="linear",
 C=1, class_weight="balanced")`` fitted on the fold's train part, scored on its test part with
-:func:`areaser.metrics.classification_metrics`; the dev part is unused (a fixed classifier has
-no epoch to choose). Audio is decoded with :func:`areaser.audio.load_audio` (mono, 16 kHz), as
+:func:`areaser.runs.metrics.classification_metrics`; the dev part is unused (a fixed classifier has
+no epoch to choose). Audio is decoded with :func:`areaser.io.audio.load_audio` (mono, 16 kHz), as
 for every other model, and handed to openSMILE as a signal.
 
 Features are cached in the work folder (``opensmile-eGeMAPSv02.csv``: one row per file keyed
 by absolute path, size and mtime, with the seconds its extraction took), so folds, seeds and
 later invocations extract each file once. Run directories look like those of
-:func:`areaser.crossval.cross_validate`: ``<cv>/<fold name>/{config.json, report.json,
+:func:`areaser.train.crossval.cross_validate`: ``<cv>/<fold name>/{config.json, report.json,
 report.md, confusion.png}`` and ``<cv>/report.{json,md}``; a fold whose ``report.json`` holds
 the same config is kept (resume).
 
@@ -69,8 +69,8 @@ def extract(paths: Sequence[str], cache: Path, progress: bool = False) -> tuple[
     Files missing from ``cache`` (a CSV, keyed by absolute path, size and mtime) are extracted
     and the cache rewritten (atomically, so parallel workers never leave it half written).
     """
-    from areaser.audio import DEFAULT_SR, load_audio
-    from areaser.fileio import atomic_write_text
+    from areaser.io.audio import DEFAULT_SR, load_audio
+    from areaser.io.files import atomic_write_text
 
     table = pd.read_csv(cache) if cache.is_file() else pd.DataFrame()
     known = {tuple(r): i for i, r in enumerate(table[list(_KEY)].itertuples(index=False))} if len(table) else {}
@@ -126,14 +126,14 @@ def cross_validate(
     log: Callable[[str], None] | None = print,
 ) -> dict:
     """Every fold (or ``folds``) of ``config``'s protocol; the summary of
-    :func:`areaser.crossval.summarise_cv`, also written as ``<out_dir>/<name>/report.*``."""
-    from areaser.config import ConfigError
-    from areaser.crossval import summarise_cv
-    from areaser.fileio import atomic_write_json
-    from areaser.metrics import classification_metrics
-    from areaser.provenance import describe, info_rows, notes
-    from areaser.reports import write_cv_report, write_run_report
-    from areaser.training import prepare_fold, read_manifests
+    :func:`areaser.train.report.summarise_cv`, also written as ``<out_dir>/<name>/report.*``."""
+    from areaser.io.files import atomic_write_json
+    from areaser.runs.config import ConfigError
+    from areaser.runs.metrics import classification_metrics
+    from areaser.runs.provenance import describe, info_rows, notes
+    from areaser.runs.reports import write_cv_report, write_run_report
+    from areaser.train.folds import prepare_fold, read_manifests
+    from areaser.train.report import summarise_cv
 
     say = log or (lambda s: None)
     c = replace(config, model=NAME)

@@ -8,12 +8,12 @@ Corpora (beside the project at ``../shared/data``, see its README.md): EmoDB wit
 ``lospk`` (10 folds, one per speaker; label set ``emodb``: 7 classes) and RAVDESS speech with
 ``kfold`` (5 speaker-grouped folds; label set ``ravdess``: 8 classes). Models: the neural
 presets ``cnn``, ``paper`` and ``faithful`` trained with ``--preset cpu``; the classical
-baselines ``egemaps-lr`` and ``egemaps-svm`` (:mod:`areaser.baselines`); and the peer
+baselines ``egemaps-lr`` and ``egemaps-svm`` (:mod:`areaser.models.baselines`); and the peer
 ``opensmile-svm``, openSMILE's eGeMAPSv02 functionals + a linear SVM
 (:mod:`benchmarks.opensmile_peer`), scored on the very same folds.
 
-Everything goes through the package: :func:`areaser.corpora.load_corpus` scans each corpus into
-``<out>/<corpus>/manifest.csv`` and :func:`areaser.crossval.cross_validate` trains and scores
+Everything goes through the package: :func:`areaser.data.corpora.load_corpus` scans each corpus into
+``<out>/<corpus>/manifest.csv`` and :func:`areaser.train.crossval.cross_validate` trains and scores
 each (corpus, model, seed) in ``<out>/<corpus>/<model>-seed<seed>/``. It resumes: a fold with
 its report is not trained again, so an interrupted benchmark picks up where it stopped, and a
 folder made with other settings is refused before anything runs (as ``areaser ablate`` does).
@@ -51,8 +51,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from areaser.ablation import quiet_lightning
-from areaser.workers import limit_threads, process_pool
+from areaser.io.workers import limit_threads, process_pool
+from areaser.studies.execute import quiet_lightning
 from benchmarks import opensmile_peer
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -170,8 +170,8 @@ def subset_per_speaker(df, n: int):
 
 def corpus_manifest(corpus: Corpus, data: Path, work: Path, per_speaker: int | None) -> Path:
     """Scan the corpus with its areaser loader and write ``work/manifest.csv``."""
-    from areaser.corpora import load_corpus
-    from areaser.manifest import write_manifest
+    from areaser.data.corpora import load_corpus
+    from areaser.data.manifest import write_manifest
 
     scan = load_corpus(corpus.name, data / corpus.folder, progress=False)
     df = scan.manifest
@@ -195,8 +195,8 @@ def job_config(
     overrides: dict,
     progress: bool,
 ):
-    """The :class:`areaser.config.TrainConfig` of one cross-validation."""
-    from areaser.config import config_with
+    """The :class:`areaser.runs.config.TrainConfig` of one cross-validation."""
+    from areaser.runs.config import config_with
 
     common = dict(
         manifest=str(manifest),
@@ -218,7 +218,7 @@ def job_config(
 
 def settings_of(config) -> dict:
     """What a row's numbers were made with (the resolved config, or the classifier's settings)."""
-    from areaser.baselines import FEATURE_NAMES, get_baseline
+    from areaser.models.baselines import FEATURE_NAMES, get_baseline
 
     c = config.resolved()
     if c.model in NEURAL:
@@ -267,8 +267,8 @@ def fold_seconds(report: dict) -> float | None:
 
 def run_job(job: dict) -> dict:
     """One cross-validation (top-level, so worker processes can import it); its result entry."""
-    from areaser.config import TrainConfig
-    from areaser.crossval import cross_validate
+    from areaser.runs.config import TrainConfig
+    from areaser.train.crossval import cross_validate
 
     c = TrainConfig.from_dict(job["config"])
     say = print if job["log"] else None
@@ -338,10 +338,10 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     import librosa  # noqa: F401  (compile and cache numba kernels once, before workers race to)
 
     if any(j["config"]["model"] in CLASSICAL for j in jobs):
-        from areaser.baselines import prosodic_features
+        from areaser.models.baselines import prosodic_features
 
         prosodic_features(np.sin(np.linspace(0, 2000, 8000)).astype(np.float32))
-    from areaser.training import make_progress
+    from areaser.train.callbacks import make_progress
 
     bar = make_progress() if progress else None
     task = bar.add_task("cross-validations", total=len(jobs), info="") if bar is not None else None
@@ -399,7 +399,7 @@ def git_commit() -> str:
 def machine() -> dict:
     import torch
 
-    from areaser.determinism import machine_description
+    from areaser.runs.determinism import machine_description
 
     return {
         "processor": platform.processor() or platform.machine(),
@@ -414,7 +414,7 @@ def machine() -> dict:
 
 
 def _pm(values: list[float]) -> tuple[float, float, str]:
-    from areaser.metrics import summarise
+    from areaser.runs.metrics import summarise
 
     s = summarise(values)
     return s["mean"], s["std"], f"{100 * s['mean']:.2f} +- {100 * s['std']:.2f}"
@@ -501,8 +501,8 @@ def _settings_block(settings: dict) -> list[str]:
 
 def write_doc(doc: Path, store: dict) -> Path:
     """``doc`` (Markdown) and its confusion PNGs in ``doc.parent / doc.stem``, from ``store``."""
-    from areaser.fileio import atomic_write_text
-    from areaser.reports import plot_confusion
+    from areaser.io.files import atomic_write_text
+    from areaser.runs.reports import plot_confusion
 
     entries = list(store["runs"].values())
     sig = store.get("signature", {})
@@ -710,8 +710,8 @@ def main(argv: list[str] | None = None) -> dict:
         console.print(f"rewrote {doc} from {store_path}", highlight=False)
         return store
 
-    from areaser.fileio import atomic_write_json
-    from areaser.training import prepare_fold
+    from areaser.io.files import atomic_write_json
+    from areaser.train.folds import prepare_fold
 
     corpora = [CORPORA[c] for c in _csv(args.corpora, tuple(CORPORA), "corpus")]
     models = _csv(args.models, MODELS, "model")

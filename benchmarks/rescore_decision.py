@@ -6,7 +6,7 @@ For each cv folder (default: every neural ``<corpus>/<model>-seed<seed>`` of ``r
 each fold's ``best.safetensors`` scores the utterances its ``split.json`` lists as test, with the
 windows of its own config, once per decision: ``prob`` (mean of window softmax probabilities, the
 paper and the default) and ``logits`` (softmax of the mean logit). Both decisions see the same window
-outputs (:func:`areaser.metrics.utterance_probs`), so a difference is the rule's alone. A model that is
+outputs (:func:`areaser.runs.metrics.utterance_probs`), so a difference is the rule's alone. A model that is
 random at evaluation (``faithful``: dropout and sample noise at test time) is scored ``--draws`` times
 per decision with seeds 0..N-1; its table gives the mean of the draws and, beside it, the UA of the
 fold's own report (one draw). Prints UA in % as mean +- sample std over folds, one row per folder.
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from areaser.checkpoint import load_run
-from areaser.config import TrainConfig
-from areaser.data import load_windows
-from areaser.labels import get_label_set
-from areaser.metrics import DECISIONS, classification_metrics, utterance_probs
-from areaser.training import predict_windows
+from areaser.data.labels import get_label_set
+from areaser.data.windows import load_windows
+from areaser.runs.checkpoint import load_run
+from areaser.runs.config import TrainConfig
+from areaser.runs.metrics import DECISIONS, classification_metrics, utterance_probs
+from areaser.train.scoring import predict_windows
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "real-speech"

@@ -89,7 +89,7 @@ def command(study: str, protocol: str, extra: list[str], corpus: str) -> list[st
 def machine() -> str:
     import platform
 
-    from areaser.ablation import machine_description
+    from areaser.runs.determinism import machine_description
 
     return f"{machine_description()}, no GPU, Python {platform.python_version()}"
 
@@ -167,7 +167,7 @@ def main() -> None:
         if finding:
             summary.append(f"- `{study}` under `{protocol}`: {finding}")
 
-    from areaser.fileio import atomic_write_text
+    from areaser.io.files import atomic_write_text
 
     doc = [
         "# Results on the built-in corpus",

@@ -27,7 +27,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def builtin_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small built-in (synthetic, IEMOCAP-layout) corpus; its manifest is ``root/manifest.csv``."""
-    from areaser.synth import SynthConfig, synthesize
+    from areaser.builtin.synth import SynthConfig, synthesize
 
     root = tmp_path_factory.mktemp("builtin")
     synthesize(root, SynthConfig(n_utterances=60, seed=0), progress=False)
@@ -75,7 +75,8 @@ def tiny_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     Shared by every module that only reads a run (predict, export, serve, listen): copy it before
     changing anything in it.
     """
-    from areaser.training import config_with, train
+    from areaser.runs.config import config_with
+    from areaser.train.lifecycle import train
 
     cfg = config_with(
         None, manifest=str(builtin_corpus / "manifest.csv"), out_dir=str(tmp_path_factory.mktemp("runs")), name="m",

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from areaser.ablation import STUDIES, AblationConfig, get_study, plan_runs, run_study
-from areaser.training import ConfigError
+from areaser.runs.config import ConfigError
+from areaser.studies.definitions import STUDIES, get_study
+from areaser.studies.execute import run_study
+from areaser.studies.plan import AblationConfig, plan_runs
 
 
 def quick(builtin_corpus: Path, out: Path, **kw) -> AblationConfig:
@@ -20,7 +22,7 @@ def result_files(study_dir: Path) -> list[Path]:
 
 
 def test_study_definitions_match_the_paper() -> None:
-    from areaser.attention import KEY_MODES, VALUE_MODES
+    from areaser.models.areas import KEY_MODES, VALUE_MODES
 
     assert list(STUDIES) == ["area-size", "vtlp-copies", "area-features", "layout", "vtlp-impl"]
     for study in STUDIES.values():
@@ -107,9 +109,8 @@ def test_more_seeds_reuse_finished_runs_and_resume_is_guarded(builtin_corpus: Pa
 
 
 def test_cli_lists_studies_and_reports_bad_input(builtin_corpus: Path, tmp_path: Path) -> None:
+    from areaser.cli.app import app
     from typer.testing import CliRunner
-
-    from areaser.cli import app
 
     runner = CliRunner()
     r = runner.invoke(app, ["ablate", "--help"])

@@ -7,18 +7,18 @@ import math
 import pytest
 import torch
 
-from areaser.attention import (
+from areaser.models.areas import (
     KEY_MODES,
     LEARNED_KEY_MODES,
     VALUE_MODES,
-    AreaAttention,
     AreaKeyNet,
-    area_attention,
     area_features,
     area_max,
     area_shapes,
     count_areas,
 )
+from areaser.models.attention import area_attention
+from areaser.models.layers import AreaAttention
 
 TOL = dict(atol=1e-6, rtol=1e-6)
 SAMPLE_MODES = [m for m in KEY_MODES if m.startswith("sample")]
@@ -318,7 +318,7 @@ def test_threads_started_during_area_attention_get_the_process_thread_count():
 def test_worker_threads_run_serially_without_autograd():
     """Blocks run serially, with grad mode off in every thread (a block writing a grad-tracked result into the
     shared output broke training), and in inference mode only where the caller is in it."""
-    from areaser.attention import _run_groups
+    from areaser.models.threads import _run_groups
 
     groups = [[(slice(i, i + 1), slice(0, 4))] for i in range(3)]
     torch.set_num_threads(3)

@@ -12,8 +12,10 @@ import math
 import pytest
 import torch
 
-from areaser import attention_fused
-from areaser.attention import AreaAttention, _fused, _LinearAreaAttention, area_attention
+from areaser.models import attention_fused
+from areaser.models.attention import area_attention
+from areaser.models.attention_fast import _fused, _LinearAreaAttention
+from areaser.models.layers import AreaAttention
 
 TOL = dict(atol=1e-10, rtol=1e-10)
 
@@ -161,8 +163,8 @@ def test_a_failing_compiler_falls_back_to_the_same_maths(tmp_path):
     script = textwrap.dedent(
         """
         import warnings, torch
-        from areaser import attention_fused
-        from areaser.attention import _LinearAreaAttention
+        from areaser.models import attention_fused
+        from areaser.models.attention_fast import _LinearAreaAttention
         torch.set_num_threads(1)
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(2, 12, 3, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(3))
@@ -188,8 +190,7 @@ def test_a_failing_compiler_falls_back_to_the_same_maths(tmp_path):
 
 def test_strict_determinism_trains_with_the_eager_path():
     """Compiled kernels use the CPU's widest vectors, which --deterministic strict does not pin."""
-    from areaser.config import TrainConfig
-    from areaser.training import build_modules
+    from areaser.runs.config import TrainConfig, build_modules
 
     for mode, backend in (("strict", "eager"), ("auto", "auto")):
         _, model = build_modules(TrainConfig.from_dict({"model": "paper", "deterministic": mode}), 4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from areaser.audio import AudioError, audio_info, load_audio, resample, write_audio
+from areaser.io.audio import AudioError, audio_info, load_audio, resample, write_audio
 
 
 def tone(sr: int, seconds: float, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_atomic_writes_get_normal_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from areaser.fileio import atomic_write_text
+    from areaser.io.files import atomic_write_text
 
     mask = os.umask(0o022)
     try:

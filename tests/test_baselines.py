@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from areaser.audio import write_audio
-from areaser.baselines import (
+from areaser.io.audio import write_audio
+from areaser.models.baselines import (
     BASELINES,
     FEATURE_NAMES,
     BaselineConfig,
@@ -83,7 +83,7 @@ def test_extract_features_reads_files_and_names_a_bad_one(tmp_path) -> None:
     assert x[1, FEATURE_NAMES.index("f0_mean")] > x[0, FEATURE_NAMES.index("f0_mean")]
     np.testing.assert_array_equal(extract_features([a]), x[:1])  # memoised, same values
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
-    from areaser.audio import AudioError
+    from areaser.io.audio import AudioError
 
     with pytest.raises(AudioError, match="bad.wav"):
         extract_features([tmp_path / "bad.wav"])
@@ -126,8 +126,8 @@ def test_config_and_input_validation() -> None:
 def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus, tmp_path) -> None:
     import json
 
-    from areaser.baselines import train_baseline
-    from areaser.training import ConfigError, config_with
+    from areaser.runs.config import ConfigError, config_with
+    from areaser.train.baseline import train_baseline
 
     cfg = config_with(
         None,
@@ -162,8 +162,8 @@ def test_cross_validate_runs_a_baseline_through_train(builtin_corpus, tmp_path) 
     aggregate are written as for a neural model."""
     import json
 
-    from areaser.crossval import cross_validate
-    from areaser.training import config_with
+    from areaser.runs.config import config_with
+    from areaser.train.crossval import cross_validate
 
     cfg = config_with(None, manifest=str(builtin_corpus / "manifest.csv"), model="egemaps-lr",
                       out_dir=str(tmp_path), name="cv", progress=True)  # fmt: skip

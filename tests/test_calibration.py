@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from areaser.calibration import (
+from areaser.runs.calibration import (
     NOT_HELD_OUT,
     calibrate,
     calibrated_probs,
@@ -23,10 +23,11 @@ from areaser.calibration import (
     fit_temperature,
     reliability_curve,
 )
-from areaser.checkpoint import load_run
-from areaser.inference import Recognizer
-from areaser.metrics import utterance_probs
-from areaser.training import config_with, train
+from areaser.runs.checkpoint import load_run
+from areaser.runs.config import config_with
+from areaser.runs.metrics import utterance_probs
+from areaser.serve.recognizer import Recognizer
+from areaser.train.lifecycle import train
 
 # ----------------------------------------------------------------------------- the functional core
 
@@ -174,7 +175,7 @@ def test_recognizer_probabilities_are_the_calibrated_decision_and_labels_stay(
 
 
 def test_export_keeps_the_temperature(run: Path, builtin_corpus: Path, tmp_path: Path) -> None:
-    from areaser.export import export_onnx, read_metadata
+    from areaser.serve.export import export_onnx, read_metadata
 
     t = json.loads((run / "calibration.json").read_text())["temperature"]
     with contextlib.redirect_stdout(io.StringIO()):

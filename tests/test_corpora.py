@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from areaser.cli import app
 from typer.testing import CliRunner
 
-from areaser.cli import app
-from areaser.corpora import CORPORA, CorpusError, base, load_corpus
-from areaser.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT, find_audio
-from areaser.labels import CANONICAL
-from areaser.manifest import COLUMNS, read_manifest, write_manifest
+from areaser.data.corpora import CORPORA, base, load_corpus
+from areaser.data.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT, CorpusError, find_audio
+from areaser.data.labels import CANONICAL
+from areaser.data.manifest import COLUMNS, read_manifest, write_manifest
 
 LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 123456\n"
 

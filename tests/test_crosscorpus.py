@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 from conftest import TINY_CNN
 
-from areaser.crossval import cross_validate, evaluate_on
-from areaser.training import ConfigError, config_with, train
+from areaser.runs.config import ConfigError, config_with
+from areaser.train.crosscorpus import evaluate_on
+from areaser.train.crossval import cross_validate
+from areaser.train.lifecycle import train
 
 SYNTH = "synthetic (built-in espeak-ng corpus): scores show the code runs, not emotion recognition"
 SPK_DEP = "speaker-dependent: speakers appear in train and test"
@@ -140,8 +142,8 @@ def _windows(path: str):
     """2 s windows every 0.4 s (the test hop), a short utterance padded: ``[n, 32000]`` float32."""
     import torch
 
-    from areaser.audio import load_audio
-    from areaser.segments import segment
+    from areaser.data.segments import segment
+    from areaser.io.audio import load_audio
 
     windows, _ = segment(load_audio(path, 16000), 16000, 2.0, 0.4, "pad")
     return torch.from_numpy(np.asarray(windows, dtype=np.float32))
@@ -152,7 +154,7 @@ def _sharpen(run_dir: Path, paths: list[str]) -> None:
     with the windows (a one-epoch tiny model says nearly the same class whatever it hears)."""
     import torch
 
-    from areaser.checkpoint import load_run, load_weights, save_weights
+    from areaser.runs.checkpoint import load_run, load_weights, save_weights
 
     run, seen = load_run(run_dir), []
     hook = run.model.classifier.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
@@ -173,7 +175,7 @@ def test_neural_scores_are_the_mean_window_probability_of_every_utterance(neural
     argmax; the confusion matrix must be the report's."""
     import torch
 
-    from areaser.checkpoint import load_run
+    from areaser.runs.checkpoint import load_run
 
     run_dir = tmp_path / "sharp"
     shutil.copytree(neural[0], run_dir)
@@ -201,7 +203,8 @@ def test_scoring_the_runs_own_test_utterances_reproduces_its_test_scores(neural,
 
 
 def test_a_baseline_run_keeps_its_fit_and_scores_other_corpora(manifest, other, tmp_path):
-    from areaser.baselines import FEATURE_NAMES, FIT_FILE, extract_features, fit_predict, get_baseline, load_fitted
+    from areaser.models.baselines import FEATURE_NAMES, extract_features, fit_predict, get_baseline
+    from areaser.runs.fitted import FIT_FILE, load_fitted
 
     cfg = config_with(
         None, manifest=str(manifest), model="egemaps-lr", out_dir=str(tmp_path), name="bl", progress=False
@@ -340,7 +343,7 @@ def test_run_reports_name_corpus_label_set_protocol_and_flag_synthetic_data(neur
 
 
 def test_synthetic_corpus_is_recognised_by_its_marker_file(manifest, tmp_path):
-    from areaser.provenance import describe, is_synthetic
+    from areaser.runs.provenance import describe, is_synthetic
 
     df = _frame(manifest)
     assert is_synthetic(manifest)  # synth_config.json beside the manifest
@@ -361,7 +364,7 @@ def test_synthetic_corpus_is_recognised_by_its_marker_file(manifest, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["xu2021", "random"])
 def test_speaker_dependent_protocols_are_flagged_in_report_and_console(protocol, manifest, tmp_path):
-    from areaser.splits import PROTOCOLS
+    from areaser.data.splits import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         pytest.skip(f"protocol {protocol!r} is not in this version")
@@ -379,8 +382,8 @@ def test_real_corpus_cross_scores_name_it_and_are_not_called_synthetic(neural, t
     root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emodb"
     if not (root / "wav").is_dir():
         pytest.skip(f"{root} absent: the real corpora are not part of a clone")
-    from areaser.corpora import load_corpus
-    from areaser.manifest import write_manifest
+    from areaser.data.corpora import load_corpus
+    from areaser.data.manifest import write_manifest
 
     df = load_corpus("emodb", root, progress=False, check_silent=False).manifest
     df = df.groupby("label", group_keys=False).head(5)

@@ -2,7 +2,7 @@
 
 A random tiny model gives nearly identical windows, so the mean, the median, the first window
 and the other rule all decide alike and a wrong aggregation goes unnoticed. Here a real backend
-(the documented extension point of :class:`areaser.inference.Recognizer`) returns a known
+(the documented extension point of :class:`areaser.serve.recognizer.Recognizer`) returns a known
 probability row for each window, looked up by the window's loudness, and a real WAV file is
 made of 2 s segments of different loudness. The rows are chosen so that the mean (``prob``), the
 softmax of the mean log (``logits``), the median, the maximum, the first and the last window all
@@ -21,12 +21,12 @@ import soundfile as sf
 import torch
 from test_service import LiveServer
 
-from areaser.data import load_windows
-from areaser.inference import InferenceConfig, Recognizer
-from areaser.metrics import utterance_probs
-from areaser.segments import SegmentConfig
-from areaser.service import create_app
-from areaser.training import score_windows
+from areaser.data.segments import SegmentConfig
+from areaser.data.windows import load_windows
+from areaser.runs.metrics import utterance_probs
+from areaser.serve.recognizer import InferenceConfig, Recognizer
+from areaser.serve.service import create_app
+from areaser.train.scoring import score_windows
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 SR = 16_000

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from areaser.cli import app
 from typer.testing import CliRunner
 
-from areaser.audio import load_audio
-from areaser.checkpoint import load_run
-from areaser.cli import app
-from areaser.crossval import cross_validate
-from areaser.inference import Recognizer
-from areaser.segments import segment
-from areaser.training import config_with
+from areaser.data.segments import segment
+from areaser.io.audio import load_audio
+from areaser.runs.checkpoint import load_run
+from areaser.runs.config import config_with
+from areaser.serve.recognizer import Recognizer
+from areaser.train.crossval import cross_validate
 
 TINY = dict(
     model="cnn",

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from conftest import TINY_CNN
 
-from areaser.training import config_with, train
+from areaser.runs.config import config_with
+from areaser.train.lifecycle import train
 
 # A tiny model and features (seconds per run on 2 shared cores), as tests/test_crosscorpus.py.
 TINY = TINY_CNN  # tests/conftest.py's tiny CNN
@@ -162,8 +163,9 @@ def test_evaluate_refuses_a_report_of_another_test_set(proj, monkeypatch, capsys
 
 def test_split_record_holds_the_ids_training_writes_and_the_hashes_evaluate_checks(proj, monkeypatch, capsys):
     """``split_record``: what training's split.json should hold (ids as now, plus base and test_files)."""
-    from areaser.splits import split_record
-    from areaser.training import TrainConfig, prepare_fold
+    from areaser.data.splits import split_record
+    from areaser.runs.config import TrainConfig
+    from areaser.train.folds import prepare_fold
 
     monkeypatch.chdir(proj)
     prep = prepare_fold(TrainConfig.load(RUN / "config.json").resolved())

@@ -13,14 +13,14 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from areaser.cli import app
 from test_inference import CLASSES, TINY, make_random_run  # one helper for the three test files
 from typer.testing import CliRunner
 
-from areaser.audio import load_audio
-from areaser.cli import app
-from areaser.export import INPUT, OUTPUTS, OnnxBackend, export_onnx, quantize_int8, read_metadata
-from areaser.inference import Recognizer
-from areaser.segments import segment
+from areaser.data.segments import segment
+from areaser.io.audio import load_audio
+from areaser.serve.export import INPUT, OUTPUTS, OnnxBackend, export_onnx, quantize_int8, read_metadata
+from areaser.serve.recognizer import Recognizer
 
 
 def _quiet(fn, *args, **kw):  # noqa: ANN001, ANN202
@@ -73,8 +73,8 @@ def test_onnx_matches_pytorch_on_the_builtin_corpus(random_export: tuple[Path, P
 
 
 def test_frames_axis_is_dynamic_when_the_model_allows_it(tmp_path: Path) -> None:
-    from areaser.export import export_modules
-    from areaser.features import FeatureConfig, LogMel
+    from areaser.dsp.features import FeatureConfig, LogMel
+    from areaser.serve.export import export_modules
 
     class Pooled(torch.nn.Module):  # global pooling: any number of frames
         def __init__(self) -> None:
@@ -162,9 +162,10 @@ def test_int8_stays_close_to_fp32(random_export: tuple[Path, Path], corpus_paths
 
 @pytest.fixture(scope="module")
 def trained_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A slim model trained for a few seconds through `areaser.training`: it tells the classes apart
+    """A slim model trained for a few seconds through `areaser.train.lifecycle`: it tells the classes apart
     (not one class for every window, as an untrained one does), so top-1 agreement means something."""
-    from areaser.training import config_with, train
+    from areaser.runs.config import config_with
+    from areaser.train.lifecycle import train
 
     out = tmp_path_factory.mktemp("trained")
     cfg = config_with(
@@ -185,7 +186,7 @@ def trained_run(builtin_corpus: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out / "tiny"
 
 
-@pytest.mark.slow  # trains a model through areaser.training: about 45 CPU seconds
+@pytest.mark.slow  # trains a model through areaser.train.lifecycle: about 45 CPU seconds
 def test_int8_agrees_with_fp32_on_the_builtin_corpus(
     trained_run: Path, corpus_paths: list[Path], tmp_path: Path
 ) -> None:

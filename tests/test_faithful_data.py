@@ -16,10 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from areaser.config import config_with
-from areaser.data import load_windows
-from areaser.manifest import read_manifest, write_manifest
-from areaser.training import prepare_fold
+from areaser.data.manifest import read_manifest, write_manifest
+from areaser.data.windows import load_windows
+from areaser.runs.config import config_with
+from areaser.train.folds import prepare_fold
 
 SR = 16_000
 # the authors' label map (LABEL_DICT1: excitement -> happy, the real 'hap' left out)
@@ -105,15 +105,15 @@ def test_faithful_copies_are_cached_and_reused(builtin_corpus: Path, tmp_path: P
 
 
 def test_cli_train_and_cv_take_offline_copies(builtin_corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    from areaser.cli.app import app
     from typer.testing import CliRunner
 
-    import areaser.crossval
-    import areaser.training
-    from areaser.cli import app
+    import areaser.train.crossval
+    import areaser.train.lifecycle
 
     seen = []
-    monkeypatch.setattr(areaser.training, "train", lambda cfg, **kw: seen.append(cfg))
-    monkeypatch.setattr(areaser.crossval, "cross_validate", lambda cfg, *a, **kw: seen.append(cfg))
+    monkeypatch.setattr(areaser.train.lifecycle, "train", lambda cfg, **kw: seen.append(cfg))
+    monkeypatch.setattr(areaser.train.crossval, "cross_validate", lambda cfg, *a, **kw: seen.append(cfg))
     runner = CliRunner()
     manifest = str(builtin_corpus / "manifest.csv")
     a, b = str(tmp_path / "a" / "manifest.csv"), str(tmp_path / "b" / "manifest.csv")
@@ -201,7 +201,7 @@ def test_faithful_windows_are_the_authors_loops(sized_files, builtin_corpus: Pat
 
 
 def test_default_keeps_its_own_windows(sized_files, builtin_corpus: Path) -> None:
-    from areaser.segments import window_starts
+    from areaser.data.segments import window_starts
 
     df, audio = sized_files
     seg = config_with(None, manifest=str(builtin_corpus / "manifest.csv")).resolved().segments
@@ -218,8 +218,8 @@ def test_default_keeps_its_own_windows(sized_files, builtin_corpus: Path) -> Non
 
 
 def test_xu2021_on_iemocap_prints_the_selection_per_class(builtin_corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    import areaser.data
-    from areaser.training import train
+    import areaser.train.lifecycle
+    from areaser.train.lifecycle import train
 
     class Stop(Exception):
         pass
@@ -227,7 +227,9 @@ def test_xu2021_on_iemocap_prints_the_selection_per_class(builtin_corpus: Path, 
     def stop(*a, **kw):
         raise Stop
 
-    monkeypatch.setattr(areaser.data, "load_windows", stop)  # everything up to loading the audio, no training
+    monkeypatch.setattr(
+        areaser.train.lifecycle, "load_windows", stop
+    )  # everything up to loading the audio, no training
     manifest = _own_manifest(builtin_corpus, tmp_path / "corpus")  # its copies are made beside this one
     sel = _paper_selection(manifest)
     kept = sel["class"].value_counts()

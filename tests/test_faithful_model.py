@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from areaser.audio import load_audio
-from areaser.config import TRAIN_PRESETS, config_with
-from areaser.manifest import read_manifest
-from areaser.models import build_model
-from areaser.training import build_modules
+from areaser.data.manifest import read_manifest
+from areaser.io.audio import load_audio
+from areaser.models.cnn import build_model
+from areaser.runs.config import TRAIN_PRESETS, build_modules, config_with
 
 SR = 16_000
 
@@ -131,7 +130,7 @@ def test_weights_are_glorot_uniform_and_biases_zero():
 
 
 def configured_optimizer(**overrides):
-    from areaser.training import SERModule
+    from areaser.train.module import SERModule
 
     torch.manual_seed(0)
     module = SERModule(faithful(**overrides), ("a", "b", "c", "d"), None, {}, 1)
@@ -186,7 +185,7 @@ TINY_CHANNELS = [4, 4, 8, 8, 8]
 
 
 def tiny_run(manifest: Path, out: Path, name: str, **overrides) -> tuple[dict, Path]:
-    from areaser.training import train
+    from areaser.train.lifecycle import train
 
     tiny = {
         "features": {"n_mels": 32, "hop_length": 800},
@@ -220,10 +219,11 @@ def faithful_run(builtin_corpus, tmp_path_factory):
 
 
 def test_a_random_model_is_scored_ten_times_and_the_report_says_so(faithful_run):
-    from areaser.checkpoint import load_run
-    from areaser.config import TrainConfig
-    from areaser.data import load_windows
-    from areaser.training import predict_windows, prepare_fold
+    from areaser.data.windows import load_windows
+    from areaser.runs.checkpoint import load_run
+    from areaser.runs.config import TrainConfig
+    from areaser.train.folds import prepare_fold
+    from areaser.train.scoring import predict_windows
 
     report, run_dir = faithful_run
     d = report["test_draws"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from areaser.config import config_with
-from areaser.metrics import classification_metrics, paper_and_honest, summarise_runs
-from areaser.reports import pct, write_cv_report, write_run_report
+from areaser.runs.config import config_with
+from areaser.runs.metrics import classification_metrics, paper_and_honest, summarise_runs
+from areaser.runs.reports import pct, write_cv_report, write_run_report
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 NOT_FOLDS = "random splits (seeds), overlapping, not folds"
@@ -62,7 +62,7 @@ def test_the_random_evaluation_note_states_wa_and_ua_when_only_ua_differs(tmp_pa
 
 
 def _prov(tmp_path: Path, protocol: str) -> dict:
-    from areaser.provenance import describe
+    from areaser.runs.provenance import describe
 
     wav = tmp_path / "wav"
     wav.mkdir(exist_ok=True)
@@ -74,7 +74,7 @@ def _prov(tmp_path: Path, protocol: str) -> dict:
 
 
 def _fold_reports(tmp_path: Path, protocol: str) -> list[dict]:
-    from areaser.provenance import notes
+    from areaser.runs.provenance import notes
 
     prov = _prov(tmp_path, protocol)
     test = classification_metrics([0, 1, 2, 3], [0, 1, 2, 0], CLASSES)
@@ -96,7 +96,7 @@ def _fold_reports(tmp_path: Path, protocol: str) -> list[dict]:
 
 
 def test_xu2021_seeds_are_called_overlapping_random_splits_not_folds(tmp_path):
-    from areaser.provenance import console_line
+    from areaser.runs.provenance import console_line
 
     rep = _fold_reports(tmp_path, "xu2021")[0]
     line = console_line(rep)
@@ -109,7 +109,7 @@ def test_xu2021_seeds_are_called_overlapping_random_splits_not_folds(tmp_path):
 
 
 def test_the_xu2021_cv_report_and_console_say_the_seeds_are_not_folds(tmp_path):
-    from areaser.crossval import _cv_line, summarise_cv
+    from areaser.train.report import _cv_line, summarise_cv
 
     for protocol in ("xu2021", "loso"):
         reports = _fold_reports(tmp_path, protocol)
@@ -177,8 +177,9 @@ def test_early_stopping_does_not_cut_the_papers_100_epoch_reading_short(kw):
 
 
 def test_the_area_size_study_runs_both_layouts_and_labels_the_figures_reading(builtin_corpus, tmp_path):
-    from areaser.ablation import AblationConfig, get_study, plan_runs
-    from areaser.models import PRESETS
+    from areaser.models.cnn import PRESETS
+    from areaser.studies.definitions import get_study
+    from areaser.studies.plan import AblationConfig, plan_runs
 
     study = get_study("area-size")
     grid = {
@@ -213,9 +214,8 @@ def test_the_area_size_study_runs_both_layouts_and_labels_the_figures_reading(bu
 
 def _cli(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch):
     """The command line app, in-process (no second torch import), run in ``cwd``."""
+    from areaser.cli.app import app
     from typer.testing import CliRunner
-
-    from areaser.cli import app
 
     monkeypatch.chdir(cwd)
     r = CliRunner().invoke(app, list(args))

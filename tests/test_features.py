@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from areaser.audio import load_audio
-from areaser.features import FeatureConfig, LogMel, log_mel, mel_basis, n_frames
-from areaser.manifest import read_manifest
-from areaser.segments import SegmentConfig, segment_utterances
+from areaser.data.manifest import read_manifest
+from areaser.data.segments import SegmentConfig, segment_utterances
+from areaser.dsp.features import FeatureConfig, LogMel, log_mel, mel_basis, n_frames
+from areaser.io.audio import load_audio
 
 SR = 16_000
 
@@ -140,6 +140,6 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu_plain.cpu(), cpu_plain, atol=1e-3, rtol=0)
     torch.testing.assert_close(gpu_warp.cpu(), cpu_warp, atol=1e-3, rtol=0)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    from areaser.vtlp import sample_factors
+    from areaser.dsp.vtlp import sample_factors
 
     assert sample_factors(8, generator=gen, device="cuda").device.type == "cuda"

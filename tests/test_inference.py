@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from areaser.cli import app
 from typer.testing import CliRunner
 
-from areaser.audio import AudioError, load_audio
-from areaser.cli import app
-from areaser.inference import InferenceConfig, Recognizer, expand_inputs
-from areaser.segments import segment
+from areaser.data.segments import segment
+from areaser.io.audio import AudioError, load_audio
+from areaser.serve.inputs import expand_inputs
+from areaser.serve.recognizer import InferenceConfig, Recognizer
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 
@@ -30,8 +31,8 @@ TINY = {"channels": [4, 8, 8, 8, 8]}
 
 def make_random_run(run_dir: Path, model: str = "cnn", overrides: dict | None = None, seed: int = 0) -> Path:
     """A run directory in `areaser train`'s format holding a randomly initialised model."""
-    from areaser.checkpoint import run_paths, save_weights
-    from areaser.training import build_modules, config_with
+    from areaser.runs.checkpoint import run_paths, save_weights
+    from areaser.runs.config import build_modules, config_with
 
     overrides = TINY if overrides is None else overrides
     cfg = config_with(model=model, model_overrides=overrides, manifest="unused.csv").to_dict()
@@ -63,7 +64,7 @@ def files(builtin_corpus: Path) -> list[Path]:
 
 def _reference(run_dir: Path, y: np.ndarray, hop_s: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
     """Window probabilities the plain way: whole signal, segment(), LogMel, model, softmax."""
-    from areaser.checkpoint import load_run
+    from areaser.runs.checkpoint import load_run
 
     run = load_run(run_dir)
     windows, starts = segment(y, 16_000, 2.0, hop_s, "pad")
@@ -126,7 +127,7 @@ def test_any_rate_channels_and_arrays(rec: Recognizer, files: list[Path], tmp_pa
 
 
 def _resample(y: np.ndarray, sr: int) -> np.ndarray:
-    from areaser.audio import resample
+    from areaser.io.audio import resample
 
     return resample(y, 16_000, sr)
 
@@ -166,7 +167,7 @@ def test_silence_skipping(rec: Recognizer, files: list[Path], tmp_path: Path, rn
 
 
 def test_logits_decision_is_softmax_of_mean_logit(run_dir: Path, files: list[Path]) -> None:
-    from areaser.checkpoint import load_run
+    from areaser.runs.checkpoint import load_run
 
     run = load_run(run_dir)
     y = load_audio(files[2])
@@ -252,7 +253,7 @@ def test_cli_predict_table_csv_jsonl_and_errors(
 _RSS_SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from areaser.inference import Recognizer
+    from areaser.serve.recognizer import Recognizer
     rec = Recognizer.load(sys.argv[1], hop_s=5.0, batch_size=8)
     def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
     rec.predict(sys.argv[2])
@@ -274,7 +275,7 @@ def _write_long(path: Path, minutes: float, sr: int = 22_050, channels: int = 2)
 
 def _rss_growth(run_dir: Path, tmp_path: Path, minutes: float) -> tuple[float, float]:
     """Peak RSS growth (MiB) from scoring a 3-minute file to scoring a ``minutes`` long one."""
-    from areaser.segments import window_starts
+    from areaser.data.segments import window_starts
 
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
     _write_long(short, 3.0)

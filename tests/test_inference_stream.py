@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from areaser.audio import AudioError, load_audio, stream_audio
-from areaser.inference import stream_windows, window_db
-from areaser.segments import segment
+from areaser.data.segments import segment, stream_windows
+from areaser.io.audio import AudioError, load_audio, stream_audio
+from areaser.serve.backends import window_db
 
 
 def _noise(rng: np.random.Generator, n: int, channels: int = 1) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from areaser.labels import CANONICAL, LABEL_SETS, check_label_spec, get_label_set
-from areaser.manifest import make_manifest, validate_manifest
+from areaser.data.labels import CANONICAL, LABEL_SETS, check_label_spec, get_label_set
+from areaser.data.manifest import make_manifest, validate_manifest
 
 
 def test_native_sets_hold_each_corpus_own_emotions():

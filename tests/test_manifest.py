@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from areaser.fileio import atomic_write_text
-from areaser.labels import LABEL_SETS, get_label_set
-from areaser.manifest import (
-    COLUMNS,
-    ManifestError,
-    make_manifest,
-    read_manifest,
-    select_classes,
-    write_manifest,
-)
+from areaser.data.labels import LABEL_SETS, get_label_set
+from areaser.data.manifest import COLUMNS, ManifestError, make_manifest, read_manifest, select_classes, write_manifest
+from areaser.io.files import atomic_write_text
 
 
 def _corpus(tmp_path: Path) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from areaser.metrics import (
+from areaser.runs.metrics import (
     best_epoch,
     classification_metrics,
     paper_and_honest,

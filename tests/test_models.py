@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from areaser.models import MIN_FRAMES, PRESETS, ModelConfig, build_model, build_model_from_config
+from areaser.models.cnn import MIN_FRAMES, PRESETS, ModelConfig, build_model, build_model_from_config
 
 SMALL = dict(channels=(4, 4, 8, 8, 8), n_mels=32)  # the same architecture, cheap enough for tests
 

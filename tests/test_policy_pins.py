@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from areaser.cli import app
 from typer.testing import CliRunner
 
-from areaser.audio import load_audio
-from areaser.cli import app
-from areaser.corpora import load_corpus
-from areaser.data import load_windows
-from areaser.features import FeatureConfig, LogMel, log_mel
-from areaser.manifest import make_manifest, read_manifest, write_manifest
-from areaser.metrics import classification_metrics
-from areaser.models import ModelConfig, _conv_block, build_model
-from areaser.segments import SegmentConfig, segment, window_starts
-from areaser.splits import get_protocol, select_utterances
+from areaser.data.corpora import load_corpus
+from areaser.data.manifest import make_manifest, read_manifest, write_manifest
+from areaser.data.segments import SegmentConfig, segment, window_starts
+from areaser.data.splits import get_protocol, select_utterances
+from areaser.data.windows import load_windows
+from areaser.dsp.features import FeatureConfig, LogMel, log_mel
+from areaser.io.audio import load_audio
+from areaser.models.cnn import ModelConfig, _conv_block, build_model
+from areaser.runs.metrics import classification_metrics
 
 SR = 16_000
 

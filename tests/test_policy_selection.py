@@ -18,7 +18,7 @@ degenerate (best != last, best on dev != best on test), so it cannot pass vacuou
 
 Expected values come from first principles: my own argmax / argmin over the recorded curve, and
 my own scoring of the saved weights (``best.safetensors`` / ``last.safetensors``, read back
-with :mod:`areaser.checkpoint`, a forward pass and per-class recall computed here),
+with :mod:`areaser.runs.checkpoint`, a forward pass and per-class recall computed here),
 never from the selection code under test.
 """
 
@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from areaser.checkpoint import load_run, load_tree, read_header
-from areaser.data import load_windows
-from areaser.metrics import best_epoch, is_better, lower_is_better, paper_and_honest
-from areaser.training import TrainConfig, build_modules, config_with, train
+from areaser.data.windows import load_windows
+from areaser.runs.checkpoint import load_run, load_tree, read_header
+from areaser.runs.config import TrainConfig, build_modules, config_with
+from areaser.runs.metrics import best_epoch, is_better, lower_is_better, paper_and_honest
+from areaser.train.lifecycle import train
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 NEXT = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
@@ -66,7 +67,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def scenario(builtin_corpus: Path, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """``(manifest, rows)``: the train / anti-labelled dev / test-equals-train manifest above."""
-    from areaser.manifest import read_manifest
+    from areaser.data.manifest import read_manifest
 
     df = read_manifest(builtin_corpus / "manifest.csv")  # absolute paths
     base = df[df["label"].isin(CLASSES) & (df["source_id"] == "")].reset_index(drop=True)
@@ -89,7 +90,7 @@ class TrainOrder(Callback):
     """Records the window indices of every training batch, per epoch (0-based): ``epochs[e]``.
 
     A training batch is ``(waves, labels, idx)`` with ``idx`` the windows' indices in the
-    training set (``areaser.data._TrainBatch``), so this is the order the model saw them in.
+    training set (``areaser.data.windows._TrainBatch``), so this is the order the model saw them in.
     """
 
     def __init__(self):

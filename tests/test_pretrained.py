@@ -16,14 +16,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from areaser.cli import app
 from conftest import TINY_PAPER
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from areaser.cli import app
-from areaser.inference import Recognizer
-from areaser.pretrained import FILES, FORMAT, PretrainedError, export_pretrained, is_pretrained, load_pretrained
-from areaser.training import config_with, train
+from areaser.runs.config import config_with
+from areaser.serve.pretrained import FILES, FORMAT, PretrainedError, export_pretrained, is_pretrained, load_pretrained
+from areaser.serve.recognizer import Recognizer
+from areaser.train.lifecycle import train
 
 # a tiny area-attention run, its log-Mel normalised with dataset statistics (so the folder carries them)
 TINY = {**TINY_PAPER, "features": {**TINY_PAPER["features"], "norm": "dataset"}}
@@ -132,7 +133,7 @@ def test_the_model_card_says_the_corpus_is_synthetic(folder: Path) -> None:
 
 
 def test_a_card_for_a_real_corpus_lists_it_as_a_dataset_without_the_synthetic_warning(folder: Path, run: Path) -> None:
-    from areaser.pretrained import model_card
+    from areaser.serve.pretrained import model_card
 
     report = json.loads((run / "report.json").read_text())
     report["provenance"].update(synthetic=False, corpus="emodb", corpus_names=["emodb"])
@@ -160,7 +161,9 @@ def test_cli_export_then_predict_and_serve_the_folder(run: Path, wavs: list[Path
     want = [p.to_dict() for p in Recognizer.load(run).predict_many(wavs[:3])]
     assert [g["probabilities"] for g in got] == [w["probabilities"] for w in want]
     served = {}
-    monkeypatch.setattr("areaser.service.serve", lambda rec, host, port, limits, **kw: served.setdefault("rec", rec))
+    monkeypatch.setattr(
+        "areaser.serve.service.serve", lambda rec, host, port, limits, **kw: served.setdefault("rec", rec)
+    )
     r = _cli(["serve", out, "--port", "0"])
     assert r.exit_code == 0, r.output
     assert served["rec"].classes == ("neutral", "happy", "sad", "angry") and served["rec"].name == "model"
@@ -276,7 +279,7 @@ def test_export_refuses_to_overwrite_a_folder_that_is_not_a_pretrained_folder(
 def test_the_write_is_staged_then_renamed_and_a_failure_keeps_the_earlier_folder(
     run: Path, folder: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    import areaser.pretrained as pretrained
+    import areaser.serve.pretrained as pretrained
 
     target = _copy(folder, tmp_path)
     before = {p.name: p.read_bytes() for p in target.iterdir()}

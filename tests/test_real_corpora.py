@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from areaser.cli import app
 from typer.testing import CliRunner
 
-from areaser.cli import app
-from areaser.corpora import CorpusScan, load_corpus
-from areaser.manifest import read_manifest
+from areaser.data.corpora import load_corpus
+from areaser.data.corpora.base import CorpusScan
+from areaser.data.manifest import read_manifest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not (DATA / "emodb" / "wav").is_dir() or not (DATA / "ravdess").is_dir():

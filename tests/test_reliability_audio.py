@@ -17,10 +17,10 @@ import soundfile as sf
 from test_inference import CLASSES, make_random_run
 from test_service import LiveServer
 
-import areaser.audio as audio_mod
-from areaser.audio import AudioError, audio_info, load_audio, stream_audio
-from areaser.inference import InferenceConfig, Recognizer
-from areaser.service import ServiceLimits, create_app
+import areaser.io.audio as audio_mod
+from areaser.io.audio import AudioError, audio_info, load_audio, stream_audio
+from areaser.serve.recognizer import InferenceConfig, Recognizer
+from areaser.serve.service import ServiceLimits, create_app
 
 SR = 16_000
 SHARED = Path("/work/shared/data")
@@ -331,9 +331,8 @@ def test_messages_print_plain_numbers() -> None:
 def test_cli_predict_shows_the_not_speech_warning_on_screen_and_in_the_csv(tiny_run: Path, tmp_path: Path) -> None:
     """``areaser predict`` scores a steady tone (``speech_check="flag"``) but says so: stderr and the CSV."""
     import pandas as pd
+    from areaser.cli.app import app
     from typer.testing import CliRunner
-
-    from areaser.cli import app
 
     t = np.arange(32000) / 16000
     tone = tmp_path / "tone.wav"

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from areaser.corpora import CorpusError, load_corpus
+from areaser.data.corpora import load_corpus
+from areaser.data.corpora.base import CorpusError
 
 BROKEN_LINK = "broken symbolic link (its target does not exist)"
 LINK_LOOP = "symbolic link loop (it leads back to itself or to a folder above it), not followed"
@@ -185,7 +186,7 @@ def test_iemocap_broken_audio_and_label_links(tmp_path: Path) -> None:
 
 
 def test_find_audio_reports_what_it_does_not_return(tmp_path: Path) -> None:
-    from areaser.corpora.base import find_audio
+    from areaser.data.corpora.base import find_audio
 
     tone(tmp_path / "x" / "a.wav")
     link(tmp_path / "x" / "b.flac", "gone.flac")
@@ -245,7 +246,7 @@ def test_ravdess_songs_are_not_counted_against_a_complete_speech_copy(tmp_path: 
 
 
 def test_not_in_corpus_reason_is_listed_but_not_counted(tmp_path: Path) -> None:
-    from areaser.corpora.base import NotInCorpus, scan_files
+    from areaser.data.corpora.base import NotInCorpus, scan_files
 
     for name in ("take_angry", "extra_sad", "garbled"):
         tone(tmp_path / f"{name}.wav")

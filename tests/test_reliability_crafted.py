@@ -22,10 +22,19 @@ import pandas as pd
 import pytest
 from conftest import TINY_PAPER
 
-from areaser.checkpoint import CheckpointError, load_run, load_tree, load_weights, run_paths, save_tree, save_weights
-from areaser.export import OnnxBackend, export_onnx, read_metadata
-from areaser.inference import Recognizer
-from areaser.training import config_with, train
+from areaser.runs.checkpoint import (
+    CheckpointError,
+    load_run,
+    load_tree,
+    load_weights,
+    run_paths,
+    save_tree,
+    save_weights,
+)
+from areaser.runs.config import config_with
+from areaser.serve.export import OnnxBackend, export_onnx, read_metadata
+from areaser.serve.recognizer import Recognizer
+from areaser.train.lifecycle import train
 
 TINY = TINY_PAPER
 # what a refusal may cost: Python/numpy allocations (tracemalloc) and growth of the process' peak RSS

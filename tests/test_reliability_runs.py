@@ -18,8 +18,9 @@ from conftest import TINY_PAPER
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import save_file
 
-from areaser.checkpoint import FORMAT, CheckpointError, load_tree, load_weights, run_paths, save_weights
-from areaser.training import ConfigError, TrainConfig, config_with, train
+from areaser.runs.checkpoint import FORMAT, CheckpointError, load_tree, load_weights, run_paths, save_weights
+from areaser.runs.config import ConfigError, TrainConfig, config_with
+from areaser.train.lifecycle import train
 
 TINY = {**TINY_PAPER, "epochs": 2}
 

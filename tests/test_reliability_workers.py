@@ -1,6 +1,6 @@
 """Worker processes die with their parent (#14: kill -9 of `ablate` left its workers idling for ever).
 
-A real parent process makes a real pool (areaser.workers.process_pool, the pool ablate, synth and the
+A real parent process makes a real pool (areaser.io.workers.process_pool, the pool ablate, synth and the
 benchmark use), its workers block in a task, the test kills the parent with SIGKILL (no clean-up runs
 in it) and waits for the workers to be gone.
 """
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and /pr
 PARENT = """
 import json, time
 from concurrent.futures import wait
-from areaser.workers import process_pool
+from areaser.io.workers import process_pool
 
 pool = process_pool(2)
 wait([pool.submit(time.sleep, 1.0) for _ in range(2)])  # both workers started and working
@@ -85,7 +85,7 @@ def test_workers_exit_when_their_parent_is_killed(booted: bool) -> None:
 
 def test_a_living_parent_keeps_its_workers() -> None:
     """The watchdog ends orphans only: a pool of a living parent still computes."""
-    from areaser.workers import POLL_S, process_pool
+    from areaser.io.workers import POLL_S, process_pool
 
     with process_pool(1) as pool:
         assert pool.submit(pow, 3, 4).result(timeout=60) == 81

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from areaser.metrics import classification_metrics, paper_and_honest, summarise_runs
-from areaser.reports import write_cv_report, write_run_report
+from areaser.runs.metrics import classification_metrics, paper_and_honest, summarise_runs
+from areaser.runs.reports import write_cv_report, write_run_report
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -116,7 +116,7 @@ def test_notes_and_own_headings_are_drawn_above_the_numbers(tmp_path):
 
 
 def test_cv_report_draws_the_cross_corpus_table_with_mean_and_std(tmp_path):
-    from areaser.reports import write_cross_summary
+    from areaser.runs.reports import write_cross_summary
 
     rep = _report()
     folds = [

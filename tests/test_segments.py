@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from areaser.segments import SegmentConfig, segment, segment_utterances, window_starts
+from areaser.data.segments import SegmentConfig, segment, segment_utterances, window_starts
 
 SR = 16_000
 

@@ -22,8 +22,8 @@ import soundfile as sf
 import uvicorn
 from test_inference import make_random_run  # one helper for the three test files
 
-from areaser.inference import Recognizer
-from areaser.service import ServiceLimits, create_app
+from areaser.serve.recognizer import Recognizer
+from areaser.serve.service import ServiceLimits, create_app
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from test_service import CHROMIUM, Chromium, LiveServer  # the page's DevTools driver and the uvicorn thread
 
-from areaser.inference import Recognizer
-from areaser.service import ServiceLimits, create_app
+from areaser.serve.recognizer import Recognizer
+from areaser.serve.service import ServiceLimits, create_app
 
 # Screenshots go to the test's folder; `AREASER_SCREENSHOTS=docs pytest tests/test_service_page.py` writes the
 # README's (docs/serve-page.png, docs/serve-page-phone.png) instead: a test run never changes the repository.
@@ -82,7 +82,7 @@ def test_the_served_command_and_a_pretrained_folder_name_the_training_corpus(mod
     import subprocess
     import sys
 
-    from areaser.pretrained import export_pretrained
+    from areaser.serve.pretrained import export_pretrained
 
     folder = export_pretrained(model, tmp_path / "hub")
     with TestClient(create_app(folder)) as client:  # no report.json there: config.json's training facts
@@ -111,7 +111,7 @@ def test_the_served_command_and_a_pretrained_folder_name_the_training_corpus(mod
 
 
 def test_listen_turns_pcm_frames_into_json_updates(recognizer: Recognizer, speech: np.ndarray) -> None:
-    from areaser.live import Listener
+    from areaser.serve.live import Listener
 
     app = create_app(recognizer)
     audio = np.concatenate([speech[: 2 * 16000], np.zeros(int(2.5 * 16000), np.int16)])  # speech, then silence

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from areaser.specaug import MaskConfig, spec_mask
+from areaser.dsp.specaug import MaskConfig, spec_mask
 
 
 def _masked(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

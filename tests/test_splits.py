@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from areaser.manifest import make_manifest
-from areaser.splits import (
+from areaser.data.manifest import make_manifest
+from areaser.data.splits import (
     PROTOCOLS,
     SplitError,
     check_fold,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from areaser.manifest import read_manifest
-from areaser.synth import SynthConfig, SynthError, same_corpus, synthesize
+from areaser.builtin.synth import SynthConfig, SynthError, same_corpus, synthesize
+from areaser.data.manifest import read_manifest
 
 LABEL_LINE = re.compile(r"^\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(\S+)\t(\w{3})\t\[(\d\.\d{4}), (\d\.\d{4}), (\d\.\d{4})\]$")
 TRANSCRIPT_LINE = re.compile(r"^(\S+) \[(\d{3}\.\d{4})-(\d{3}\.\d{4})\]: (.+)$")
@@ -272,7 +272,7 @@ def test_speakers_differ(acoustics: pd.DataFrame) -> None:
 
 
 def test_espeak_fresh_engine_is_byte_identical() -> None:
-    from areaser.espeak import Espeak, Prosody, in_fresh_engine
+    from areaser.builtin.espeak import Espeak, Prosody, in_fresh_engine
 
     def say(text: str, voice: str, pitch: int) -> np.ndarray:
         return Espeak.get().say(text, voice=voice, prosody=Prosody(pitch=pitch))
@@ -288,7 +288,7 @@ def test_espeak_fresh_engine_is_byte_identical() -> None:
 
 
 def test_espeak_unknown_voice_is_one_clear_error() -> None:
-    from areaser.espeak import Espeak, EspeakError, in_fresh_engine
+    from areaser.builtin.espeak import Espeak, EspeakError, in_fresh_engine
 
     def say() -> np.ndarray:
         return Espeak.get().say("hello", voice="xx-nonexistent")

@@ -13,9 +13,11 @@ import torch
 from conftest import TINY_PAPER
 from lightning.pytorch.callbacks import Callback
 
-from areaser.checkpoint import load_run, load_tree, load_weights, read_header, run_paths
-from areaser.crossval import cross_validate, evaluate_run
-from areaser.training import ConfigError, TrainConfig, config_with, train
+from areaser.runs.checkpoint import load_run, load_tree, load_weights, read_header, run_paths
+from areaser.runs.config import ConfigError, TrainConfig, config_with
+from areaser.train.crossval import cross_validate
+from areaser.train.evaluate import evaluate_run
+from areaser.train.lifecycle import train
 
 # A tiny model and features so a run takes seconds on 2 shared cores: the paper's layers and
 # 2-D area attention, fewer channels, 32 mel bands, 20 ms hop (41 frames per window).
@@ -250,7 +252,7 @@ def test_ddp_two_cpu_processes_match_single_process_where_they_must(reference, t
         [
             sys.executable,
             "-m",
-            "areaser.cli",
+            "areaser",
             "train",
             "--config",
             str(tmp_path / "cfg.json"),

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from areaser.checkpoint import CheckpointError, load_tree, load_weights, read_header, save_tree, save_weights
-from areaser.training import compute_loss
+from areaser.runs.checkpoint import CheckpointError, load_tree, load_weights, read_header, save_tree, save_weights
+from areaser.train.module import compute_loss
 
 
 def test_tree_round_trip_keeps_types_and_tensors(tmp_path):

@@ -1,7 +1,7 @@
 """Voice activity (#16 item 3) and live emotion from the command line (#16 item 2).
 
 VAD: tones, beeps, noise and silence are refused ("no speech found"), real speech (EmoDB, RAVDESS) and the
-built-in synthetic corpus pass. Live: :class:`areaser.live.Listener` gives one update per ``every_s`` of audio
+built-in synthetic corpus pass. Live: :class:`areaser.serve.live.Listener` gives one update per ``every_s`` of audio
 whatever the chunking, and ``areaser listen`` works through a real pipe and on a file.
 """
 
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from areaser.cli import app
 from typer.testing import CliRunner
 
 import areaser
-from areaser.cli import app
-from areaser.inference import Recognizer
+from areaser.serve.recognizer import Recognizer
 
 SR = 16000
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the project root
@@ -81,7 +81,7 @@ def _signals() -> dict[str, np.ndarray]:
 
 
 def test_speech_frames_shape_and_chunking() -> None:
-    from areaser.vad import VoiceActivity, speech_frames, speech_seconds
+    from areaser.dsp.vad import VoiceActivity, speech_frames, speech_seconds
 
     y = _signals()["white noise"].astype(np.float32)
     flags = speech_frames(y, SR)
@@ -98,7 +98,7 @@ def test_speech_frames_shape_and_chunking() -> None:
 
 @pytest.mark.parametrize("kind", list(_signals()))
 def test_vad_refuses_what_is_not_speech(rec: Recognizer, kind: str) -> None:
-    from areaser.vad import speech_seconds, window_voiced
+    from areaser.dsp.vad import speech_seconds, window_voiced
 
     y = _signals()[kind].astype(np.float32)
     assert speech_seconds(y, SR) < 0.3, kind  # at most a few scattered frames (brown noise: 0.27 s)
@@ -112,7 +112,7 @@ def test_vad_refuses_what_is_not_speech(rec: Recognizer, kind: str) -> None:
 
 @needs_data
 def test_vad_passes_real_speech(rec: Recognizer) -> None:
-    from areaser.vad import speech_seconds
+    from areaser.dsp.vad import speech_seconds
 
     for path, result in zip(REAL, rec.predict_many(REAL)):
         y, sr = sf.read(str(path), dtype="float32")
@@ -155,7 +155,7 @@ def test_service_vad_query_option(model: Path, speech: Path) -> None:
     import httpx
     from test_service import LiveServer  # uvicorn in a thread, as the service tests run it
 
-    from areaser.service import create_app
+    from areaser.serve.service import create_app
 
     t = np.arange(2 * SR) / SR
     beep = np.where(t % 0.5 < 0.15, 0.5 * np.sin(2 * np.pi * 800 * t), 0).astype(np.float32)
@@ -180,7 +180,7 @@ def test_service_vad_query_option(model: Path, speech: Path) -> None:
 
 
 def test_listener_updates_and_chunking(rec: Recognizer, speech: Path) -> None:
-    from areaser.live import Listener
+    from areaser.serve.live import Listener
 
     y, _ = sf.read(str(speech), dtype="float32")
     one = Listener(rec, every_s=0.5)
@@ -206,7 +206,7 @@ def test_listener_updates_and_chunking(rec: Recognizer, speech: Path) -> None:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "areaser.cli", *args]
+    return [sys.executable, "-m", "areaser", *args]
 
 
 def _env() -> dict:
@@ -256,7 +256,7 @@ def test_listen_through_a_real_pipe_and_ctrl_c(model: Path, rec: Recognizer, spe
 
 
 def test_listen_stdin_to_eof_and_file(model: Path, rec: Recognizer, speech: Path) -> None:
-    from areaser.live import Listener
+    from areaser.serve.live import Listener
 
     y, _ = sf.read(str(speech), dtype="int16")
     runner = CliRunner()

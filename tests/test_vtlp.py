@@ -8,15 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from areaser.features import FeatureConfig, LogMel, warped_mel_filterbank
-from areaser.vtlp import (
-    VTLPConfig,
-    legacy_time_warp,
-    sample_factors,
-    unwarp_frequencies,
-    vtlp_stft,
-    warp_frequencies,
-)
+from areaser.dsp.features import FeatureConfig, LogMel, warped_mel_filterbank
+from areaser.dsp.mel import unwarp_frequencies, warp_frequencies
+from areaser.dsp.vtlp import VTLPConfig, legacy_time_warp, sample_factors, vtlp_stft
 
 SR = 16_000
 

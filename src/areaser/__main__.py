@@ -1,5 +1,5 @@
 """``python -m areaser``: the same command line as the ``areaser`` console script."""
 
-from .cli import main
+from areaser.cli import main
 
 main(prog_name="python -m areaser")
