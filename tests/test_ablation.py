@@ -109,8 +109,9 @@ def test_more_seeds_reuse_finished_runs_and_resume_is_guarded(builtin_corpus: Pa
 
 
 def test_cli_lists_studies_and_reports_bad_input(builtin_corpus: Path, tmp_path: Path) -> None:
-    from areaser.cli.app import app
     from typer.testing import CliRunner
+
+    from areaser.cli.app import app
 
     runner = CliRunner()
     r = runner.invoke(app, ["ablate", "--help"])

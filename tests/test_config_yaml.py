@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.runs.config import ConfigError, TrainConfig
 
 # the same partial experiment, twice: nested sections, lists, null, a float written 1e-3 and a bool

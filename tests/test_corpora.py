@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.corpora import CORPORA, base, load_corpus
 from areaser.data.corpora.base import APPLEDOUBLE, DUPLICATE, SILENT, CorpusError, find_audio
 from areaser.data.labels import CANONICAL

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.segments import segment
 from areaser.io.audio import load_audio
 from areaser.runs.checkpoint import load_run

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from areaser.cli import app
 from test_inference import CLASSES, TINY, make_random_run  # one helper for the three test files
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.segments import segment
 from areaser.io.audio import load_audio
 from areaser.serve.export import INPUT, OUTPUTS, OnnxBackend, export_onnx, quantize_int8, read_metadata

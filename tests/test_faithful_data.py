@@ -105,11 +105,11 @@ def test_faithful_copies_are_cached_and_reused(builtin_corpus: Path, tmp_path: P
 
 
 def test_cli_train_and_cv_take_offline_copies(builtin_corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    from areaser.cli.app import app
     from typer.testing import CliRunner
 
     import areaser.train.crossval
     import areaser.train.lifecycle
+    from areaser.cli.app import app
 
     seen = []
     monkeypatch.setattr(areaser.train.lifecycle, "train", lambda cfg, **kw: seen.append(cfg))

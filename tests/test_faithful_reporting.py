@@ -214,8 +214,9 @@ def test_the_area_size_study_runs_both_layouts_and_labels_the_figures_reading(bu
 
 def _cli(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch):
     """The command line app, in-process (no second torch import), run in ``cwd``."""
-    from areaser.cli.app import app
     from typer.testing import CliRunner
+
+    from areaser.cli.app import app
 
     monkeypatch.chdir(cwd)
     r = CliRunner().invoke(app, list(args))

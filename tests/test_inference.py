@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.segments import segment
 from areaser.io.audio import AudioError, load_audio
 from areaser.serve.inputs import expand_inputs

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.corpora import load_corpus
 from areaser.data.manifest import make_manifest, read_manifest, write_manifest
 from areaser.data.segments import SegmentConfig, segment, window_starts

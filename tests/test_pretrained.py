@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from areaser.cli import app
 from conftest import TINY_PAPER
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.runs.config import config_with
 from areaser.serve.pretrained import FILES, FORMAT, PretrainedError, export_pretrained, is_pretrained, load_pretrained
 from areaser.serve.recognizer import Recognizer

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.corpora import load_corpus
 from areaser.data.corpora.base import CorpusScan
 from areaser.data.manifest import read_manifest

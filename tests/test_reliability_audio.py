@@ -331,8 +331,9 @@ def test_messages_print_plain_numbers() -> None:
 def test_cli_predict_shows_the_not_speech_warning_on_screen_and_in_the_csv(tiny_run: Path, tmp_path: Path) -> None:
     """``areaser predict`` scores a steady tone (``speech_check="flag"``) but says so: stderr and the CSV."""
     import pandas as pd
-    from areaser.cli.app import app
     from typer.testing import CliRunner
+
+    from areaser.cli.app import app
 
     t = np.arange(32000) / 16000
     tone = tmp_path / "tone.wav"

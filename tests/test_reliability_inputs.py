@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.manifest import ManifestError, read_manifest
 
 
@@ -110,7 +110,6 @@ def test_relative_manifest_paths_say_what_they_are_relative_to(tmp_path, monkeyp
 def test_a_table_of_many_classes_keeps_its_file_column_in_an_80_column_terminal(monkeypatch, capsys) -> None:
     """Seven classes are wider than 80 columns: the table is printed whole, not with the file column dropped."""
     from areaser.cli.serve import _prediction_rows, _print_predictions
-
     from areaser.serve.recognizer import Prediction, Window
 
     monkeypatch.setenv("COLUMNS", "80")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from areaser.core.errors import UnknownNameError
 from areaser.data.manifest import make_manifest
 from areaser.data.splits import (
     PROTOCOLS,
@@ -172,7 +173,7 @@ def test_xu2021_needs_improvised_flags():
 
 
 def test_unknown_protocol_lists_the_valid_ones():
-    with pytest.raises(SplitError, match="loso, lospk, kfold, random, xu2021"):
+    with pytest.raises(UnknownNameError, match="loso, lospk, kfold, random, xu2021"):
         get_protocol("shuffled")
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from areaser.cli import app
 from typer.testing import CliRunner
 
 import areaser
+from areaser.cli import app
 from areaser.serve.recognizer import Recognizer
 
 SR = 16000

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from areaser.cli import app
 from typer.testing import CliRunner
 
+from areaser.cli import app
 from areaser.data.manifest import read_manifest, write_manifest
 from areaser.dsp.vtlp import VTLPConfig, copy_factor
 from areaser.io.audio import audio_info, load_audio

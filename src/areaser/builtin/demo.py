@@ -25,6 +25,9 @@ import os
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from areaser.builtin.synth import SynthConfig, synthesize
 from areaser.data.manifest import read_manifest
 from areaser.runs.config import config_with
@@ -55,9 +58,6 @@ def run_demo(
     console=None,
 ) -> dict:
     """Run the demo; return the run's report dict (plus ``demo`` facts: times, the classified file)."""
-    from rich.console import Console
-    from rich.table import Table
-
     con = console or Console()
     say = lambda s: con.print(s, highlight=False, soft_wrap=True)  # noqa: E731
     t0 = time.perf_counter()

@@ -28,6 +28,9 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from areaser.core.errors import AreaserError
+from areaser.core.extras import require
+
 __all__ = ["Espeak", "EspeakError", "Prosody", "in_fresh_engine"]
 
 T = TypeVar("T")
@@ -42,7 +45,7 @@ _RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
 _EE_OK = 0
 
 
-class EspeakError(RuntimeError):
+class EspeakError(AreaserError, RuntimeError):
     """espeak-ng could not be loaded, initialised or asked to speak."""
 
 
@@ -91,10 +94,7 @@ class Espeak:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise EspeakError("espeak-ng is not installed: pip install espeakng-loader") from e
+        espeakng_loader = require("espeakng_loader", "synth", "the built-in corpus (espeak-ng)")  # an extra
         try:
             self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
             data = espeakng_loader.get_data_path()

@@ -36,11 +36,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scipy.signal import lfilter  # imported here, not in the forks: each fork would pay 0.5 s
 
 from areaser import __version__
 from areaser.builtin.espeak import Espeak, Prosody, in_fresh_engine
 from areaser.builtin.sentences import SENTENCES, SHORT
+from areaser.core.errors import AreaserError
 from areaser.data.manifest import make_manifest, write_manifest
 from areaser.io.audio import resample, write_audio
 from areaser.io.files import atomic_write_json, atomic_write_text
@@ -54,7 +56,7 @@ _BATCH = 10  # utterances per fresh espeak-ng engine (part of the output's defin
 RENDER_VERSION = 5
 
 
-class SynthError(ValueError):
+class SynthError(AreaserError, ValueError):
     """The corpus cannot be written where or how it was asked (one line, says what to do)."""
 
 
@@ -682,7 +684,6 @@ def _render_all(utts: list[Utterance], cfg: SynthConfig, stage: Path, jobs: int,
 
 
 def _progress_bar(progress: bool, total: int):  # noqa: ANN202
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
     return bar, bar.add_task("synth", total=total)

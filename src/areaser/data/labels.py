@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
+from areaser.core.errors import UnknownNameError
+from areaser.core.registry import Registry
 
 __all__ = ["CANONICAL", "LabelSet", "LABEL_SETS", "get_label_set", "check_label_spec", "label_order"]
 
@@ -79,69 +81,74 @@ def _own(name: str, classes: tuple[str, ...], description: str) -> LabelSet:
     return LabelSet(name, classes, {c: c for c in classes}, description)
 
 
-LABEL_SETS: dict[str, LabelSet] = {
-    s.name: s
-    for s in (
-        LabelSet(
-            "4class",
-            ("neutral", "happy", "sad", "angry"),
-            {"neutral": "neutral", "happy": "happy", "excited": "happy", "sad": "sad", "angry": "angry"},
-            "neutral, happy (+ excited), sad, angry: common IEMOCAP practice (5,531 utterances)",
-        ),
-        LabelSet(
-            "4class-exc",
-            ("neutral", "happy", "sad", "angry"),
-            {"neutral": "neutral", "excited": "happy", "sad": "sad", "angry": "angry"},
-            "the authors' code: happy = excited only, real 'hap' left out",
-        ),
-        LabelSet(
-            "6class",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust"),
-            {
-                "neutral": "neutral",
-                "happy": "happy",
-                "excited": "happy",
-                "sad": "sad",
-                "angry": "angry",
-                "fear": "fear",
-                "disgust": "disgust",
-            },
-            "CREMA-D's six emotions",
-        ),
-        LabelSet(
-            "7class",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            {
-                "neutral": "neutral",
-                "happy": "happy",
-                "excited": "happy",
-                "sad": "sad",
-                "angry": "angry",
-                "fear": "fear",
-                "disgust": "disgust",
-                "surprise": "surprise",
-            },
-            "the seven basic emotions (TESS, SAVEE)",
-        ),
-        _own(
-            "emodb",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
-            "EmoDB's seven emotions (boredom included)",
-        ),
-        _own(
-            "ravdess",
-            ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            "RAVDESS's eight emotions (calm included)",
-        ),
-        _own("cremad", ("neutral", "happy", "sad", "angry", "fear", "disgust"), "CREMA-D's six emotions"),
-        _own(
-            "tess",
-            ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
-            "TESS's seven emotions (pleasant surprise as surprise)",
-        ),
-        _own("savee", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"), "SAVEE's seven emotions"),
-    )
-}
+LABEL_SETS: Registry[LabelSet] = Registry(
+    "label set",
+    {
+        s.name: s
+        for s in (
+            LabelSet(
+                "4class",
+                ("neutral", "happy", "sad", "angry"),
+                {"neutral": "neutral", "happy": "happy", "excited": "happy", "sad": "sad", "angry": "angry"},
+                "neutral, happy (+ excited), sad, angry: common IEMOCAP practice (5,531 utterances)",
+            ),
+            LabelSet(
+                "4class-exc",
+                ("neutral", "happy", "sad", "angry"),
+                {"neutral": "neutral", "excited": "happy", "sad": "sad", "angry": "angry"},
+                "the authors' code: happy = excited only, real 'hap' left out",
+            ),
+            LabelSet(
+                "6class",
+                ("neutral", "happy", "sad", "angry", "fear", "disgust"),
+                {
+                    "neutral": "neutral",
+                    "happy": "happy",
+                    "excited": "happy",
+                    "sad": "sad",
+                    "angry": "angry",
+                    "fear": "fear",
+                    "disgust": "disgust",
+                },
+                "CREMA-D's six emotions",
+            ),
+            LabelSet(
+                "7class",
+                ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+                {
+                    "neutral": "neutral",
+                    "happy": "happy",
+                    "excited": "happy",
+                    "sad": "sad",
+                    "angry": "angry",
+                    "fear": "fear",
+                    "disgust": "disgust",
+                    "surprise": "surprise",
+                },
+                "the seven basic emotions (TESS, SAVEE)",
+            ),
+            _own(
+                "emodb",
+                ("neutral", "happy", "sad", "angry", "fear", "disgust", "boredom"),
+                "EmoDB's seven emotions (boredom included)",
+            ),
+            _own(
+                "ravdess",
+                ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+                "RAVDESS's eight emotions (calm included)",
+            ),
+            _own("cremad", ("neutral", "happy", "sad", "angry", "fear", "disgust"), "CREMA-D's six emotions"),
+            _own(
+                "tess",
+                ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
+                "TESS's seven emotions (pleasant surprise as surprise)",
+            ),
+            _own(
+                "savee", ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"), "SAVEE's seven emotions"
+            ),
+        )
+    },
+)
 
 
 def label_order(labels: Iterable[str]) -> tuple[str, ...]:
@@ -161,9 +168,9 @@ def _comma_list(spec: str) -> tuple[str, ...] | None:
 
 
 def check_label_spec(spec: str) -> None:
-    """Raise ValueError if ``spec`` is neither a set name, ``all`` nor a comma list (see the module)."""
+    """Raise :class:`~areaser.core.errors.UnknownNameError` (a ValueError) if ``spec`` is neither a set name, ``all`` nor a comma list (see the module)."""
     if spec != "all" and _comma_list(spec) is None and spec not in LABEL_SETS:
-        raise ValueError(
+        raise UnknownNameError(  # the registry's error, with the two spellings that are not names
             f"unknown label set {spec!r}; choose one of: {', '.join(LABEL_SETS)}, all, "
             "or a comma list of labels (neutral,happy,sad,angry)"
         )
@@ -193,4 +200,4 @@ def get_label_set(spec: str, labels: Iterable[str] | None = None) -> LabelSet:
                     f"label(s) {absent} of {spec!r} are not in the manifest; it has: {', '.join(label_order(have))}"
                 )
         return _own(spec, items, "the labels given")
-    return LABEL_SETS[spec]
+    return LABEL_SETS.lookup(spec)

@@ -29,6 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from areaser.core.errors import AreaserError
 from areaser.io.files import atomic_write_text
 from areaser.data.labels import LabelSet
 
@@ -59,7 +60,7 @@ COLUMNS: tuple[str, ...] = (
 _STR_COLUMNS = ("utt_id", "path", "corpus", "speaker", "session", "gender", "label", "raw_label", "source_id")
 
 
-class ManifestError(ValueError):
+class ManifestError(AreaserError, ValueError):
     """A manifest that cannot be used; ``problems`` lists every defect found."""
 
     def __init__(self, where: str, problems: list[str]):

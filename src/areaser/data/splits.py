@@ -39,9 +39,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from areaser.core.errors import AreaserError
+from areaser.core.registry import Registry
 from areaser.io.files import file_digest
 from areaser.data.labels import LabelSet, get_label_set
 from areaser.data.manifest import select_classes
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 __all__ = [
     "Protocol",
@@ -61,7 +65,7 @@ __all__ = [
 ]
 
 
-class SplitError(ValueError):
+class SplitError(AreaserError, ValueError):
     """A protocol that cannot be applied to a manifest; the message says why and what to do."""
 
 
@@ -92,40 +96,40 @@ class Protocol:
         return self.kind == "random"
 
 
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p
-    for p in (
-        Protocol("loso", "session", "leave-one-session-out; dev = one speaker of another session"),
-        Protocol("lospk", "speaker", "leave-one-speaker-out; dev = the next speaker"),
-        Protocol("kfold", "kfold", "stratified k-fold grouped by speaker; dev = one training speaker", n_folds=5),
-        Protocol(
-            "random",
-            "random",
-            "stratified k-fold over utterances (speaker-dependent); dev = 10 % of train",
-            n_folds=5,
-            stratified=True,
-        ),
-        Protocol(
-            "xu2021",
-            "random",
-            "the paper: improvised, happy = excited, > 2 s, random 80/20 utterance split x 5 seeds",
-            label_set="4class-exc",
-            improvised_only=True,
-            min_duration_s=2.0,
-            n_folds=5,
-            epochs=100,
-            paper_report=True,
-        ),
-    )
-}
+PROTOCOLS: Registry[Protocol] = Registry(
+    "protocol",
+    {
+        p.name: p
+        for p in (
+            Protocol("loso", "session", "leave-one-session-out; dev = one speaker of another session"),
+            Protocol("lospk", "speaker", "leave-one-speaker-out; dev = the next speaker"),
+            Protocol("kfold", "kfold", "stratified k-fold grouped by speaker; dev = one training speaker", n_folds=5),
+            Protocol(
+                "random",
+                "random",
+                "stratified k-fold over utterances (speaker-dependent); dev = 10 % of train",
+                n_folds=5,
+                stratified=True,
+            ),
+            Protocol(
+                "xu2021",
+                "random",
+                "the paper: improvised, happy = excited, > 2 s, random 80/20 utterance split x 5 seeds",
+                label_set="4class-exc",
+                improvised_only=True,
+                min_duration_s=2.0,
+                n_folds=5,
+                epochs=100,
+                paper_report=True,
+            ),
+        )
+    },
+)
 
 
 def get_protocol(name: str) -> Protocol:
     """Look up a protocol by name; the error lists the valid names."""
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise SplitError(f"unknown protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}") from None
+    return PROTOCOLS.lookup(name)
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,6 @@ def _speaker_folds(df: pd.DataFrame) -> list[Fold]:
 
 
 def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
-    from sklearn.model_selection import StratifiedGroupKFold
 
     k = p.n_folds or 5
     _need_speakers(df, p.name)
@@ -316,7 +319,6 @@ def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
 
 def _stratified_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
     """K stratified folds over utterances (identical recordings grouped); dev: stratified share of train."""
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     k = p.n_folds or 5
     y, groups = df["class"].to_numpy(), _groups(df)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from areaser.data.manifest import make_manifest, write_manifest
 from areaser.dsp.vtlp import VTLPConfig, copy_factor, warp_waveform
@@ -30,8 +34,6 @@ def copies_folder(root: str | Path, config: VTLPConfig, seed: int = 0) -> Path:
     copies, and other settings never meet them. The number of copies is not part of the key: copy ``k``
     of an utterance is the same file whatever the number asked for.
     """
-    import json
-
     key = json.dumps(copy_settings(config, seed), sort_keys=True)
     return Path(root) / f"{config.impl}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
@@ -57,10 +59,6 @@ def augment_manifest(
 
     Returns the manifest of the copies; ``attrs['written']`` counts the files this call wrote.
     """
-    import json
-
-    import pandas as pd
-
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     if config.impl not in ("stft", "legacy-time"):
@@ -127,11 +125,9 @@ def _duration(path: Path) -> float:
 
 
 def _progress(enabled: bool, total: int):
-    import contextlib
 
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from areaser.core.errors import AreaserError
 from areaser.io.files import atomic_path
 
 __all__ = [
@@ -50,7 +51,7 @@ MAX_HEADER_SECONDS = 24 * 3600.0  # e.g. a FLAC whose STREAMINFO says "length un
 MAX_BLOCK_SAMPLES = 1 << 24
 
 
-class AudioError(ValueError):
+class AudioError(AreaserError, ValueError):
     """A file that cannot be used as audio. ``str(err)`` is ``"<path>: <reason>"``."""
 
     def __init__(self, path: str | os.PathLike | None, reason: str):

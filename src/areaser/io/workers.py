@@ -21,6 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any, Callable, Sequence
 
+import torch
+from threadpoolctl import threadpool_limits
+
 __all__ = ["process_pool", "exit_with_parent", "limit_threads", "POLL_S"]
 
 POLL_S = 0.5  # how often a worker checks that its parent lives (seconds)
@@ -46,9 +49,6 @@ def exit_with_parent(parent: int, poll_s: float = POLL_S) -> threading.Thread:
 
 def limit_threads(threads: int) -> None:
     """``threads`` torch and BLAS threads in this process (1 when several workers share the cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits  # numpy / scipy BLAS, already loaded by now
-
     torch.set_num_threads(threads)
     threadpool_limits(threads)
 

@@ -40,7 +40,15 @@ import os
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+import librosa
 import numpy as np
+from scipy.signal import find_peaks
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from areaser.io.audio import DEFAULT_SR, load_audio
 
@@ -150,9 +158,6 @@ def prosodic_features(y: np.ndarray, sr: int = DEFAULT_SR, cfg: BaselineConfig |
     np.ndarray float64 ``[len(FEATURE_NAMES)]``, in :data:`FEATURE_NAMES` order; NaN marks
     a descriptor that is undefined for this utterance (no voiced frame, no active frame).
     """
-    import librosa
-    from scipy.signal import find_peaks
-
     cfg = cfg or BaselineConfig()
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
@@ -278,13 +283,6 @@ def make_classifier(cfg: BaselineConfig | None = None, min_class_count: int = 5)
     ``min_class_count`` (training utterances of the rarest class) sizes the SVM's internal
     calibration cross-validation: ``min(5, min_class_count)`` folds, at least 2.
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     cfg = cfg or BaselineConfig()
     if cfg.classifier == "lr":
         clf = LogisticRegression(C=cfg.C, max_iter=5000, class_weight="balanced")

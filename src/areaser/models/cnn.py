@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from areaser.core.registry import Registry
 from areaser.dsp.features import MAX_N_MELS, check_types
 from areaser.models.areas import KEY_MODES, LAYOUTS, VALUE_MODES
 from areaser.models.attention import BACKENDS
@@ -187,14 +188,14 @@ class ModelConfig:
         return frames // 2 // 2
 
 
-PRESETS: dict[str, ModelConfig] = {
+PRESETS: Registry[ModelConfig] = Registry("model", {
     "faithful": ModelConfig(
         name="faithful", layout="rows", scale=False, project=False, head="flatten",
         dropout=0.5, dropout_at_eval=True, sample_at_eval=True,
     ),
     "paper": ModelConfig(name="paper"),
     "cnn": ModelConfig(name="cnn", arch="cnn", head="global_pool", dropout=0.0),
-}  # fmt: skip
+})  # fmt: skip
 
 # The Keras defaults of the authors' layers (tf.keras ``Conv2D``, ``Dense``, ``BatchNormalization``),
 # as model options: the ``faithful`` training preset's ``model_overrides`` (with their max area).
@@ -382,8 +383,6 @@ def build_model(name: str = "paper", **overrides: Any) -> AreaAttentionCNN:
     >>> build_model("paper", max_area=(4, 4), n_classes=5).config.max_area
     (4, 4)
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(PRESETS)}")
-    d = dataclasses.asdict(PRESETS[name])
+    d = dataclasses.asdict(PRESETS.lookup(name))
     d.update(overrides)
     return build_model_from_config(ModelConfig.from_dict(d))

@@ -45,6 +45,7 @@ import torch
 from areaser.runs.metrics import utterance_probs
 from areaser.io.files import atomic_write_json
 from areaser.io.files import read_json
+from scipy.optimize import minimize_scalar
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -137,7 +138,6 @@ def fit_temperature(
     ``nll(calibrated_probs(z, T, ..., decision), y)``, minimised by ``scipy.optimize.minimize_scalar``
     (method ``bounded``) over ``log T`` in ``log(bounds)``.
     """
-    from scipy.optimize import minimize_scalar
 
     p = _decide(window_logits, utt_index, n_utts, decision)  # the T = 1 decision, computed once
     y = np.asarray(y, dtype=int)

@@ -48,10 +48,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from areaser.core.errors import AreaserError
 from areaser.io.files import atomic_path, atomic_write_json
 from areaser.models.cnn import check_classes
 from areaser.runs.config import TrainConfig
 from areaser.runs.config import build_modules
+from lightning.pytorch.plugins.io import CheckpointIO
 
 __all__ = [
     "FORMAT",
@@ -71,7 +73,7 @@ FORMAT = "areaser-checkpoint/1"
 _META_KEY = "areaser"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AreaserError, ValueError):
     """A checkpoint that cannot be read; the message names the file and the reason."""
 
 
@@ -251,7 +253,6 @@ def load_weights(
 
 
 def _checkpoint_io_base():
-    from lightning.pytorch.plugins.io import CheckpointIO
 
     return CheckpointIO
 

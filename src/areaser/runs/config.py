@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from areaser.core.errors import AreaserError, UnknownNameError
+from areaser.core.registry import Registry
 from areaser.dsp.features import FeatureConfig
 from areaser.io.files import atomic_write_json
 from areaser.runs.metrics import DECISIONS
@@ -55,11 +57,13 @@ from areaser.dsp.features import LogMel
 from areaser.dsp.features import n_frames
 from areaser.models.cnn import MAX_FRAMES, MIN_FRAMES
 from areaser.models.cnn import build_model
+import re
+import yaml
 
 __all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "check_window", "config_with"]
 
 
-class ConfigError(ValueError):
+class ConfigError(AreaserError, ValueError):
     """A config or input that cannot be trained on; the message says what to change."""
 
 
@@ -222,9 +226,6 @@ class TrainConfig:
     @staticmethod
     def _read_yaml(path: Path, text: str) -> Any:
         """``text`` parsed as YAML (see :meth:`read_file`); ConfigError naming ``path`` and the line."""
-        import re
-
-        import yaml
 
         class Loader(yaml.SafeLoader):
             """PyYAML's safe loader with YAML 1.2 floats (``1e-3``, ``1E6``) and no key given twice."""
@@ -309,51 +310,57 @@ class TrainConfig:
         return c
 
 
-TRAIN_PRESETS: dict[str, dict] = {
-    "default": {},
-    # The paper's architectures (any --model) at a size two CPU cores train in minutes per EmoDB
-    # fold: a quarter of the paper's mel bands at twice its hop (32 x 41 per 2 s window), and a
-    # schedule that learns in 20 epochs (Adam 1e-3 decayed by a cosine to 0: on EmoDB, 3 speaker
-    # folds, cnn, UA 67.7 % against 54.2 % at the paper's constant 1e-4). docs/real-speech.md.
-    "cpu": {
-        "features": {"n_mels": 32, "hop_length": 800, "norm": "dataset"},
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "epochs": 20,
-        "patience": None,
+TRAIN_PRESETS: Registry[dict] = Registry(
+    "preset",
+    {
+        "default": {},
+        # The paper's architectures (any --model) at a size two CPU cores train in minutes per EmoDB
+        # fold: a quarter of the paper's mel bands at twice its hop (32 x 41 per 2 s window), and a
+        # schedule that learns in 20 epochs (Adam 1e-3 decayed by a cosine to 0: on EmoDB, 3 speaker
+        # folds, cnn, UA 67.7 % against 54.2 % at the paper's constant 1e-4). docs/real-speech.md.
+        "cpu": {
+            "features": {"n_mels": 32, "hop_length": 800, "norm": "dataset"},
+            "lr": 1e-3,
+            "lr_schedule": "cosine",
+            "epochs": 20,
+            "patience": None,
+        },
+        # The authors' pipeline (lessonxmk/Optimized_attention_for_SER, docs/paper.md). Their Keras constants
+        # travel as model_overrides rather than in the "faithful" model preset, so `--model faithful` under
+        # other presets (the CPU benchmarks) keeps its model. Max area 1 x 1 is what their committed script
+        # ran (area_train.py: area_height = area_width = 1, although its log file is named area3x3): attention
+        # over single cells. "faithful-3x3" is the 3 x 3 their log names (in the rows layout, 1-D spans of up
+        # to 3 cells). A `--set model_overrides...` replaces this whole dict: repeat its keys (or use a preset).
+        "faithful": {
+            "model": "faithful",
+            "model_overrides": {**KERAS_OVERRIDES, "max_area": [1, 1]},
+            # librosa < 0.8 (their code calls librosa.output): center=True pads by reflection (zeros from 0.9.0)
+            "features": {"pad_mode": "reflect"},
+            # tf.keras.optimizers.Adam(learning_rate=1e-4, decay=1e-6): epsilon 1e-7 on sqrt(v), lr / (1 + 1e-6 * step)
+            "optimizer": "keras-adam",
+            "adam_eps": 1e-7,
+            "lr_decay": 1e-6,
+            "loss": "softmax-nll",
+            # their two windowing loops: `while index + 2 * 16000 < n`, test hop int((2 - 1.6) * 16000) = 6399 samples
+            "segments": {"policy": "legacy"},
+            # area_train.py reads IEMOCAP_dev_<seed>.csv into training (80 %, not 72 %) and one nlpaug VTLP copy
+            # (`.5` of the 7 vtlpAug.py wrote) of every training and dev file; that nlpaug warped time (legacy-time)
+            "train_on_dev": True,
+            "vtlp": {"impl": "legacy-time"},
+            "vtlp_copies": 1,
+            "patience": None,
+            "track_test": True,
+        },
     },
-    # The authors' pipeline (lessonxmk/Optimized_attention_for_SER, docs/paper.md). Their Keras constants
-    # travel as model_overrides rather than in the "faithful" model preset, so `--model faithful` under
-    # other presets (the CPU benchmarks) keeps its model. Max area 1 x 1 is what their committed script
-    # ran (area_train.py: area_height = area_width = 1, although its log file is named area3x3): attention
-    # over single cells. "faithful-3x3" is the 3 x 3 their log names (in the rows layout, 1-D spans of up
-    # to 3 cells). A `--set model_overrides...` replaces this whole dict: repeat its keys (or use a preset).
-    "faithful": {
-        "model": "faithful",
-        "model_overrides": {**KERAS_OVERRIDES, "max_area": [1, 1]},
-        # librosa < 0.8 (their code calls librosa.output): center=True pads by reflection (zeros from 0.9.0)
-        "features": {"pad_mode": "reflect"},
-        # tf.keras.optimizers.Adam(learning_rate=1e-4, decay=1e-6): epsilon 1e-7 on sqrt(v), lr / (1 + 1e-6 * step)
-        "optimizer": "keras-adam",
-        "adam_eps": 1e-7,
-        "lr_decay": 1e-6,
-        "loss": "softmax-nll",
-        # their two windowing loops: `while index + 2 * 16000 < n`, test hop int((2 - 1.6) * 16000) = 6399 samples
-        "segments": {"policy": "legacy"},
-        # area_train.py reads IEMOCAP_dev_<seed>.csv into training (80 %, not 72 %) and one nlpaug VTLP copy
-        # (`.5` of the 7 vtlpAug.py wrote) of every training and dev file; that nlpaug warped time (legacy-time)
-        "train_on_dev": True,
-        "vtlp": {"impl": "legacy-time"},
-        "vtlp_copies": 1,
-        "patience": None,
-        "track_test": True,
-    },
-}
+)
 # the faithful preset with the max area their log file names (area3x3), everything else the same
-TRAIN_PRESETS["faithful-3x3"] = {
-    **TRAIN_PRESETS["faithful"],
-    "model_overrides": {**TRAIN_PRESETS["faithful"]["model_overrides"], "max_area": [3, 3]},
-}
+TRAIN_PRESETS.register(
+    "faithful-3x3",
+    {
+        **TRAIN_PRESETS["faithful"],
+        "model_overrides": {**TRAIN_PRESETS["faithful"]["model_overrides"], "max_area": [3, 3]},
+    },
+)
 
 
 # Bounds on the window, which sizes every buffer of audio and features: a crafted config or model file must not
@@ -461,8 +468,10 @@ def config_with(base: TrainConfig | Mapping | None = None, preset: str | None = 
     """
     d = TrainConfig().to_dict()
     if preset is not None:
-        if preset not in TRAIN_PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
+        try:
+            TRAIN_PRESETS.lookup(preset)
+        except UnknownNameError as e:  # a ConfigError, as every bad value of a config is
+            raise ConfigError(str(e)) from None
         d = _merge(d, {**TRAIN_PRESETS[preset], "preset": preset})
     if base is not None:
         b = base.to_dict() if isinstance(base, TrainConfig) else dict(base)

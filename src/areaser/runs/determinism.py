@@ -33,7 +33,9 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+from areaser.core.errors import AreaserError
 from areaser.models.attention_fused import available
+import torch
 
 __all__ = [
     "STRICT_ENV",
@@ -60,7 +62,7 @@ _CBWR_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7
 _CBWR_BRANCHES.update({9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"})
 
 
-class DeterminismError(RuntimeError):
+class DeterminismError(AreaserError, RuntimeError):
     """Strict determinism cannot be had in this process (it computed already with other code paths)."""
 
 
@@ -79,7 +81,6 @@ def machine_description() -> str:
 
 def _mkl():
     """Torch's MKL service functions ``(get, set)``, or ``None`` (a build without MKL, another OS)."""
-    import torch
 
     if not torch.backends.mkl.is_available():
         return None
@@ -114,7 +115,6 @@ def pin_strict(threads: int) -> None:
     ----------
     threads : torch's intra-op threads, and the thread count recorded for MKL and OpenMP.
     """
-    import torch
 
     fix = (
         f"start a fresh process with {' '.join(f'{k}={v}' for k, v in STRICT_ENV.items())} "
@@ -157,7 +157,6 @@ def environment(deterministic: bool | str) -> dict:
     ``fused_attention`` says whether area attention's fused kernels can run here (they train maps of
     >= 256 positions, with their own dropout masks, where a compiler is found; strict mode turns them off).
     """
-    import torch
 
     can, why = available(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     fused = "off (strict)" if deterministic == "strict" else ("available" if can else f"unavailable: {why}")

@@ -14,6 +14,8 @@ from areaser.runs.determinism import environment, environment_text
 from areaser.runs.checkpoint import CheckpointError, load_tree
 from areaser.runs.checkpoint import save_tree
 from areaser.runs.config import TrainConfig
+from pathlib import Path
+import torch
 
 
 # ----------------------------------------------------------------------------- a fitted baseline, kept
@@ -51,7 +53,6 @@ class FittedBaseline:
 
 def _save_fit(run_dir, config, prep, x_train: np.ndarray, bcfg: BaselineConfig):
     """Write :data:`FIT_FILE`: the fold's training features and labels, the config that made them."""
-    import torch
 
     train = prep.parts["train"]
     tensors = {
@@ -75,7 +76,6 @@ def load_fitted(run_dir: str | os.PathLike) -> FittedBaseline:
     Raises :class:`areaser.runs.checkpoint.CheckpointError` (one line, says what to do) when it is absent or was made
     with other settings or features.
     """
-    from pathlib import Path
 
     path = Path(run_dir) / FIT_FILE
     if not path.is_file():

@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 __all__ = [
     "DECISIONS",
@@ -102,7 +103,6 @@ def classification_metrics(
     ``per_speaker`` {speaker: accuracy, n}. UA and macro-F1 average over the classes
     present in ``y_true`` (a class never seen in the reference has no recall).
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)

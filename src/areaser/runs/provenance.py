@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
+from areaser.core.errors import UnknownNameError
 from areaser.data.splits import SplitError, get_protocol
 from areaser.data.splits import get_protocol
 from areaser.data.manifest import read_manifest
@@ -90,7 +91,7 @@ def speaker_dependent(protocol: str) -> bool | None:
 
     try:
         p = get_protocol(protocol)
-    except SplitError:
+    except UnknownNameError:
         return None
     return bool(getattr(p, "speaker_dependent", p.kind == "random"))
 
@@ -110,7 +111,7 @@ def overlapping_splits(protocol: str | None) -> bool | None:
         return None
     try:
         p = get_protocol(protocol)
-    except SplitError:
+    except UnknownNameError:
         return None
     return p.kind == "random" and not p.stratified
 
@@ -155,7 +156,6 @@ def describe(
     if isinstance(rows, Mapping):
         rows = pd.concat(list(rows.values()), ignore_index=True)
     if rows is None and manifest:
-
         try:
             rows = read_manifest(manifest, check_files=False)
         except ValueError:

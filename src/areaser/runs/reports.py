@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from areaser.io.files import atomic_path, atomic_write_json, atomic_write_text
 from areaser.runs.provenance import overlapping_splits
@@ -51,6 +53,8 @@ def pct(x: float) -> str:
 
 
 def _pyplot():
+    # imported here, not at the top: selecting the Agg backend before pyplot loads must not change the
+    # backend of a program (a notebook) that imports areaser without drawing anything
     import matplotlib
 
     matplotlib.use("Agg")  # no display; must precede pyplot import
@@ -105,8 +109,6 @@ def plot_curves(
     for key, style in (("dev_wa", "-"), ("dev_ua", "-"), ("test_wa", ":"), ("test_ua", ":")):
         if history and key in history[0]:
             a2.plot(ep, [100 * r[key] for r in history], style, marker=".", label=key.replace("_", " ").upper())
-    from matplotlib.ticker import MaxNLocator
-
     for a in (a1, a2):
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         if selected_epoch is not None:
@@ -173,8 +175,6 @@ def plot_embedding_map(
             if m.any():
                 ax.scatter(xy[m, 0], xy[m, 1], s=18, color=colours(i), marker=markers[j % len(markers)],
                            alpha=0.8, linewidths=0)  # fmt: skip
-    from matplotlib.lines import Line2D
-
     by_class = [Line2D([], [], ls="", marker="o", color=colours(i), label=c) for i, c in enumerate(classes)]
     by_speaker = [
         Line2D([], [], ls="", marker=markers[j % len(markers)], color="grey", label=k) for j, k in enumerate(spk)
@@ -473,7 +473,6 @@ def write_cv_report(cv_dir: str | os.PathLike, summary: Mapping) -> dict[str, Pa
 
 def _random_splits(summary: Mapping) -> bool:
     """Whether a cv summary's "folds" are overlapping random splits, one per seed (``xu2021``)."""
-
     v = (summary.get("provenance") or {}).get("overlapping_splits")
     return bool(overlapping_splits(summary.get("protocol")) if v is None else v)
 

@@ -29,9 +29,13 @@ run's own manifest).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -198,10 +202,6 @@ def _export_verified(head: nn.Module, n_mels: int, frames: int, dynamic_frames: 
 def _export_once(
     head: nn.Module, n_mels: int, frames: int, dynamo: bool, dyn_frames: bool, opset: int, out: Path
 ) -> None:
-    import contextlib
-    import io
-    import logging
-    import warnings
 
     dummy = torch.randn(2, n_mels, frames)
     common = dict(input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset, verbose=False)

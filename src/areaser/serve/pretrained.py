@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import save
 
 from areaser import __version__
 from areaser.dsp.features import FeatureConfig, LogMel
@@ -168,7 +169,6 @@ def export_pretrained(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 
 def _write_folder(d: Path, run, tensors: dict, config: dict, report: dict | None, license: str) -> None:  # noqa: ANN001
-    from safetensors.torch import save
 
     atomic_write_bytes(d / WEIGHTS, save(tensors, metadata={"format": "pt"}))  # "pt": the Hub's convention
     atomic_write_json(d / CONFIG, config)

@@ -57,6 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from areaser import __version__
+from areaser.core.errors import AreaserError
 from areaser.io.audio import AudioError, audio_info, check_limits
 from areaser.runs.provenance import corpus_text, notes
 from areaser.serve.live import Listener
@@ -104,7 +105,7 @@ class ServiceLimits:
             raise ValueError(f"limits must be positive, got {plain}")
 
 
-class ApiError(Exception):
+class ApiError(AreaserError):
     """A refusal: HTTP ``status`` and a one-line ``message`` for ``{"error": ...}``."""
 
     def __init__(self, status: int, message: str):

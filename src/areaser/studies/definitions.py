@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from areaser.core.registry import Registry
 from areaser.models.areas import LEARNED_KEY_MODES, VALUE_MODES
 
 # ----------------------------------------------------------------------------- studies
@@ -203,14 +204,11 @@ def _vtlp_impl() -> Study:
     )
 
 
-STUDIES: dict[str, Study] = {
-    s.name: s for s in (_area_size(), _vtlp_copies(), _area_features(), _layout(), _vtlp_impl())
-}
+STUDIES: Registry[Study] = Registry(
+    "study", {s.name: s for s in (_area_size(), _vtlp_copies(), _area_features(), _layout(), _vtlp_impl())}
+)
 
 
 def get_study(name: str) -> Study:
     """Look up a study by name; the error lists the names."""
-    try:
-        return STUDIES[name]
-    except KeyError:
-        raise ValueError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}") from None
+    return STUDIES.lookup(name)

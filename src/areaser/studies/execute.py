@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from areaser.data.manifest import read_manifest
 from areaser.dsp.augment import augment_manifest
@@ -74,8 +75,6 @@ def execute_run(run: Run, threads: int | None = None) -> dict:
 
     Top-level so worker processes can import it. ``threads`` caps torch's CPU threads.
     """
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
     c = TrainConfig.from_dict(run.config)
@@ -171,8 +170,6 @@ def _warm_caches(runs: Sequence[Run]) -> None:
     compiling the same kernel at once can leave a mismatched cache that crashes every
     later process (numba issue 10128). Importing librosa here writes it first.
     """
-    import librosa  # noqa: F401  (eager signatures compile and cache at import)
-
     if any(is_baseline(str(r.config.get("model"))) for r in runs):
         prosodic_features(np.sin(np.linspace(0, 2000, 8000)).astype(np.float32))
 

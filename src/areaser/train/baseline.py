@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from areaser.data.splits import split_record
 from areaser.io.files import atomic_write_json, read_json
 from areaser.models.baselines import BASELINES, FEATURE_NAMES, extract_features, fit_predict, get_baseline, is_baseline
@@ -32,9 +35,6 @@ def train_baseline(config, *, log=print, bar=None, resume: bool | None = None) -
     draw into. The fit is kept (:data:`FIT_FILE`), and ``config.test_manifests`` (other corpora)
     are scored with it after the run (:func:`areaser.train.crosscorpus.score_test_manifests`).
     """
-    import time
-    from pathlib import Path
-
     say = log or (lambda s: None)
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     if not is_baseline(c.model):

@@ -11,6 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 from lightning.pytorch.callbacks import Callback, Checkpoint
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from areaser.io.files import atomic_write_text
 from areaser.runs.checkpoint import save_weights
@@ -181,15 +189,6 @@ class RichEpochs(Callback):
 
 def make_progress():
     """The rich progress display used by train / cv (description, bar, counts, time, info)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(
         TextColumn("{task.description:>14}"),
         BarColumn(),

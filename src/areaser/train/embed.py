@@ -16,12 +16,14 @@ folds' spaces are still not aligned, so the map is read within folds more than a
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from sklearn.manifold import TSNE
 
 from areaser.data.windows import load_windows
 from areaser.io.files import atomic_write_bytes, atomic_write_text
@@ -79,8 +81,6 @@ def run_test_embeddings(run_dir: str | os.PathLike, seed: int = 0):
 
 def embedding_map(embeddings: Sequence[np.ndarray], random_state: int = RANDOM_STATE) -> np.ndarray:
     """2-D t-SNE coordinates ``[sum n_i, 2]`` of groups of embeddings (one group per fold), each standardised."""
-    from sklearn.manifold import TSNE
-
     parts = []
     for e in embeddings:
         e = np.asarray(e, dtype=np.float64)
@@ -152,8 +152,6 @@ def write_embeddings(
     ``.npz``: ``embeddings`` float32 ``[n, D]``, ``paths`` ``[n]`` (str), ``windows`` ``[n]``, ``dim`` (D),
     ``model``. ``.csv``: one row per file, columns ``path``, ``windows``, ``e0`` .. ``e{D-1}``.
     """
-    import io
-
     path = Path(path)
     vectors = np.asarray(vectors, dtype=np.float32).reshape(len(paths), -1)
     if path.suffix.lower() == ".npz":

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import pandas as pd
 import torch
 
+from areaser.core.errors import UnknownNameError
 from areaser.data.manifest import ManifestError, make_manifest, read_manifest, validate_manifest
 from areaser.data.splits import (
     SplitError,
@@ -106,7 +107,7 @@ def prepare_fold(config: TrainConfig, df: pd.DataFrame | None = None) -> Prepare
         classes = resolve_label_set(df, c.label_set).classes
         check_fold(parts, classes, fold.name)
         notes = _data_notes(c, df, protocol, parts)
-    except SplitError as e:
+    except (SplitError, UnknownNameError) as e:
         raise ConfigError(str(e)) from None
     return PreparedFold(parts, classes, fold, len(folds), notes)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -116,7 +117,6 @@ class _RunLock:
                 f"{self.path.parent} is being trained by another process ({holder}, lock {self.path}); "
                 "wait for it to finish, or choose another --name"
             ) from None
-        import socket
 
         f.seek(0)
         f.truncate()

@@ -18,20 +18,24 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from areaser.core.registry import Registry
 from areaser.data.corpora import cremad, emodb, generic, iemocap, ravdess, savee, tess
 from areaser.data.corpora.base import CorpusError, CorpusScan, Skipped
 
 __all__ = ["CORPORA", "load_corpus", "CorpusScan", "Skipped", "CorpusError"]
 
-CORPORA: dict[str, Callable[..., CorpusScan]] = {
-    "iemocap": iemocap.load,
-    "ravdess": ravdess.load,
-    "cremad": cremad.load,
-    "emodb": emodb.load,
-    "tess": tess.load,
-    "savee": savee.load,
-    "generic": generic.load,
-}
+CORPORA: Registry[Callable[..., CorpusScan]] = Registry(
+    "corpus",
+    {
+        "iemocap": iemocap.load,
+        "ravdess": ravdess.load,
+        "cremad": cremad.load,
+        "emodb": emodb.load,
+        "tess": tess.load,
+        "savee": savee.load,
+        "generic": generic.load,
+    },
+)
 
 
 def load_corpus(name: str, root: str | os.PathLike, **options: object) -> CorpusScan:
@@ -41,6 +45,4 @@ def load_corpus(name: str, root: str | os.PathLike, **options: object) -> Corpus
     :class:`CorpusError` (a ValueError) for a missing root or the wrong layout.
     """
     key = name.lower().replace("-", "").replace("_", "")
-    if key not in CORPORA:
-        raise ValueError(f"unknown corpus {name!r}; choose one of: {', '.join(CORPORA)}")
-    return CORPORA[key](root, **options)
+    return CORPORA.lookup(key if key in CORPORA else name)(root, **options)

@@ -24,9 +24,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from areaser.core.errors import AreaserError
 from areaser.io.audio import BROKEN_LINK, LINK_LOOP, SILENCE_PEAK, AudioError, AudioInfo, audio_info, link_problem
 from areaser.io.files import file_digest
 from areaser.data.manifest import make_manifest
+from rich.console import Console
+from rich.progress import track as rich_track
 
 __all__ = [
     "Skipped",
@@ -130,7 +133,7 @@ class CorpusScan:
     warnings: list[str] = field(default_factory=list)
 
 
-class CorpusError(ValueError):
+class CorpusError(AreaserError, ValueError):
     """The root does not exist or does not hold the corpus' layout."""
 
     def __init__(self, root: str | os.PathLike, expected: str):
@@ -350,8 +353,6 @@ def track(items: Iterable[T], description: str, progress: bool, total: int | Non
     if not progress:
         yield from items
         return
-    from rich.console import Console
-    from rich.progress import track as rich_track
 
     yield from rich_track(items, description=description, total=total, transient=True, console=Console(stderr=True))
 

@@ -32,7 +32,20 @@ from collections import Counter
 from pathlib import Path
 
 from areaser.io.audio import AudioInfo
-from areaser.data.corpora.base import APPLEDOUBLE, DUPLICATE, CorpusError, CorpusScan, Skipped, check_counts, check_root, find_audio, probe, read_text, track, with_same_as
+from areaser.data.corpora.base import (
+    APPLEDOUBLE,
+    DUPLICATE,
+    CorpusError,
+    CorpusScan,
+    Skipped,
+    check_counts,
+    check_root,
+    find_audio,
+    probe,
+    read_text,
+    track,
+    with_same_as,
+)
 from areaser.io.audio import link_problem
 
 RAW_TO_CANONICAL = {
