@@ -42,6 +42,7 @@ from typing import Sequence
 
 import librosa
 import numpy as np
+from rich.progress import Progress
 from scipy.signal import find_peaks
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
@@ -249,8 +250,6 @@ def extract_features(
     cfg = cfg or BaselineConfig()
     rows = []
     if bar is None and progress:
-        from rich.progress import Progress
-
         with Progress(transient=True) as own:
             return extract_features(paths, cfg, sr, bar=own)
     task = bar.add_task("egemaps features", total=len(paths), info="") if bar is not None else None

@@ -126,7 +126,7 @@ def export_modules(
     into the metadata, and so does ``temperature`` (the run's calibration ``T``). The file is checked
     with ``onnx.checker`` and written atomically.
     """
-    import onnx
+    import onnx  # the [export] extra: imported where a verb needs it
 
     path = Path(path)
     model = model.eval()
@@ -176,7 +176,7 @@ def _export_verified(head: nn.Module, n_mels: int, frames: int, dynamic_frames: 
     other batch sizes (and frame counts) than the one traced and kept only if its
     probabilities match PyTorch's within 1e-5: a trace that silently baked in a shape fails here.
     """
-    import onnx
+    import onnx  # the [export] extra: imported where a verb needs it
 
     # TorchScript first: several times faster to export, and the check below catches a trace that baked in a shape
     attempts = (
@@ -244,7 +244,7 @@ def _export_once(
 
 def _max_difference(head: nn.Module, path: Path, n_mels: int, frame_counts: list[int]) -> float:
     """Largest |probability| difference between ONNX Runtime and PyTorch over a few input shapes."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # the [export] extra: imported where a verb needs it
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(0)
@@ -285,7 +285,7 @@ def _set_metadata(proto, meta: dict) -> None:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The ``areaser`` metadata of an exported ``.onnx`` file (classes, features, window, shapes)."""
-    import onnx
+    import onnx  # the [export] extra: imported where a verb needs it
 
     path = Path(path)
     if not path.is_file():
@@ -428,15 +428,15 @@ def quantize_int8(
     become ConvInteger, which ONNX Runtime runs slower than float32 (measured in
     ``benchmarks/bench_inference.py``).
     """
-    import onnx
-    from onnxruntime.quantization import (
+    import onnx  # the [export] extra: imported where a verb needs it
+    from onnxruntime.quantization import (  # the [export] extra
         CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_dynamic,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # the [export] extra
 
     src, dst = Path(src), Path(dst)
     meta = read_metadata(src)
@@ -527,7 +527,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # the [export] extra: imported where a verb needs it
 
         self.path = Path(path)
         self.meta = read_metadata(self.path)  # sizes checked: building LogMel allocates little

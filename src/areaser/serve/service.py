@@ -496,7 +496,7 @@ def serve(
 
     ``run_dir``: where ``GET /v1/model`` reads what the model was trained on (default: ``model`` if it is a path).
     """
-    import uvicorn
+    import uvicorn  # the [serve] extra: needed only to run the server
 
     app = create_app(model, limits, backend=backend, onnx_path=onnx_path, run_dir=run_dir)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

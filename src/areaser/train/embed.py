@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.manifold import TSNE
 
@@ -166,8 +167,6 @@ def write_embeddings(
         )
         return atomic_write_bytes(path, buf.getvalue())
     if path.suffix.lower() == ".csv":
-        import pandas as pd
-
         df = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
         df.insert(0, "windows", np.asarray(windows, dtype=np.int64))
         df.insert(0, "path", [str(p) for p in paths])

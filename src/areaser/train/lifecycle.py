@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from areaser.data.splits import split_record
 from areaser.data.windows import SERDataModule, load_windows
@@ -335,8 +336,6 @@ def _train(
             cbs.append(RichEpochs(bar, c.name if overall_task is None else prep.fold.name, overall_task))
         logger: Any = False
         if c.tensorboard:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
             logger = TensorBoardLogger(save_dir=str(paths["dir"]), name="tensorboard", version="")
         deterministic = (c.accelerator == "cpu") if c.deterministic == "auto" else bool(c.deterministic)
         trainer = L.Trainer(
