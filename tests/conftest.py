@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One numba cache per pytest-xdist worker, set before librosa (numba) is imported: on a fresh install the
+# workers compiled librosa's cached gufuncs (localmin, in pyin/yin) at once into one shared cache, and
+# two of them crashed with a segmentation fault loading it (fresh-clone .ci/run, 2026-12-02).
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"areaser-numba-{getattr(os, 'getuid', lambda: 0)()}", _worker),
+)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Keep the suite predictable: 2 threads in one process, 1 per worker when pytest-xdist runs one per core.
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
