@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
+
 from areaser.core.errors import UnknownNameError
 from areaser.core.registry import Registry
 
@@ -168,7 +169,10 @@ def _comma_list(spec: str) -> tuple[str, ...] | None:
 
 
 def check_label_spec(spec: str) -> None:
-    """Raise :class:`~areaser.core.errors.UnknownNameError` (a ValueError) if ``spec`` is neither a set name, ``all`` nor a comma list (see the module)."""
+    """Raise :class:`~areaser.core.errors.UnknownNameError` (a ValueError) for an unusable ``spec``.
+
+    A usable one is a label set's name, ``all`` or a comma list of labels (see the module).
+    """
     if spec != "all" and _comma_list(spec) is None and spec not in LABEL_SETS:
         raise UnknownNameError(  # the registry's error, with the two spellings that are not names
             f"unknown label set {spec!r}; choose one of: {', '.join(LABEL_SETS)}, all, "

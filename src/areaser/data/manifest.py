@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from areaser.core.errors import AreaserError
-from areaser.io.files import atomic_write_text
 from areaser.data.labels import LabelSet
+from areaser.io.files import atomic_write_text
 
 __all__ = [
     "COLUMNS",

@@ -38,14 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from areaser.core.errors import AreaserError
 from areaser.core.registry import Registry
-from areaser.io.files import file_digest
 from areaser.data.labels import LabelSet, get_label_set
 from areaser.data.manifest import select_classes
-from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from areaser.io.files import file_digest
 
 __all__ = [
     "Protocol",
@@ -319,7 +318,6 @@ def _kfold_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
 
 def _stratified_folds(df: pd.DataFrame, p: Protocol, seed: int) -> list[Fold]:
     """K stratified folds over utterances (identical recordings grouped); dev: stratified share of train."""
-
     k = p.n_folds or 5
     y, groups = df["class"].to_numpy(), _groups(df)
     counts = pd.Series(y).value_counts()

@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from areaser.io.audio import load_audio
 from areaser.data.segments import SegmentConfig, segment
+from areaser.io.audio import load_audio
 
 __all__ = ["WindowSet", "load_windows", "SERDataModule"]
 

@@ -41,11 +41,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-
-from areaser.runs.metrics import utterance_probs
-from areaser.io.files import atomic_write_json
-from areaser.io.files import read_json
 from scipy.optimize import minimize_scalar
+
+from areaser.io.files import atomic_write_json, read_json
+from areaser.runs.metrics import utterance_probs
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -138,7 +137,6 @@ def fit_temperature(
     ``nll(calibrated_probs(z, T, ..., decision), y)``, minimised by ``scipy.optimize.minimize_scalar``
     (method ``bounded``) over ``log T`` in ``log(bounds)``.
     """
-
     p = _decide(window_logits, utt_index, n_utts, decision)  # the T = 1 decision, computed once
     y = np.asarray(y, dtype=int)
     if len(y) != len(p):
@@ -289,13 +287,11 @@ def _run_dir(model: str | os.PathLike) -> Path:
 
 def write_calibration(run_dir: str | os.PathLike, record: Mapping) -> Path:
     """``RUN/calibration.json`` (atomic)."""
-
     return atomic_write_json(Path(run_dir) / CALIBRATION_FILE, dict(record))
 
 
 def read_calibration(model: str | os.PathLike) -> dict | None:
     """The calibration record of a run directory (or of its weights file), ``None`` if it has none."""
-
     path = _run_dir(model) / CALIBRATION_FILE
     if not path.is_file():
         return None

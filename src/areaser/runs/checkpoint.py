@@ -45,15 +45,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from areaser.core.errors import AreaserError
 from areaser.io.files import atomic_path, atomic_write_json
 from areaser.models.cnn import check_classes
-from areaser.runs.config import TrainConfig
-from areaser.runs.config import build_modules
-from lightning.pytorch.plugins.io import CheckpointIO
+from areaser.runs.config import TrainConfig, build_modules
 
 __all__ = [
     "FORMAT",
@@ -304,7 +303,6 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> LoadedRun:
     then the weights' shapes against the modules): a crafted or damaged file is one
     :class:`CheckpointError` naming the file and the field.
     """
-
     p = Path(run_dir)
     path = p if p.suffix == ".safetensors" else run_paths(p)[which]
     if which == "last" and p.suffix != ".safetensors":

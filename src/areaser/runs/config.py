@@ -14,51 +14,25 @@ import copy
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+import yaml
+
 from areaser.core.errors import AreaserError, UnknownNameError
 from areaser.core.registry import Registry
-from areaser.dsp.features import FeatureConfig
-from areaser.io.files import atomic_write_json
-from areaser.runs.metrics import DECISIONS
-from areaser.models.cnn import KERAS_OVERRIDES
+from areaser.data.labels import check_label_spec
 from areaser.data.segments import SegmentConfig
+from areaser.data.splits import get_protocol
+from areaser.dsp.features import FeatureConfig, LogMel, n_frames
 from areaser.dsp.specaug import MaskConfig
 from areaser.dsp.vtlp import VTLPConfig
-
-
-import csv
-import io
-import os
-import re
-import shutil
-import sys
-import time
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-
-import lightning as L
-import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
-
-from areaser.io.files import atomic_write_json, atomic_write_text, read_json
-from areaser.dsp.specaug import spec_mask
-from areaser.data.splits import split_record
-from areaser.data.labels import check_label_spec
-from areaser.data.splits import get_protocol
-from areaser.dsp.features import LogMel
-from areaser.dsp.features import n_frames
-from areaser.models.cnn import MAX_FRAMES, MIN_FRAMES
-from areaser.models.cnn import build_model
-import re
-import yaml
+from areaser.io.files import atomic_write_json
+from areaser.models.cnn import KERAS_OVERRIDES, MAX_FRAMES, MIN_FRAMES, build_model
+from areaser.runs.metrics import DECISIONS
 
 __all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "check_window", "config_with"]
 
@@ -262,7 +236,6 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with protocol defaults filled in and every choice checked."""
-
         try:
             p = get_protocol(self.protocol)
             check_label_spec(self.label_set or p.label_set)
@@ -379,7 +352,6 @@ def check_window(win_s: float, hop_s: float, features: FeatureConfig) -> None:
     STFT pads by reflection. Used for configs (:meth:`TrainConfig.from_dict`) and exported models
     (:func:`areaser.serve.export.read_metadata`).
     """
-
     for name, v in (("win_s", win_s), ("hop_s", hop_s)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ValueError(f"{name} must be a finite number of seconds, got {v!r}")
@@ -508,7 +480,6 @@ def _merge(a: dict, b: Mapping) -> dict:
 
 def build_modules(config: TrainConfig | Mapping, n_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """``(LogMel, model)`` for a config (a :class:`TrainConfig` or its dict)."""
-
     c = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     features = LogMel(c.features, fhi=c.vtlp.fhi)
     try:

@@ -33,9 +33,11 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+
+import torch
+
 from areaser.core.errors import AreaserError
 from areaser.models.attention_fused import available
-import torch
 
 __all__ = [
     "STRICT_ENV",
@@ -81,7 +83,6 @@ def machine_description() -> str:
 
 def _mkl():
     """Torch's MKL service functions ``(get, set)``, or ``None`` (a build without MKL, another OS)."""
-
     if not torch.backends.mkl.is_available():
         return None
     lib_dir = Path(torch.__file__).parent / "lib"
@@ -115,7 +116,6 @@ def pin_strict(threads: int) -> None:
     ----------
     threads : torch's intra-op threads, and the thread count recorded for MKL and OpenMP.
     """
-
     fix = (
         f"start a fresh process with {' '.join(f'{k}={v}' for k, v in STRICT_ENV.items())} "
         "exported (as `areaser train --deterministic strict` does)"
@@ -157,7 +157,6 @@ def environment(deterministic: bool | str) -> dict:
     ``fused_attention`` says whether area attention's fused kernels can run here (they train maps of
     >= 256 positions, with their own dropout masks, where a compiler is found; strict mode turns them off).
     """
-
     can, why = available(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     fused = "off (strict)" if deterministic == "strict" else ("available" if can else f"unavailable: {why}")
     versions = {}

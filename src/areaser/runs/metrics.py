@@ -103,7 +103,6 @@ def classification_metrics(
     ``per_speaker`` {speaker: accuracy, n}. UA and macro-F1 average over the classes
     present in ``y_true`` (a class never seen in the reference has no recall).
     """
-
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:

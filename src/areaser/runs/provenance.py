@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
+
 from areaser.core.errors import UnknownNameError
-from areaser.data.splits import SplitError, get_protocol
-from areaser.data.splits import get_protocol
 from areaser.data.manifest import read_manifest
+from areaser.data.splits import get_protocol
 
 __all__ = [
     "SYNTHETIC_NOTE",
@@ -88,7 +88,6 @@ def speaker_dependent(protocol: str) -> bool | None:
     Keyed on the protocol's kind: ``random`` splits utterances, not speakers (``xu2021`` and
     ``random``); the other kinds hold out sessions or speakers.
     """
-
     try:
         p = get_protocol(protocol)
     except UnknownNameError:
@@ -106,7 +105,6 @@ def overlapping_splits(protocol: str | None) -> bool | None:
     >>> overlapping_splits("xu2021"), overlapping_splits("random"), overlapping_splits("loso")
     (True, False, False)
     """
-
     if not protocol:
         return None
     try:

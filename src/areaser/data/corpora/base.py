@@ -23,13 +23,13 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 import soundfile as sf
-
-from areaser.core.errors import AreaserError
-from areaser.io.audio import BROKEN_LINK, LINK_LOOP, SILENCE_PEAK, AudioError, AudioInfo, audio_info, link_problem
-from areaser.io.files import file_digest
-from areaser.data.manifest import make_manifest
 from rich.console import Console
 from rich.progress import track as rich_track
+
+from areaser.core.errors import AreaserError
+from areaser.data.manifest import make_manifest
+from areaser.io.audio import BROKEN_LINK, LINK_LOOP, SILENCE_PEAK, AudioError, AudioInfo, audio_info, link_problem
+from areaser.io.files import file_digest
 
 __all__ = [
     "Skipped",

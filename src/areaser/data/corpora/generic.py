@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from areaser.data.labels import CANONICAL
 from areaser.data.corpora.base import CorpusError, CorpusScan, Skipped, check_root, collect, find_audio, read_text
+from areaser.data.labels import CANONICAL
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "neutral": ("neu", "neut", "neutrality"),

@@ -31,7 +31,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from areaser.io.audio import AudioInfo
 from areaser.data.corpora.base import (
     APPLEDOUBLE,
     DUPLICATE,
@@ -46,7 +45,7 @@ from areaser.data.corpora.base import (
     track,
     with_same_as,
 )
-from areaser.io.audio import link_problem
+from areaser.io.audio import AudioInfo, link_problem
 
 RAW_TO_CANONICAL = {
     "neu": "neutral",
