@@ -6,13 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
-# One numba cache per pytest-xdist worker, set before librosa (numba) is imported: on a fresh install the
-# workers compiled librosa's cached gufuncs (localmin, in pyin/yin) at once into one shared cache, and
-# two of them crashed with a segmentation fault loading it (fresh-clone .ci/run, 2026-12-02).
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# librosa's numba kernels are compiled into a cache; several fresh processes compiling the same kernel at
+# once leave a mismatched cache that crashes every later process with a segmentation fault (numba issue
+# 10128; seen here in pyin's gufuncs with pytest-xdist workers on a fresh install). So the controller
+# compiles them once (pytest_configure, below) before any worker starts, and the workers only read them.
+# The cache is this suite's own (a worker inherits the controller's environment, so the variable is set
+# once, here), away from the user's librosa cache.
 os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), f"areaser-numba-{getattr(os, 'getuid', lambda: 0)()}", _worker),
+    "NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"areaser-test-numba-{getattr(os, 'getuid', lambda: 0)()}")
 )
 
 import numpy as np  # noqa: E402
@@ -20,6 +21,19 @@ import pytest  # noqa: E402
 
 # Keep the suite predictable: 2 threads in one process, 1 per worker when pytest-xdist runs one per core.
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile librosa's kernels that the suite uses (pYIN, YIN, STFT, spectral features) in the controller."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import librosa
+
+    from areaser.models.baselines import prosodic_features
+
+    y = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32)
+    prosodic_features(y)
+    librosa.yin(y, fmin=65, fmax=600, sr=16000)
 
 
 @pytest.fixture(scope="module")

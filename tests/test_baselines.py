@@ -126,8 +126,8 @@ def test_config_and_input_validation() -> None:
 def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus, tmp_path) -> None:
     import json
 
-    from areaser.runs.config import ConfigError, config_with
-    from areaser.train.baseline import train_baseline
+    from areaser.runs.config import config_with
+    from areaser.train.lifecycle import train
 
     cfg = config_with(
         None,
@@ -138,9 +138,9 @@ def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus,
         name="bl",
         progress=False,
     )
-    report = train_baseline(cfg, log=None)
+    report = train(cfg, log=None)
     run = tmp_path / "bl"
-    for f in ("config.json", "report.json", "report.md", "confusion.png"):
+    for f in ("config.json", "split.json", "report.json", "report.md", "confusion.png", "done.json"):
         assert (run / f).is_file(), f
     t = report["test"]
     assert report["fold"].startswith("fold2") and t["classes"] == ["neutral", "happy", "sad", "angry"]
@@ -148,13 +148,11 @@ def test_train_baseline_on_a_fold_writes_a_run_like_a_neural_one(builtin_corpus,
     assert set(t["per_speaker"]) == {report["test_group"] + "F", report["test_group"] + "M"}
     # a finished run is read back, not trained again
     mtime = (run / "report.json").stat().st_mtime_ns
-    assert train_baseline(cfg, log=None)["test"] == json.loads((run / "report.json").read_text())["test"]
+    assert train(cfg, log=None)["test"] == json.loads((run / "report.json").read_text())["test"]
     assert (run / "report.json").stat().st_mtime_ns == mtime
     # --restart trains it again (to the same scores)
-    assert train_baseline(cfg, log=None, resume=False)["test"] == report["test"]
+    assert train(cfg, log=None, resume=False)["test"] == report["test"]
     assert (run / "report.json").stat().st_mtime_ns != mtime
-    with pytest.raises(ConfigError, match="not a classical baseline"):
-        train_baseline(config_with(cfg, model="paper"), log=None)
 
 
 def test_cross_validate_runs_a_baseline_through_train(builtin_corpus, tmp_path) -> None:

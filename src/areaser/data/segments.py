@@ -211,11 +211,13 @@ def stream_windows(
     sr: int,
     win_s: float = 2.0,
     hop_s: float = 0.4,
-    pad_mode: Literal["repeat", "zero"] = "repeat",
+    pad_mode: Literal["repeat", "zero", "none"] = "repeat",
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Cut a signal that arrives in blocks into windows: yields ``(start_s, window [win])``.
 
-    The windows are exactly ``segment(np.concatenate(blocks), sr, win_s, hop_s, 'pad')``'s, but
+    ``pad_mode='none'`` yields a signal shorter than one window as it is (shorter), for scorers that
+    take any length (the classical baselines); otherwise the windows are exactly
+    ``segment(np.concatenate(blocks), sr, win_s, hop_s, 'pad')``'s. In both cases
     only one block plus one window is ever held: samples no later window needs are dropped as
     blocks arrive. Regular windows are yielded as soon as their samples are in; the end-aligned
     last window (or the padded window of a signal shorter than one window) once the signal ends.
@@ -233,6 +235,9 @@ def stream_windows(
         keep = max(buf_start, min(k * hop, n - win))
         buf, buf_start = buf[keep - buf_start :], keep
     if n == 0:
+        return
+    if n < win and pad_mode == "none":
+        yield 0.0, buf[:n].copy()
         return
     if n < win:
         windows, _ = segment(buf, sr, win_s, hop_s, "pad", pad_mode=pad_mode)

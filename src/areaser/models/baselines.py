@@ -51,6 +51,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from areaser.core.registry import Registry
 from areaser.io.audio import DEFAULT_SR, load_audio
 
 _STATS6 = ("mean", "std", "p20", "p50", "p80", "range")
@@ -106,10 +107,13 @@ class BaselineConfig:
             raise ValueError(f"need 0 < f0_min < f0_max, got {self.f0_min}, {self.f0_max}")
 
 
-BASELINES: dict[str, BaselineConfig] = {
-    "egemaps-lr": BaselineConfig(classifier="lr"),
-    "egemaps-svm": BaselineConfig(classifier="svm"),
-}
+BASELINES: Registry[BaselineConfig] = Registry(
+    "baseline",
+    {
+        "egemaps-lr": BaselineConfig(classifier="lr"),
+        "egemaps-svm": BaselineConfig(classifier="svm"),
+    },
+)
 
 
 def is_baseline(model: str) -> bool:
@@ -118,9 +122,7 @@ def is_baseline(model: str) -> bool:
 
 
 def get_baseline(name: str, **overrides: object) -> BaselineConfig:
-    """Config of a baseline by name, with field overrides; the error lists the names."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
+    """Config of a baseline by name, with field overrides; an unknown name lists the names (UnknownNameError)."""
     return replace(BASELINES[name], **overrides)  # type: ignore[arg-type]
 
 
@@ -293,22 +295,40 @@ def make_classifier(cfg: BaselineConfig | None = None, min_class_count: int = 5)
     return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), clf)
 
 
-def fit_predict(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    n_classes: int,
-    cfg: BaselineConfig | None = None,
-) -> np.ndarray:
-    """Fit on one fold's training features, return test probabilities ``[N_test, n_classes]``.
+@dataclass(frozen=True)
+class FittedClassifier:
+    """A fitted :func:`make_classifier` pipeline that answers for all ``n_classes`` classes.
 
-    ``y_train`` holds class indices in ``0..n_classes-1``. A class absent from the
-    training fold gets probability 0 (sklearn only knows the classes it saw).
+    ``predict_proba(x [N, F]) -> [N, n_classes]``: a class absent from the training data gets
+    probability 0 (sklearn only knows the classes it saw). ``transform(x) -> [N, F]``: the features
+    as the classifier reads them (imputed, standardised): a baseline's embedding.
     """
-    x_train, x_test = np.asarray(x_train, dtype=np.float64), np.asarray(x_test, dtype=np.float64)
-    y_train = np.asarray(y_train, dtype=np.int64)
-    if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
-        raise ValueError(f"features must be [N, F] with equal F, got {x_train.shape} and {x_test.shape}")
+
+    pipeline: object
+    n_classes: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        proba = np.zeros((len(x), self.n_classes))
+        if len(x):
+            proba[:, self.pipeline.classes_] = self.pipeline.predict_proba(x)
+        return proba
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.pipeline[:-1].transform(np.asarray(x, dtype=np.float64))
+
+
+def fit_classifier(
+    x_train: np.ndarray, y_train: np.ndarray, n_classes: int, cfg: BaselineConfig | None = None
+) -> FittedClassifier:
+    """Fit :func:`make_classifier` on one fold's training features ``[N, F]`` and class indices ``[N]``.
+
+    ``y_train`` holds class indices in ``0..n_classes-1``; at least two classes must be present (the
+    SVM also needs two utterances of each). Deterministic: the same data give the same classifier.
+    """
+    x_train, y_train = np.asarray(x_train, dtype=np.float64), np.asarray(y_train, dtype=np.int64)
+    if x_train.ndim != 2:
+        raise ValueError(f"features must be [N, F], got {x_train.shape}")
     if len(y_train) != len(x_train):
         raise ValueError(f"{len(x_train)} training rows but {len(y_train)} labels")
     seen, counts = np.unique(y_train, return_counts=True)
@@ -319,8 +339,21 @@ def fit_predict(
     cfg = cfg or BaselineConfig()
     if cfg.classifier == "svm" and counts.min() < 2:
         raise ValueError("the SVM baseline needs at least 2 training utterances of every class it sees")
-    model = make_classifier(cfg, int(counts.min())).fit(x_train, y_train)
-    proba = np.zeros((len(x_test), n_classes))
-    if len(x_test):
-        proba[:, model.classes_] = model.predict_proba(x_test)
-    return proba
+    return FittedClassifier(make_classifier(cfg, int(counts.min())).fit(x_train, y_train), n_classes)
+
+
+def fit_predict(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    n_classes: int,
+    cfg: BaselineConfig | None = None,
+) -> np.ndarray:
+    """Fit on one fold's training features, return test probabilities ``[N_test, n_classes]``.
+
+    :func:`fit_classifier` then :meth:`FittedClassifier.predict_proba`.
+    """
+    x_test = np.asarray(x_test, dtype=np.float64)
+    if x_test.ndim != 2 or np.ndim(x_train) != 2 or np.shape(x_train)[1] != x_test.shape[1]:
+        raise ValueError(f"features must be [N, F] with equal F, got {np.shape(x_train)} and {x_test.shape}")
+    return fit_classifier(x_train, y_train, n_classes, cfg).predict_proba(x_test)

@@ -1,10 +1,24 @@
-"""Inference backends: a PyTorch waveform classifier (log-Mel + model) behind one call."""
+"""Inference backends: ``windows -> probabilities [B, C]`` behind one call, and ``embed`` for embeddings.
+
+:class:`TorchBackend` runs a neural model (log-Mel + model + softmax), :class:`BaselineBackend` a classical
+baseline run (functionals + its scikit-learn classifier); :class:`areaser.serve.export.OnnxBackend` an
+exported graph (probabilities only).
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from areaser.runs.fitted import FittedBaseline
+
+# A baseline reads functionals of a whole utterance (its duration among them), so it scores windows the
+# length of an acted utterance, never padded: a recording up to this long is one window as it is, a longer
+# one is cut into windows of this length (the corpora here: EmoDB 1.2-9.0 s, RAVDESS 2.9-5.3 s).
+BASELINE_WINDOW_S = 10.0
 
 
 def window_db(windows: np.ndarray) -> np.ndarray:
@@ -47,14 +61,30 @@ class TorchBackend:
         """``windows [B, N]`` float32 -> probabilities ``[B, C]`` float32."""
         return self.classifier(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
 
-
-class _EmbedBackend:
-    """``windows [B, N] -> embeddings [B, D]`` with a :class:`WaveformClassifier`'s modules (eval, no grad)."""
-
-    def __init__(self, classifier: WaveformClassifier):
-        self.classifier = classifier.eval()
-
     @torch.no_grad()
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        """``windows [B, N]`` -> the model's pooled penultimate layer ``[B, D]`` float32."""
         x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         return self.classifier.model.embed(self.classifier.features(x)).float().numpy()
+
+
+class BaselineBackend:
+    """Score windows with a classical baseline run: each window's functionals, then the run's classifier.
+
+    Windows may differ in length (a recording shorter than :data:`BASELINE_WINDOW_S` is one window, not
+    padded): a sequence of mono arrays ``[N_i]`` at the run's rate, or one array ``[B, N]``.
+    """
+
+    name = "baseline"
+
+    def __init__(self, fit: FittedBaseline):
+        self.fit = fit
+        self.fit.classifier  # fitted once, now, so the first request does not pay for it
+
+    def __call__(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Probabilities ``[B, C]`` float32."""
+        return self.fit.classifier.predict_proba(self.fit.features(list(windows))).astype(np.float32)
+
+    def embed(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """The functionals as the classifier reads them (median-imputed, standardised) ``[B, F]`` float32."""
+        return self.fit.classifier.transform(self.fit.features(list(windows))).astype(np.float32)

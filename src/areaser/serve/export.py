@@ -52,6 +52,7 @@ from areaser.models.cnn import check_classes
 from areaser.runs.calibration import SCALED, check_temperature, run_temperature
 from areaser.runs.checkpoint import load_run, mismatch
 from areaser.runs.config import check_window
+from areaser.runs.fitted import is_baseline_run
 from areaser.runs.metrics import DECISIONS
 
 __all__ = [
@@ -368,8 +369,15 @@ def export_onnx(
 
     ``calibration``: audio files whose windows calibrate the int8 activation ranges (a few
     dozen utterances like those to be scored); default: 32 utterances spread over the run's
-    own manifest.
+    own manifest. A classical baseline run is refused (ValueError, with the reason).
     """
+    if is_baseline_run(model_dir):
+        raise ValueError(
+            f"{model_dir}: a classical baseline run does not export to ONNX: its features (pYIN pitch tracking, "
+            "spectral functionals over the whole utterance) are no ONNX operators, and skl2onnx would export "
+            "the scikit-learn classifier alone, whose input is those features, not audio; use the run itself "
+            "(areaser predict / serve RUN)"
+        )
     run = load_run(model_dir)
     seg = run.config["segments"]
     path = Path(path)

@@ -49,12 +49,11 @@ from areaser import __version__
 from areaser.dsp.features import FeatureConfig, LogMel
 from areaser.io.files import _umask as umask
 from areaser.io.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from areaser.models.baselines import is_baseline
 from areaser.models.cnn import ModelConfig, build_model_from_config, check_classes
 from areaser.runs.calibration import SCALED, check_temperature, run_temperature
 from areaser.runs.checkpoint import CheckpointError, _checksum, _read_tensors, _verify, load_run, mismatch
 from areaser.runs.config import check_window
-from areaser.runs.fitted import FIT_FILE
+from areaser.runs.fitted import is_baseline_run
 from areaser.runs.metrics import DECISIONS
 from areaser.runs.provenance import SYNTHETIC_NOTE, label_set_text, protocol_text, split_text
 
@@ -177,13 +176,9 @@ def _write_folder(d: Path, run, tensors: dict, config: dict, report: dict | None
 
 
 def _refuse_baseline(run_dir: Path) -> None:
-
-    cfg_file = run_dir / "config.json"
-    model = None
-    if cfg_file.is_file():
-        cfg = read_json(cfg_file, PretrainedError)
+    if is_baseline_run(run_dir):
+        cfg = read_json(run_dir / "config.json", PretrainedError) if (run_dir / "config.json").is_file() else {}
         model = cfg.get("model") if isinstance(cfg, dict) else None
-    if (isinstance(model, str) and is_baseline(model)) or (run_dir / FIT_FILE).is_file():
         raise PretrainedError(
             f"{run_dir}: a classical baseline run ({model or 'egemaps'}): its classifier is refitted with "
             "scikit-learn from the stored training features, not weights a pretrained folder can hold; "

@@ -31,8 +31,9 @@ from areaser.dsp.vad import MIN_VOICED_FRACTION, VoiceActivity, window_voiced
 from areaser.io.audio import DEFAULT_SR, SILENCE_PEAK, AudioError, resample, stream_audio, to_mono
 from areaser.runs.calibration import calibrate, check_temperature, run_temperature
 from areaser.runs.checkpoint import load_run
+from areaser.runs.fitted import is_baseline_run, load_fitted
 from areaser.runs.metrics import DECISIONS, utterance_probs
-from areaser.serve.backends import TorchBackend, WaveformClassifier, _EmbedBackend, window_db
+from areaser.serve.backends import BASELINE_WINDOW_S, BaselineBackend, TorchBackend, WaveformClassifier, window_db
 from areaser.serve.export import OnnxBackend
 from areaser.serve.pretrained import is_pretrained, load_pretrained
 
@@ -45,7 +46,9 @@ class InferenceConfig:
     """How a recording is cut and scored. Times in seconds.
 
     ``win_s`` must be the window the model was trained on; ``hop_s`` defaults to the paper's
-    test hop. ``silence_db``: windows whose RMS level is below this many dB relative to full
+    test hop. ``pad_mode``: how a recording shorter than one window is filled (``repeat``, ``zero``),
+    or ``none``: scored as it is, for backends that take any length (a classical baseline's).
+    ``silence_db``: windows whose RMS level is below this many dB relative to full
     scale are skipped (not scored, left out of the decision and the timeline); ``None`` scores
     every window. ``decision``: ``prob`` averages the windows' probabilities (the paper),
     ``logits`` averages their logits and applies softmax after (the run's choice when loaded).
@@ -67,7 +70,7 @@ class InferenceConfig:
 
     win_s: float = 2.0
     hop_s: float = 0.4
-    pad_mode: Literal["repeat", "zero"] = "repeat"
+    pad_mode: Literal["repeat", "zero", "none"] = "repeat"
     decision: Literal["prob", "logits"] = "prob"
     silence_db: float | None = None
     batch_size: int = 32
@@ -90,6 +93,8 @@ class InferenceConfig:
                 "silence_db is a level below full scale: give a negative number (e.g. -50), "
                 f"got {float(self.silence_db):g}"
             )
+        if self.pad_mode not in ("repeat", "zero", "none"):
+            raise ValueError(f"pad_mode must be repeat, zero or none, got {str(self.pad_mode)!r}")
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {str(self.decision)!r}")
         if self.speech_check not in ("flag", "refuse", "off"):
@@ -287,6 +292,9 @@ class Recognizer:
     ) -> "Recognizer":
         """Load a trained model: a run directory of ``areaser train`` (safetensors + JSON, no pickle).
 
+        A classical baseline run (``--model egemaps-lr`` / ``egemaps-svm``) scores windows of up to
+        :data:`~areaser.serve.backends.BASELINE_WINDOW_S` seconds, unpadded, with its classifier
+        (:class:`~areaser.serve.backends.BaselineBackend`; PyTorch's and ONNX's backends do not apply).
         ``model`` may also be a pretrained folder (``areaser export RUN --pretrained DIR``): see
         :meth:`from_pretrained`.
 
@@ -299,6 +307,16 @@ class Recognizer:
         model = Path(model)
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if is_baseline_run(model):
+            if backend == "onnx":
+                raise ValueError(
+                    f"{model}: a classical baseline run has no ONNX graph (its pitch tracking is not an ONNX "
+                    "operator); score it with the default backend"
+                )
+            fit = load_fitted(model)
+            w = BASELINE_WINDOW_S
+            config = InferenceConfig(win_s=w, hop_s=w, pad_mode="none", decision="prob")
+            return cls(BaselineBackend(fit), fit.classes, fit.sr, replace(config, **overrides), model.name)
         if model.suffix == ".onnx" or backend == "onnx":
             onnx = model if model.suffix == ".onnx" else Path(onnx_path or model / "model.onnx")
             if not onnx.is_file():
@@ -400,7 +418,9 @@ class Recognizer:
         the input of its classifier) averaged over the recording's windows (those ``predict``
         scores: same windows, hop and silence skip).
 
-        Needs the PyTorch backend (a run directory); raises :class:`AudioError` for a source that cannot
+        For a classical baseline run the vector is what its classifier reads: the utterance functionals,
+        imputed and standardised. Needs a run directory (the ONNX backend gives probabilities only);
+        raises :class:`AudioError` for a source that cannot
         be read (:meth:`embed_many` returns a :class:`Failure` for it instead).
         """
         out = [r.vector for r in self.embed_many(sources, errors="raise")]
@@ -412,12 +432,12 @@ class Recognizer:
         """:meth:`embed` one source at a time: an :class:`Embedding` or a :class:`Failure` per source, in order."""
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
-        if not isinstance(self.backend, TorchBackend):
+        embed = getattr(self.backend, "embed", None)
+        if embed is None:
             raise ValueError(
-                f"embeddings need the PyTorch model (a run directory); the {getattr(self.backend, 'name', '?')} "
+                f"embeddings need the model itself (a run directory); the {getattr(self.backend, 'name', '?')} "
                 "backend only returns probabilities"
             )
-        embed = _EmbedBackend(self.backend.classifier)
         for result in self._iter(sources, None, embed, self._finish_embedding):
             if errors == "raise" and isinstance(result, Failure):
                 result.raise_()
@@ -461,7 +481,8 @@ class Recognizer:
         def flush() -> None:
             if not batch:
                 return
-            probs = backend(np.stack([w for _, _, w in batch]))
+            ws = [w for _, _, w in batch]  # of one length, but for a recording shorter than an unpadded window
+            probs = backend(np.stack(ws) if len({len(w) for w in ws}) == 1 else ws)
             for (entry, i, _), p in zip(batch, probs):
                 entry.probs[i] = p
                 entry.in_flight -= 1

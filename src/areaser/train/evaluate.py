@@ -14,10 +14,11 @@ from areaser.io.files import read_json
 from areaser.runs.calibration import read_calibration
 from areaser.runs.checkpoint import load_run, run_paths
 from areaser.runs.config import ConfigError, TrainConfig
-from areaser.runs.provenance import (
-    console_line,
-)
+from areaser.runs.fitted import is_baseline_run, load_fitted
+from areaser.runs.metrics import classification_metrics
+from areaser.runs.provenance import console_line
 from areaser.runs.reports import write_cv_report, write_run_report
+from areaser.train.baseline import baseline_report
 from areaser.train.callbacks import read_history
 from areaser.train.crosscorpus import score_test_manifests
 from areaser.train.embed import _with_embedding_map
@@ -38,6 +39,7 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     recorded), or the utterances scored are not those of the existing report (count, class
     supports, speakers). A report is never overwritten by one of another test set.
 
+    A classical baseline run is scored by its stored fit (:func:`areaser.runs.fitted.load_fitted`).
     A cross-validation directory (``cv.json``) re-evaluates every fold and the aggregate.
     Cross-corpus reports (``RUN/cross/``) are not scored again: :func:`evaluate_on` does that.
     """
@@ -61,6 +63,8 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     paths = run_paths(run_dir)
     if not paths["config"].is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
+    if is_baseline_run(run_dir):
+        return _evaluate_baseline(run_dir, paths, log)
     if not paths["best"].is_file():
         raise ConfigError(f"{run_dir}: no best.safetensors yet (the run has not finished an epoch)")
     c = TrainConfig.load(paths["config"]).resolved()
@@ -79,6 +83,24 @@ def evaluate_run(run_dir: str | os.PathLike, log: Callable[[str], None] | None =
     for key in ("training time", "training throughput", "train windows per epoch"):  # facts of the training
         if key in old.get("info", {}):
             report["info"][key] = old["info"][key]
+    write_run_report(run_dir, report)
+    if log:
+        log(f"{run_dir}: {console_line(report)}")
+    return report
+
+
+def _evaluate_baseline(run_dir: Path, paths: dict[str, Path], log) -> dict:
+    """:func:`evaluate_run` of a classical baseline run: its stored fit scores the test utterances again."""
+    c = TrainConfig.load(paths["config"]).resolved()
+    fit = load_fitted(run_dir)
+    prep = _run_test_set(run_dir, c, fit.classes)  # the utterances of split.json, checked
+    test = prep.parts["test"]
+    proba = fit.predict_proba(list(test["path"]), progress=bool(c.progress and log))
+    metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), fit.classes, list(test["speaker"]))
+    old = read_json(paths["report_json"], ConfigError) if paths["report_json"].is_file() else {}
+    timing = old.get("info", {}).get("feature extraction + training time")  # a fact of the training, kept
+    report = baseline_report(c, prep, metrics, timing)
+    _check_same_test_set(run_dir, old, report)
     write_run_report(run_dir, report)
     if log:
         log(f"{run_dir}: {console_line(report)}")

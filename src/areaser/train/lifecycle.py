@@ -60,10 +60,11 @@ from areaser.runs.checkpoint import (
 )
 from areaser.runs.config import ConfigError, TrainConfig, build_modules
 from areaser.runs.determinism import DeterminismError, pin_strict
+from areaser.runs.fitted import FIT_FILE
 from areaser.runs.metrics import best_epoch
 from areaser.runs.provenance import console_line
 from areaser.runs.reports import write_run_report
-from areaser.train.baseline import train_baseline
+from areaser.train.baseline import fit_baseline_run
 from areaser.train.callbacks import RichEpochs, RunCheckpoint, _load_progress, make_progress
 from areaser.train.crosscorpus import check_test_manifests, score_test_manifests
 from areaser.train.folds import _class_weights, prepare_fold
@@ -198,8 +199,6 @@ def train(
     """
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     _set_threads(c)  # first: strict pins code paths that the first computation fixes
-    if is_baseline(c.model):  # a classical baseline: same fold, metrics and run directory, no epochs
-        return train_baseline(c, log=log, bar=bar, resume=resume)
     paths = run_paths(Path(c.out_dir) / c.name)
     rank0 = (
         int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
@@ -209,11 +208,64 @@ def train(
     try:
         if paths["dir"].is_dir():  # before anything reads or removes its files (a new run: when it is created)
             lock.acquire()
+        baseline = is_baseline(c.model)
+        state = _decide(c, paths, rank0, resume, baseline, log)
+        if isinstance(state, dict):  # finished before: its stored report
+            return state
+        if baseline:  # a classical baseline: same fold, metrics, run directory and lifecycle, no epochs
+            return fit_baseline_run(c, paths, lock, resume=state, bar=bar, log=log)
         return _train(
-            c, paths, rank0, lock, resume=resume, callbacks=callbacks, bar=bar, overall_task=overall_task, log=log
+            c, paths, rank0, lock, has_last=state, callbacks=callbacks, bar=bar, overall_task=overall_task, log=log
         )
     finally:
         lock.release()
+
+
+def _decide(
+    c: TrainConfig, paths: dict[str, Path], rank0: bool, resume: bool | None, baseline: bool, log
+) -> dict | bool:
+    """Fresh, resumed or finished: the stored report of a finished run, else whether a saved state is resumed.
+
+    The same rules for neural and baseline runs. A run directory holding another config (other than in
+    :func:`_same_run`'s free keys) is refused unless ``resume is False`` (``--restart``), which removes
+    the old run's results first. A neural run resumes from ``last.safetensors`` (checked here, before any
+    data is loaded); a baseline run from its stored fit (:data:`~areaser.runs.fitted.FIT_FILE`: the
+    features of both parts), so a run killed before its report is completed without extracting again.
+    """
+    say = log or (lambda s: None)
+    if paths["config"].is_file():
+        old = read_json(paths["config"], ConfigError)
+        diff = _same_run(old, c.to_dict())
+        if diff and resume is not False:
+            raise ConfigError(
+                f"{paths['dir']} holds a run with another config (differs in {', '.join(diff)}); "
+                "choose another --name, or --restart to overwrite it"
+            )
+    if resume is False and paths["dir"].exists() and rank0:
+        for key in ("done", "last", "best", "metrics", "report_json", "report_md", "split"):
+            for p in (paths[key], paths[key].with_suffix(".json")) if key in ("last", "best") else (paths[key],):
+                p.unlink(missing_ok=True)
+        (paths["dir"] / "calibration.json").unlink(missing_ok=True)  # fitted to the old weights
+        (paths["dir"] / FIT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(paths["tensorboard"], ignore_errors=True)
+    state = paths["dir"] / FIT_FILE if baseline else paths["last"]
+    has_state = state.is_file() and resume is not False
+    if resume is True and not has_state:
+        raise ConfigError(f"nothing to resume: {state} does not exist")
+    finished = all(paths[k].is_file() for k in ("done", "report_json", "report_md"))
+    if (has_state or baseline) and finished and resume is None:
+        say(f"{paths['dir']}: already finished (done.json exists); --restart to train it again")
+        return read_json(paths["report_json"], ConfigError)
+    if has_state and not baseline:  # found before any data is loaded: a state that cannot be resumed from
+        try:
+            load_tree(paths["last"])  # readable, a training state, checksum, finite weights
+        except CheckpointError as e:
+            reason = " ".join(str(e).split())
+            raise CheckpointError(
+                f"cannot resume: {reason}; --restart trains the run again from scratch "
+                f"({paths['best'].name} may still be intact: copy it away first to keep it)"
+            ) from None
+    return has_state
 
 
 def _set_threads(c: TrainConfig) -> None:
@@ -233,46 +285,18 @@ def _train(
     rank0: bool,
     lock: _RunLock,
     *,
-    resume: bool | None,
+    has_last: bool,
     callbacks: Sequence[Any],
     bar,
     overall_task,
     log: Callable[[str], None] | None,
 ) -> dict:
-    """The body of :func:`train`: ``c`` resolved, the run directory locked (a new one once created)."""
-    say = log or (lambda s: None)
+    """The body of :func:`train` for a neural model.
 
-    # ---- decide: fresh, resume, or already finished
-    if paths["config"].is_file():
-        old = read_json(paths["config"], ConfigError)
-        diff = _same_run(old, c.to_dict())
-        if diff and resume is not False:
-            raise ConfigError(
-                f"{paths['dir']} holds a run with another config (differs in {', '.join(diff)}); "
-                "choose another --name, or --restart to overwrite it"
-            )
-    if resume is False and paths["dir"].exists() and rank0:
-        for key in ("done", "last", "best", "metrics", "report_json", "report_md", "split"):
-            for p in (paths[key], paths[key].with_suffix(".json")) if key in ("last", "best") else (paths[key],):
-                p.unlink(missing_ok=True)
-        (paths["dir"] / "calibration.json").unlink(missing_ok=True)  # fitted to the old weights
-        shutil.rmtree(paths["tensorboard"], ignore_errors=True)
-    has_last = paths["last"].is_file() and resume is not False
-    if resume is True and not has_last:
-        raise ConfigError(f"nothing to resume: {paths['last']} does not exist")
-    finished = all(paths[k].is_file() for k in ("done", "report_json", "report_md"))
-    if has_last and finished and resume is None:
-        say(f"{paths['dir']}: already finished (done.json exists); --restart to train it again")
-        return read_json(paths["report_json"], ConfigError)
-    if has_last:  # found before any data is loaded: a state that cannot be resumed from
-        try:
-            load_tree(paths["last"])  # readable, a training state, checksum, finite weights
-        except CheckpointError as e:
-            reason = " ".join(str(e).split())
-            raise CheckpointError(
-                f"cannot resume: {reason}; --restart trains the run again from scratch "
-                f"({paths['best'].name} may still be intact: copy it away first to keep it)"
-            ) from None
+    ``c`` resolved, the run directory locked (a new one once created); ``has_last``: resume from the
+    ``last.safetensors`` :func:`_decide` checked.
+    """
+    say = log or (lambda s: None)
 
     # ---- inputs: everything that can be wrong is found before training
     prep = prepare_fold(c)
