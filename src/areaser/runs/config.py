@@ -31,7 +31,8 @@ from areaser.dsp.features import FeatureConfig, LogMel, n_frames
 from areaser.dsp.specaug import MaskConfig
 from areaser.dsp.vtlp import VTLPConfig
 from areaser.io.files import atomic_write_json
-from areaser.models.cnn import KERAS_OVERRIDES, MAX_FRAMES, MIN_FRAMES, build_model
+from areaser.models.baselines import BASELINES, is_baseline
+from areaser.models.cnn import KERAS_OVERRIDES, MAX_FRAMES, MIN_FRAMES, PRESETS, ModelConfig, build_model_from_config
 from areaser.runs.metrics import DECISIONS
 
 __all__ = ["ConfigError", "PROTOCOL_FIELDS", "TrainConfig", "TRAIN_PRESETS", "check_window", "config_with"]
@@ -58,7 +59,12 @@ class TrainConfig:
     else a set name, ``all`` or a comma list of labels: :func:`areaser.data.labels.get_label_set`),
     ``test_manifests`` (other corpora on which every trained fold is also scored: cross-corpus).
 
-    Model and features: ``model`` preset name with ``model_overrides``; ``features``,
+    Model and features: ``model`` preset name (:data:`areaser.models.cnn.PRESETS`, or a classical
+    baseline of :data:`areaser.models.baselines.BASELINES`) with ``model_overrides``: the options of
+    :class:`~areaser.models.cnn.ModelConfig` that differ from the preset's, a sparse mapping so that a
+    preset's, a file's and ``--set``'s compose, typed by that dataclass: :meth:`resolved` builds the
+    :class:`~areaser.models.cnn.ModelConfig` (:meth:`model_config`), so an unknown option or a value of the
+    wrong type or range is refused when the config is made; ``features``,
     ``segments``, ``vtlp`` as their own dataclasses (``vtlp.impl='melwarp'`` warps on the
     fly; ``'none'`` turns it off; ``'stft'`` / ``'legacy-time'`` rewrite audio and are used
     through offline copies: ``vtlp_copies`` or ``areaser augment``), ``masks`` (SpecAugment-style masking in training,
@@ -234,6 +240,30 @@ class TrainConfig:
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
+    def model_config(self, n_classes: int = 4) -> ModelConfig:
+        """The typed options of the model: its preset with ``model_overrides`` and the features' ``n_mels``.
+
+        Raises ConfigError naming the option for an unknown one or a value of the wrong type or range,
+        and for a classical baseline (it has no model options).
+        """
+        if is_baseline(self.model):
+            raise ConfigError(f"model {self.model!r} is a classical baseline: it has no neural model options")
+        if self.model not in PRESETS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join([*PRESETS, *BASELINES])}")
+        fixed = {"name": "--model", "n_mels": "features.n_mels", "n_classes": "the label set"}
+        if clash := sorted(set(self.model_overrides) & set(fixed)):
+            raise ConfigError(
+                f"model_overrides: {', '.join(clash)} cannot be overridden (set by "
+                + ", ".join(fixed[k] for k in clash)
+                + ")"
+            )
+        try:
+            base = asdict(PRESETS.lookup(self.model))
+            return ModelConfig.from_dict({**base, **self.model_overrides, "n_mels": self.features.n_mels,
+                                          "n_classes": n_classes})  # fmt: skip
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model {self.model!r}, model_overrides {self.model_overrides}: {e}") from None
+
     def resolved(self) -> "TrainConfig":
         """A copy with protocol defaults filled in and every choice checked."""
         try:
@@ -251,6 +281,14 @@ class TrainConfig:
             patience=None if p.paper_report and self.track_test is not False else self.patience,
             name=self.name or f"{self.model}-{self.protocol}-fold{self.fold + 1}",
         )
+        if is_baseline(c.model):
+            if c.model_overrides:
+                raise ConfigError(
+                    f"model_overrides {c.model_overrides} are options of a neural model; {c.model!r} is a "
+                    "classical baseline (its settings are fixed: areaser.models.baselines.BASELINES)"
+                )
+        else:
+            c.model_config()  # every option typed and in range, before anything is built or written
         _check_choice("loss", c.loss, ("ce", "softmax-nll"))
         _check_choice("lr_schedule", c.lr_schedule, ("none", "cosine"))
         _check_choice("optimizer", c.optimizer or "adam", ("adam", "keras-adam"))
@@ -482,9 +520,9 @@ def build_modules(config: TrainConfig | Mapping, n_classes: int) -> tuple[torch.
     """``(LogMel, model)`` for a config (a :class:`TrainConfig` or its dict)."""
     c = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     features = LogMel(c.features, fhi=c.vtlp.fhi)
-    try:
-        model = build_model(c.model, n_classes=n_classes, n_mels=c.features.n_mels, **c.model_overrides)
-    except (KeyError, TypeError, ValueError) as e:
+    try:  # the typed options (checked), then the size bound of build_model_from_config
+        model = build_model_from_config(c.model_config(n_classes))
+    except ValueError as e:
         raise ConfigError(f"model {c.model!r} with overrides {c.model_overrides}: {e}") from None
     attention = getattr(model, "attention", None)
     if c.deterministic == "strict" and attention is not None and attention.backend == "auto":

@@ -6,7 +6,8 @@ summary)`` does the same for a set of folds or seeds with mean +- std. The Markd
 embeds the pictures by relative path, so the folder can be moved or zipped whole.
 Every file goes through :mod:`areaser.io.files` (atomic).
 
-A run ``report`` dict holds (what :func:`areaser.train.lifecycle.train` produces): ``name``,
+A run's report is one :class:`RunReport`, for neural and classical baseline runs alike; as a dict
+(:meth:`RunReport.to_dict`, what :func:`areaser.train.lifecycle.train` returns) it holds: ``name``,
 ``classes``, ``test`` (:func:`areaser.runs.metrics.classification_metrics`), ``history`` (one
 row per epoch: ``epoch``, ``train_loss``, ``dev_loss``, ``dev_wa``, ``dev_ua``, and
 ``test_wa`` / ``test_ua`` when the test set was tracked), ``selected_epoch``, and
@@ -25,8 +26,9 @@ folds; :func:`write_cross_summary` writes that table alone (``areaser evaluate C
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.lines import Line2D
@@ -36,6 +38,7 @@ from areaser.io.files import atomic_path, atomic_write_json, atomic_write_text
 from areaser.runs.provenance import overlapping_splits
 
 __all__ = [
+    "RunReport",
     "plot_confusion",
     "plot_curves",
     "plot_reliability",
@@ -45,6 +48,41 @@ __all__ = [
     "write_cross_summary",
     "pct",
 ]
+
+
+@dataclass
+class RunReport:
+    """The report of one run: its schema, the same for a neural model and a classical baseline.
+
+    ``selected_epoch`` is ``None`` and ``history`` empty for a baseline (no epochs); the last four
+    fields exist only where they apply (``None``: left out of :meth:`to_dict`): ``test_draws`` for a
+    model random at evaluation, ``calibration`` for a neural run's temperature, ``paper_and_honest``
+    when the test set was tracked per epoch, ``ddp`` for a run trained on several processes.
+    """
+
+    name: str
+    classes: list[str]
+    fold: str
+    test_group: str
+    selected_epoch: int | None
+    test: dict
+    history: list[dict]
+    config: dict
+    provenance: dict
+    notes: list[str]
+    info: dict[str, Any]
+    environment: dict
+    test_draws: dict | None = field(default=None, kw_only=True)
+    calibration: dict | None = field(default=None, kw_only=True)
+    paper_and_honest: dict | None = field(default=None, kw_only=True)
+    ddp: dict | None = field(default=None, kw_only=True)
+
+    _OPTIONAL = ("test_draws", "calibration", "paper_and_honest", "ddp")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``report.json``): every field, the optional ones only where set."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in self._OPTIONAL and v is None)}
 
 
 def pct(x: float) -> str:
@@ -321,9 +359,14 @@ def _paper_honest_md(ph: Mapping, test: Mapping | None = None) -> list[str]:
     ]
 
 
-def write_run_report(run_dir: str | os.PathLike, report: Mapping) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md``, ``confusion.png``, ``curves.png`` into ``run_dir``."""
+def write_run_report(run_dir: str | os.PathLike, report: RunReport | Mapping) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md``, ``confusion.png``, ``curves.png`` into ``run_dir``.
+
+    ``report``: a :class:`RunReport`, or a report dict (a cross-corpus report adds ``title``, ``test_heading``).
+    """
     run_dir = Path(run_dir)
+    if isinstance(report, RunReport):
+        report = report.to_dict()
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     atomic_write_json(paths["json"], report)
     test = report["test"]

@@ -23,6 +23,7 @@ from areaser.runs.provenance import (
     split_text,
     with_notes,
 )
+from areaser.runs.reports import RunReport
 from areaser.train.folds import PreparedFold
 from areaser.train.scoring import (
     _seeded_logits,
@@ -203,24 +204,13 @@ def build_report(
     epochs_run = len(history)
     windows = sum(r["train_windows"] for r in history)
     secs = sum(r["train_s"] for r in history)
-    prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
-    env = environment(c.deterministic)
-    report = {
-        "name": c.name,
-        "classes": list(prep.classes),
-        "fold": prep.fold.name,
-        "test_group": prep.fold.test_group,
-        "selected_epoch": selected_epoch,
-        "test": test,
-        "history": history,
-        "config": c.to_dict(),
-        "provenance": prov,
-        "notes": notes(prov),
-        "info": {
-            **info_rows(prov),
-            "manifest": c.manifest,
-            "fold": split_text(prov, prep.fold.name, prep.fold.test_group)
-            + f", {prep.fold.index + 1} of {prep.n_folds}",
+    report = fold_report(
+        c,
+        prep,
+        test,
+        selected_epoch,
+        history,
+        {
             "test scores": f"the test part of {prep.fold.name} ({prep.fold.test_group}), model of the epoch "
             f"chosen on its dev part ({c.monitor})",
             "preset / model": f"{c.preset} / {c.model}",
@@ -231,17 +221,53 @@ def build_report(
             "epochs run / selected": f"{epochs_run} / {selected_epoch} (on {c.monitor})",
             "training time": f"{fit_s:.1f} s",
             "training throughput": f"{windows / secs:.1f} windows/s" if secs > 0 else "",
-            "environment": environment_text(env),
         },
-        "environment": env,
-    }
-    if draws is not None:
-        report["test_draws"] = draws
+    )
+    report.test_draws = draws
     if calibration is not None:
-        report["calibration"] = test_summary(calibration, logits, ws, c.decision)
+        report.calibration = test_summary(calibration, logits, ws, c.decision)
     if c.track_test and history and "test_ua" in history[0]:
-        report["paper_and_honest"] = paper_and_honest(history, c.monitor)
+        report.paper_and_honest = paper_and_honest(history, c.monitor)
     if ddp:
-        report["ddp"] = ddp
-        report["info"]["processes (DDP)"] = ddp["world_size"]
-    return report
+        report.ddp = ddp
+        report.info["processes (DDP)"] = ddp["world_size"]
+    return report.to_dict()
+
+
+def fold_report(
+    c: TrainConfig,
+    prep: PreparedFold,
+    test: dict,
+    selected_epoch: int | None,
+    history: list[dict],
+    facts: Mapping[str, object],
+) -> RunReport:
+    """The :class:`~areaser.runs.reports.RunReport` of one fold of ``c``, neural or baseline.
+
+    What every run's report says the same way: the fold, its provenance (corpus, label set, protocol)
+    and the warnings it calls for, the config and the environment; ``facts``: the ``info`` rows of
+    the kind of model (how it was chosen and trained), placed between the fold and the environment.
+    """
+    prov = describe(c.manifest, prep.parts, c.label_set, prep.classes, c.protocol)
+    env = environment(c.deterministic)
+    info = {
+        **info_rows(prov),
+        "manifest": c.manifest,
+        "fold": split_text(prov, prep.fold.name, prep.fold.test_group) + f", {prep.fold.index + 1} of {prep.n_folds}",
+        **facts,
+        "environment": environment_text(env),
+    }
+    return RunReport(
+        c.name,
+        list(prep.classes),
+        prep.fold.name,
+        prep.fold.test_group,
+        selected_epoch,
+        test,
+        history,
+        c.to_dict(),
+        prov,
+        notes(prov),
+        info,
+        env,
+    )
