@@ -171,3 +171,17 @@ def test_export_refuses_a_baseline_run_with_the_reason(baseline_run, tmp_path) -
     result = runner.invoke(app, ["export", str(run), "--pretrained", str(tmp_path / "pre")])
     assert result.exit_code == 2 and "classical baseline run" in result.output
     assert not (tmp_path / "pre").exists()
+
+
+def test_listen_follows_a_recording_with_the_baseline(baseline_run, builtin_corpus) -> None:
+    run, _ = baseline_run
+    path = _test_rows(run, builtin_corpus)["path"].iloc[0]
+    result = runner.invoke(app, ["listen", str(run), path, "--fast", "--json", "--no-vad"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(s) for s in result.output.splitlines() if s.startswith("{")]
+    updates, summary = lines[:-1], lines[-1]["summary"]
+    duration = sf.info(path).duration
+    assert len(updates) == int(duration // 0.5) and all(
+        u["label"] in json.loads((run / "report.json").read_text())["classes"] for u in updates
+    )
+    assert summary
