@@ -444,3 +444,36 @@ def test_cuda_matches_cpu(key_mode):
         return area_attention(q, k, v, 5, dropout=0.3, **kw)
 
     assert torch.autograd.gradcheck(f, tuple(gpu), fast_mode=True)
+
+
+# ----------------------------------------------------------------------------- the path tracing and export record
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the loop bounds: fixed by max_area at these sizes
+@pytest.mark.parametrize("layout", ["2d", "rows"])
+@pytest.mark.parametrize("value_mode", ["sum", "mean"])
+def test_the_traced_linear_path_matches_brute_force_at_other_batch_sizes_and_widths(layout, value_mode):
+    """Under tracing (what ONNX export records) mean keys with sum / mean values take the area-free linear
+    path; traced at one batch size and width, it gives the brute force at others, large logits included."""
+    att = make(6, key_mode="mean", value_mode=value_mode, layout=layout, max_area=(3, 3), project=True).eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        traced = torch.jit.trace(att, torch.randn(2, 6, 4, 5, dtype=torch.float64, generator=gen), check_trace=False)
+        graph = str(traced.inlined_graph)
+        for shape, gain in (((2, 6, 4, 5), 1.0), ((3, 6, 4, 9), 1.0), ((1, 6, 4, 7), 40.0)):
+            x = gain * torch.randn(*shape, dtype=torch.float64, generator=gen)
+            torch.testing.assert_close(traced(x), brute_force(att, x), **TOL)
+    assert "aten::pad" in graph or "aten::constant_pad_nd" in graph  # the adjoint chain's pads: no areas gathered
+
+
+def test_the_adjoint_box_chain_is_the_adjoint_of_the_box_chain():
+    """<box_s(x), g_s> summed over shapes equals <x, box_chain_adjoint(g)>, for means and sums."""
+    from areaser.models.boxes import box_chain, box_chain_adjoint
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 6, 3, dtype=torch.float64, generator=gen)
+    for op in ("mean", "sum"):
+        boxes = dict(box_chain(x, 3, 4, op))
+        g = {s: torch.randn(b.shape, dtype=torch.float64, generator=gen) for s, b in boxes.items()}
+        lhs = sum((boxes[s] * g[s]).sum() for s in boxes)
+        torch.testing.assert_close((x * box_chain_adjoint(g, op)).sum(), lhs)

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["box_chain", "combine"]
+__all__ = ["box_chain", "box_chain_adjoint", "combine"]
 
 
 def box_chain(x: Tensor, max_h: int, max_w: int, op: str = "mean") -> Iterator[tuple[tuple[int, int], Tensor]]:
@@ -39,3 +39,38 @@ def combine(smaller: Tensor, new: Tensor, count: int, op: str) -> Tensor:
     if op == "mean":
         return torch.lerp(smaller, new, 1.0 / count)  # running mean: one pass
     return smaller + new if op == "sum" else torch.maximum(smaller, new)
+
+
+def box_chain_adjoint(g: dict[tuple[int, int], Tensor], op: str = "mean") -> Tensor:
+    """Adjoint of :func:`box_chain` (``op`` mean or sum): ``sum_s box_s^T(g[s])``, ``[N, H, W, ...]``, out of place.
+
+    ``g[(h, w)]`` has the shape of that shape's box reductions, for every shape of a chain up to
+    ``max(h) x max(w)``. The chain run backwards with pads instead of writes into slices: what tracing
+    and ONNX export record as plain ops (Pad, Mul, Add), for any batch size and width. The in-place
+    twin the eager fast path uses, without an allocation per shape, is ``areas._box_adjoint``.
+    """
+    mh = max(h for h, _ in g)
+    mw = max(w for _, w in g)
+    new_part, old_part = (lambda c: 1.0 / c, lambda c: (c - 1) / c) if op == "mean" else (lambda c: 1.0, lambda c: 1.0)
+    lead = (0, 0) * (g[(1, 1)].dim() - 3)  # dims after H and W are not padded
+
+    def pad_h(x: Tensor, top: int, bottom: int) -> Tensor:
+        return torch.nn.functional.pad(x, (*lead, 0, 0, top, bottom))
+
+    def pad_w(x: Tensor, left: int, right: int) -> Tensor:
+        return torch.nn.functional.pad(x, (*lead, left, right))
+
+    rows: dict[int, Tensor] = {}
+    for w in range(1, mw + 1):
+        acc, grad_row = g[(mh, w)], None
+        for h in range(mh, 1, -1):  # col_h = combine(col_{h-1}[:, :-1], row[:, h-1:])
+            part = pad_h(acc * new_part(h), h - 1, 0)
+            grad_row = part if grad_row is None else grad_row + part
+            acc = g[(h - 1, w)] + pad_h(acc * old_part(h), 0, 1)
+        rows[w] = acc if grad_row is None else grad_row + acc
+    acc, out = rows[mw], None
+    for w in range(mw, 1, -1):  # row_w = combine(row_{w-1}[:, :, :-1], x[:, :, w-1:])
+        part = pad_w(acc * new_part(w), w - 1, 0)
+        out = part if out is None else out + part
+        acc = rows[w - 1] + pad_w(acc * old_part(w), 0, 1)
+    return acc if out is None else out + acc
