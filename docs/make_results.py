@@ -48,11 +48,11 @@ SMALL = [
 # (study, protocol, extra arguments), in the order they run
 PLAN: list[tuple[str, str, list[str]]] = [
     ("layout", "loso", SMALL),
-    ("area-size", "loso", ["--folds", "2", *SMALL]),
-    ("vtlp-impl", "loso", ["--folds", "2", *SMALL]),
+    ("area-size", "loso", ["--first-folds", "2", *SMALL]),
+    ("vtlp-impl", "loso", ["--first-folds", "2", *SMALL]),
     ("layout", "xu2021", SMALL),
-    ("area-features", "loso", ["--folds", "1", *SMALL]),
-    ("vtlp-copies", "loso", ["--folds", "1", "--only", "copies0,copies1,copies2,copies4,melwarp", *SMALL]),
+    ("area-features", "loso", ["--first-folds", "1", *SMALL]),
+    ("vtlp-copies", "loso", ["--first-folds", "1", "--only", "copies0,copies1,copies2,copies4,melwarp", *SMALL]),
 ]
 
 REFERENCE = (
@@ -76,7 +76,6 @@ def command(study: str, protocol: str, extra: list[str], corpus: str) -> list[st
         "areaser",
         "ablate",
         study,
-        "--manifest",
         f"{corpus}/manifest.csv",
         "--protocol",
         protocol,

@@ -118,9 +118,9 @@ def test_cli_lists_studies_and_reports_bad_input(builtin_corpus: Path, tmp_path:
     assert r.exit_code == 0
     for name in STUDIES:
         assert name in r.output
-    r = runner.invoke(app, ["ablate", "nope", "--manifest", str(builtin_corpus / "manifest.csv")])
+    r = runner.invoke(app, ["ablate", "nope", str(builtin_corpus / "manifest.csv")])
     assert r.exit_code == 2 and "unknown study" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["ablate", "layout", "--manifest", str(tmp_path / "none.csv")])
+    r = runner.invoke(app, ["ablate", "layout", str(tmp_path / "none.csv")])
     assert r.exit_code == 2 and "none.csv" in r.output
-    r = runner.invoke(app, ["ablate", "layout", "--manifest", str(builtin_corpus / "manifest.csv"), "--set", "nokey"])
+    r = runner.invoke(app, ["ablate", "layout", str(builtin_corpus / "manifest.csv"), "--set", "nokey"])
     assert r.exit_code == 2 and "KEY=VALUE" in r.output

@@ -26,5 +26,7 @@ def test_python_dash_m_is_the_same_command_line() -> None:
     as_module = [sys.executable, "-m", "areaser"]
     r = subprocess.run([*as_module, "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"areaser {areaser.__version__}"
+    r = subprocess.run([*as_module, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Usage: python -m areaser" in r.stdout and "train" in r.stdout
     r = subprocess.run([*as_module, "scan", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Usage: python -m areaser scan" in r.stdout

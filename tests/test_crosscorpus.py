@@ -287,7 +287,7 @@ def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
 
 def test_cli_evaluate_manifest_and_train_test_manifest(neural, manifest, other, tmp_path, monkeypatch, capsys):
     run_dir, _, _ = neural
-    code, out, err = _cli(["evaluate", str(run_dir), "--manifest", str(other)], monkeypatch, capsys)
+    code, out, err = _cli(["evaluate", str(run_dir), "--test-manifest", str(other)], monkeypatch, capsys)
     assert code == 0, err
     flat = " ".join(out.split())
     assert "on othercorp (synthetic)" in flat and "trained on iemocap (synthetic)" in flat and SYNTH in flat
@@ -295,7 +295,7 @@ def test_cli_evaluate_manifest_and_train_test_manifest(neural, manifest, other, 
     df = _frame(manifest).assign(label="calm")
     bad = tmp_path / "nothing_shared.csv"
     df.to_csv(bad, index=False)
-    code, out, err = _cli(["evaluate", str(run_dir), "--manifest", str(bad)], monkeypatch, capsys)
+    code, out, err = _cli(["evaluate", str(run_dir), "--test-manifest", str(bad)], monkeypatch, capsys)
     flat = " ".join(err.split())
     assert code == 2 and "Traceback" not in err
     assert "nothing_shared.csv" in flat and "neutral, happy, sad, angry" in flat and "calm" in flat

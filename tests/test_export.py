@@ -108,9 +108,7 @@ def test_cli_export_and_predict_with_onnx_backend(
     assert f"wrote {out}" in r.stdout and "input  logmel" in r.stdout and "output probabilities" in r.stdout
     files = [str(p) for p in corpus_paths[:3]]
     res = tmp_path / "onnx.jsonl"
-    r = runner.invoke(
-        app, ["predict", str(run), *files, "--backend", "onnx", "--onnx", str(out), "-o", str(res), "--no-progress"]
-    )
+    r = runner.invoke(app, ["predict", str(out), *files, "-o", str(res), "--no-progress"])
     assert r.exit_code == 0, r.output
     got = [json.loads(line) for line in res.read_text().splitlines()]
     rec = Recognizer.load(run)

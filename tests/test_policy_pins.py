@@ -100,7 +100,9 @@ def test_offline_vtlp_copies_each_get_their_own_factor_and_are_warped_by_it(tmp_
     )
     write_manifest(manifest, tmp_path / "m.csv")
     out = tmp_path / "aug"
-    res = CliRunner().invoke(app, ["augment", str(tmp_path / "m.csv"), "-o", str(out), "--seed", "3", "--no-progress"])
+    res = CliRunner().invoke(
+        app, ["augment", str(tmp_path / "m.csv"), "--out", str(out), "--seed", "3", "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
     copies = read_manifest(out / "manifest.csv")
     assert len(copies) == 7  # the paper's 7 copies, the command's default
@@ -150,7 +152,7 @@ def test_offline_vtlp_factors_respect_a_narrow_range(tmp_path):
         [
             "augment",
             str(tmp_path / "m.csv"),
-            "-o",
+            "--out",
             str(out),
             "--factor-min",
             "0.9",

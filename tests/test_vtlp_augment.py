@@ -30,7 +30,7 @@ def run(*args: str):
 
 def test_augment_writes_copies_tied_to_their_sources(small_manifest, tmp_path):
     out = tmp_path / "aug"
-    res = run(str(small_manifest), "--copies", "2", "-o", str(out), "--seed", "5")
+    res = run(str(small_manifest), "--copies", "2", "--out", str(out), "--seed", "5")
     assert res.exit_code == 0, res.output
     assert "4 copies written" in res.output
     src = read_manifest(small_manifest).set_index("utt_id")
@@ -53,23 +53,23 @@ def test_augment_writes_copies_tied_to_their_sources(small_manifest, tmp_path):
 
 def test_augment_resumes_and_refuses_other_settings(small_manifest, tmp_path):
     out = tmp_path / "aug"
-    assert run(str(small_manifest), "--copies", "2", "-o", str(out)).exit_code == 0
+    assert run(str(small_manifest), "--copies", "2", "--out", str(out)).exit_code == 0
     wavs = sorted((out / "wav").glob("*.wav"))
     stamps = {p: p.stat().st_mtime_ns for p in wavs}
     wavs[0].unlink()  # as if the run had stopped before this copy
-    res = run(str(small_manifest), "--copies", "2", "-o", str(out))
+    res = run(str(small_manifest), "--copies", "2", "--out", str(out))
     assert res.exit_code == 0 and "1 copies written, 3 kept" in res.output
     assert all(p.stat().st_mtime_ns == stamps[p] for p in wavs[1:])
-    res = run(str(small_manifest), "--copies", "2", "-o", str(out), "--seed", "1")
+    res = run(str(small_manifest), "--copies", "2", "--out", str(out), "--seed", "1")
     assert res.exit_code == 2 and "other settings" in res.output
     # copies fed back in are not copied again
-    res = run(str(out / "manifest.csv"), "--copies", "1", "-o", str(tmp_path / "again"))
+    res = run(str(out / "manifest.csv"), "--copies", "1", "--out", str(tmp_path / "again"))
     assert res.exit_code == 0 and "0 copies written" in res.output
 
 
 def test_augment_legacy_time_and_bad_impl(small_manifest, tmp_path):
-    res = run(str(small_manifest), "--copies", "1", "-o", str(tmp_path / "legacy"), "--impl", "legacy-time")
+    res = run(str(small_manifest), "--copies", "1", "--out", str(tmp_path / "legacy"), "--impl", "legacy-time")
     assert res.exit_code == 0, res.output
     assert len(read_manifest(tmp_path / "legacy" / "manifest.csv")) == 2
-    res = run(str(small_manifest), "-o", str(tmp_path / "x"), "--impl", "melwarp")
+    res = run(str(small_manifest), "--out", str(tmp_path / "x"), "--impl", "melwarp")
     assert res.exit_code == 2 and "--impl" in res.output

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from areaser import __version__
+from areaser.core.errors import AreaserError
 
 app = typer.Typer(
     name="areaser",
@@ -61,12 +62,17 @@ def _root(
 
 
 def main(prog_name: str | None = None) -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
-    from areaser.data.manifest import ManifestError
-    from areaser.io.audio import AudioError
+    """Console-script entry point (``areaser``, ``python -m areaser``).
 
+    An :class:`~areaser.core.errors.AreaserError` that escapes a verb (a user error the verb did not
+    turn into :func:`fail` itself: bad audio, a bad manifest, a missing extra, ...) is printed as one
+    line, ``error: <message>``, on stderr, and the exit code is 2; never a traceback.
+
+    Parameters
+    ----------
+    prog_name : the program's name in usage lines (default: from ``sys.argv[0]``).
+    """
     try:
         app(prog_name=prog_name)
-    except (AudioError, ManifestError) as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except AreaserError as e:
+        sys.exit(fail(str(e)).exit_code)

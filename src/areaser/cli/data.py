@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from areaser.cli.app import app, console, fail
+from areaser.cli.options import _OUT_SHORT, out_folder
 
 # ----------------------------------------------------------------------------- data
 
@@ -30,7 +31,7 @@ def _print_counts(tab: "pandas.DataFrame", title: str) -> None:  # noqa: F821 (i
 
 
 @app.command("scan")
-def scan(
+def scan_cmd(
     corpus: str = typer.Argument(..., help="Loader: iemocap, ravdess, cremad, emodb, tess, savee or generic."),
     root: Path = typer.Argument(
         ..., help="The corpus folder; for generic a folder per label, or a CSV of path,label[,speaker]."
@@ -102,7 +103,7 @@ def scan(
 
 
 @app.command("synth")
-def synth(
+def synth_cmd(
     out_dir: Path = typer.Argument(..., help="New or empty folder (or an older synthetic corpus, which is replaced)."),
     n: int = typer.Option(1000, "--n", min=2, help="Number of utterances over all sessions."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
@@ -152,11 +153,14 @@ def synth(
     "Copies keep their source's speaker, session and label and carry source_id, so a split never puts a copy on "
     "another side than its source. Re-running resumes: finished copies are kept.",
 )
-def augment(
+def augment_cmd(
     manifest: Path = typer.Argument(
         ..., help="Manifest CSV of the utterances to copy (rows that are copies already are skipped)."
     ),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the copies (wav/) and their manifest.csv."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", show_default=False, help="Folder for the copies (wav/) and their manifest.csv; required."
+    ),
+    out_short: Optional[Path] = _OUT_SHORT,
     copies: int = typer.Option(7, "--copies", min=1, help="Augmented copies per utterance (the paper: up to 7)."),
     impl: str = typer.Option(
         "stft", "--impl", help="stft (correct VTLP) or legacy-time (the authors' nlpaug time warp)."
@@ -173,6 +177,9 @@ def augment(
     from areaser.dsp.augment import augment_manifest
     from areaser.dsp.vtlp import VTLPConfig
 
+    out_dir = out_folder(out_dir, out_short)
+    if out_dir is None:
+        raise fail("missing --out DIR: the folder for the copies and their manifest.csv")
     if impl not in ("stft", "legacy-time"):
         raise fail(f"--impl must be stft or legacy-time, got {impl!r} (melwarp needs no copies: it runs in training)")
     t0 = time.perf_counter()

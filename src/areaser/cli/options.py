@@ -1,13 +1,80 @@
-"""Options shared by the verbs (one meaning per flag) and the helpers that turn them into configs."""
+"""Options shared by the verbs (one meaning per flag) and the helpers that turn them into configs.
+
+One meaning per flag, on every verb: ``-m`` is ``--model``; ``-o`` is ``--output FILE``, a file written;
+``--out DIR`` (no short flag) is a folder written; ``--folds`` is a comma list of fold indices; ``--onnx`` is
+the ONNX file ``export`` writes; ``--test-manifest`` is another corpus to score on. An old spelling is kept
+for one release as a hidden option: :func:`renamed` takes its value and prints one :func:`deprecated` line.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 
-from areaser.cli.app import console, fail
+from areaser.cli.app import console, err_console, fail
+
+# ----------------------------------------------------------------------------- renamed options
+
+
+def deprecated(old: str, where: str, instead: str) -> None:
+    """Print the one line saying that a spelling is deprecated, on stderr.
+
+    Parameters
+    ----------
+    old : the old spelling, e.g. ``--manifest``.
+    where : where it is deprecated, e.g. ``in evaluate`` or ``for folders``.
+    instead : what to write now, e.g. ``use --test-manifest``.
+
+    Examples
+    --------
+    ``deprecated("--manifest", "in evaluate", "use --test-manifest")`` prints
+    ``note: --manifest is deprecated in evaluate; use --test-manifest``.
+    """
+    err_console.print(f"note: {old} is deprecated {where}; {instead}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _given(value: object) -> bool:
+    return value is not None and value != [] and value != ()
+
+
+def renamed(new_value: Any, old_value: Any, *, new: str, old: str, where: str, instead: Optional[str] = None) -> Any:
+    """The value of an option given by its new spelling or by its hidden old one.
+
+    The old one prints a :func:`deprecated` line; both at once is refused (one line, exit 2), since
+    they are one option.
+
+    Parameters
+    ----------
+    new_value, old_value : what the two spellings received (``None`` or empty: not given).
+    new, old : the two spellings, for the messages.
+    where, instead : as in :func:`deprecated`; ``instead`` defaults to ``use NEW``.
+
+    Returns
+    -------
+    ``old_value`` when the old spelling was given, else ``new_value``.
+    """
+    if not _given(old_value):
+        return new_value
+    deprecated(old, where, instead or f"use {new}")
+    if _given(new_value):
+        raise fail(f"{old} and {new} are the same option; give {new} only")
+    return old_value
+
+
+# -o names a file written (--output); a folder was -o on some verbs before --out lost its short flag
+_OUT_SHORT = typer.Option(None, "-o", hidden=True, help="Deprecated for folders: use --out.")
+
+
+def out_folder(out: Optional[Path], out_short: Optional[Path]) -> Optional[Path]:
+    """``--out DIR``, or the hidden ``-o DIR`` of earlier releases (with its deprecation line)."""
+    return renamed(out, out_short, new="--out", old="-o", where="for folders")
+
 
 # ----------------------------------------------------------------------------- training
 
@@ -118,7 +185,7 @@ _SET = typer.Option(
     [], "--set", help='Override any config key, dotted: --set vtlp.impl=none --set model_overrides={"dropout":0.3}.'
 )
 _NAME = typer.Option(None, "--name", help="Run name: the run directory is OUT/NAME.")
-_OUT = typer.Option(None, "--out", "-o", help="Folder of run directories (default runs).")
+_OUT = typer.Option(None, "--out", help="Folder of run directories (default runs).")
 _DEVICES = typer.Option(None, "--devices", help="Devices (processes) per node; > 1 trains with DDP.")
 _NODES = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node DDP.")
 _STRATEGY = typer.Option(None, "--strategy", help="Lightning strategy: auto (default), ddp, ...")
@@ -208,6 +275,131 @@ def _print_config(cfg: "TrainConfig") -> None:  # noqa: F821
     except ConfigError as e:
         raise fail(str(e)) from None
     typer.echo(json.dumps(d, indent=2))
+
+
+_TEST_MANIFEST = typer.Option(
+    [],
+    "--test-manifest",
+    metavar="CSV",
+    help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): train writes "
+    "RUN/cross/<corpus>/, cv a table in its report (one per fold's model).",
+)
+
+
+def _cli(option: Any) -> Any:
+    """A :class:`TrainOptions` field given on the command line as ``option``."""
+    return field(metadata={"cli": option})
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The options ``train`` and ``cv`` share, as given on the command line (``None``: not given).
+
+    Written once: :func:`train_options` turns each field into a typer parameter of both verbs (its
+    ``cli`` metadata is the option, help included), :func:`train_config` into their
+    :class:`~areaser.runs.config.TrainConfig`. A field's order is its place in ``--help``.
+    """
+
+    manifest: Optional[Path] = _cli(_MANIFEST)
+    protocol: Optional[str] = _cli(_PROTOCOL)
+    labels: Optional[str] = _cli(_LABELS)
+    preset: Optional[str] = _cli(_PRESET)
+    model: Optional[str] = _cli(_MODEL)
+    epochs: Optional[int] = _cli(_EPOCHS)
+    batch_size: Optional[int] = _cli(_BATCH)
+    lr: Optional[float] = _cli(_LR)
+    vtlp: Optional[str] = _cli(_VTLP)
+    seed: Optional[int] = _cli(_SEED)
+    config: Optional[Path] = _cli(_CONFIG)
+    set_: list[str] = _cli(_SET)
+    name: Optional[str] = _cli(_NAME)
+    out: Optional[Path] = _cli(_OUT)
+    out_short: Optional[Path] = _cli(_OUT_SHORT)
+    devices: Optional[int] = _cli(_DEVICES)
+    num_nodes: Optional[int] = _cli(_NODES)
+    strategy: Optional[str] = _cli(_STRATEGY)
+    accelerator: Optional[str] = _cli(_ACCEL)
+    resume: Optional[bool] = _cli(_RESUME)
+    test_manifest: list[Path] = _cli(_TEST_MANIFEST)
+    copies_manifest: list[Path] = _cli(_COPIES_MANIFEST)
+    copies: Optional[int] = _cli(_COPIES)
+    progress: bool = _cli(_PROGRESS)
+    deterministic: Optional[str] = _cli(_DETERMINISTIC)
+    print_config: bool = _cli(_PRINT_CONFIG)
+
+
+def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: give a verb every :class:`TrainOptions` field as a typer parameter.
+
+    ``command`` takes its own parameters (``--fold``, ``--folds``) and a keyword-only ``opts:
+    TrainOptions``. The function returned shows typer (through ``__signature__``) its own parameters
+    first, then one per field, and calls ``command`` with the fields gathered into ``opts``.
+
+    Parameters
+    ----------
+    command : the verb's function, not yet registered with ``app.command``.
+
+    Returns
+    -------
+    The function to register.
+    """
+    sig = inspect.signature(command, eval_str=True)  # real types: typer reads __signature__ as is
+    if "opts" not in sig.parameters:
+        raise TypeError(f"{command.__name__} needs a keyword-only parameter opts: TrainOptions")
+    own = [p for p in sig.parameters.values() if p.name != "opts"]
+    types = typing.get_type_hints(TrainOptions)
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.metadata["cli"], annotation=types[f.name])
+        for f in fields(TrainOptions)
+    ]
+    names = [f.name for f in fields(TrainOptions)]
+
+    @functools.wraps(command)
+    def verb(**given: Any) -> Any:
+        opts = TrainOptions(**{n: given.pop(n) for n in names})
+        return command(**given, opts=opts)
+
+    params = own + shared
+    verb.__signature__ = sig.replace(parameters=params)
+    # typer also reads the type hints, which functools.wraps copied as the strings of `command`'s own
+    verb.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+    return verb
+
+
+def train_config(opts: TrainOptions, **keys: Any) -> "TrainConfig":  # noqa: F821
+    """The :class:`~areaser.runs.config.TrainConfig` of ``opts`` (see :func:`_train_config` for the layers).
+
+    Parameters
+    ----------
+    opts : the shared options, as given.
+    **keys : config keys of the verb's own options (``fold``), ``None`` when not given.
+    """
+    return _train_config(
+        opts.manifest,
+        opts.config,
+        opts.preset,
+        opts.set_,
+        protocol=opts.protocol,
+        label_set=opts.labels,
+        model=opts.model,
+        epochs=opts.epochs,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        **{"vtlp.impl": opts.vtlp},
+        seed=opts.seed,
+        name=opts.name,
+        out=out_folder(opts.out, opts.out_short),
+        devices=opts.devices,
+        num_nodes=opts.num_nodes,
+        strategy=opts.strategy,
+        accelerator=opts.accelerator,
+        progress=opts.progress,
+        deterministic=_deterministic(opts.deterministic),
+        test_manifest=opts.test_manifest,
+        copies_manifest=opts.copies_manifest,
+        copies=opts.copies,
+        **keys,
+    )
 
 
 def _log(message: str) -> None:

@@ -9,18 +9,35 @@ from typing import Optional, Sequence
 import typer
 
 from areaser.cli.app import app, console, err_console, fail, printable
-from areaser.cli.options import _MODEL_HELP
+from areaser.cli.options import _MODEL_HELP, deprecated
+from areaser.core.extras import require
+
+# --onnx is the file `export` writes; predict, listen and serve read a .onnx file given as MODEL. Their
+# --onnx input of earlier releases is hidden and still works (with a deprecation line).
+_ONNX_INPUT = typer.Option(None, "--onnx", hidden=True, help="Deprecated: give the .onnx file as MODEL.")
+_BACKEND_HELP = "torch (PyTorch) or onnx (ONNX Runtime: MODEL/model.onnx, see `areaser export`); a .onnx MODEL is onnx."
 
 # ----------------------------------------------------------------------------- inference
 
 
-def _recognizer(model: Path, backend: str, onnx: Optional[Path], threads: Optional[int], **overrides):  # noqa: ANN202
-    """Load MODEL for a command; a user error becomes one line."""
+def _recognizer(  # noqa: ANN202
+    verb: str, model: Path, backend: str, onnx: Optional[Path], threads: Optional[int], **overrides
+):
+    """Load MODEL for ``verb``; a user error becomes one line.
+
+    ``onnx`` is the hidden ``--onnx FILE`` of earlier releases (the ONNX file to run with ``--backend
+    onnx`` instead of ``MODEL/model.onnx``): still honoured, with its deprecation line. A ``.onnx``
+    MODEL, or ``--backend onnx``, needs ONNX Runtime: the ``export`` extra.
+    """
+    if backend not in ("torch", "onnx"):
+        raise fail(f"--backend must be torch or onnx, got {backend!r}")
+    if onnx is not None:
+        deprecated("--onnx", f"in {verb}", "give the .onnx file as MODEL")
+    if backend == "onnx" or model.suffix == ".onnx":
+        require("onnxruntime", "export", f"areaser {verb} on an ONNX model")
     from areaser.runs.checkpoint import CheckpointError
     from areaser.serve.recognizer import Recognizer
 
-    if backend not in ("torch", "onnx"):
-        raise fail(f"--backend must be torch or onnx, got {backend!r}")
     try:
         return Recognizer.load(model, backend=backend, onnx_path=onnx, threads=threads, **overrides)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
@@ -131,7 +148,7 @@ def _print_predictions(results: list, rows: list[dict], classes: tuple[str, ...]
     "Every file gets a result: one that cannot be read gets its error line and the run goes on. Exit code 0 if all "
     "files were scored, 1 if some failed.",
 )
-def predict(
+def predict_cmd(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[Path] = typer.Argument(
         ...,
@@ -153,12 +170,8 @@ def predict(
         max=-1.0,
         help="Skip windows quieter than this RMS level in dBFS (e.g. -50); default: score all.",
     ),
-    backend: str = typer.Option(
-        "torch", "--backend", help="torch (PyTorch) or onnx (ONNX Runtime, see `areaser export`)."
-    ),
-    onnx: Optional[Path] = typer.Option(
-        None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."
-    ),
+    backend: str = typer.Option("torch", "--backend", help=_BACKEND_HELP),
+    onnx: Optional[Path] = _ONNX_INPUT,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Windows scored at once (across files)."),
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="CPU threads for inference (default: all cores)."
@@ -189,7 +202,7 @@ def predict(
     except ValueError as e:
         raise fail(str(e)) from None
     if model.suffix == ".onnx":
-        backend, onnx = "onnx", model
+        backend = "onnx"  # Recognizer.load runs the .onnx MODEL itself
     if threads:
         torch.set_num_threads(threads)
     overrides = {"batch_size": batch_size, "silence_db": silence_db}
@@ -197,7 +210,7 @@ def predict(
         overrides["hop_s"] = hop
     if vad:
         overrides.update(vad=True, min_speech_s=min_speech)
-    rec = _recognizer(model, backend, onnx, threads, **overrides)
+    rec = _recognizer("predict", model, backend, onnx, threads, **overrides)
     try:
         paths = expand_inputs(inputs)
     except ValueError as e:
@@ -303,7 +316,7 @@ def embed_cmd(
     overrides = {"batch_size": batch_size, "silence_db": silence_db}
     if hop is not None:
         overrides["hop_s"] = hop
-    rec = _recognizer(model, "torch", None, threads, **overrides)
+    rec = _recognizer("embed", model, "torch", None, threads, **overrides)
     try:
         paths = expand_inputs(inputs)
         results = list(rec.embed_many(paths))
@@ -328,7 +341,7 @@ def embed_cmd(
 
 
 @app.command("export")
-def export(
+def export_cmd(
     model: Path = typer.Argument(..., help="Run directory of `areaser train`."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Where to write the ONNX model (atomically)."),
     pretrained: Optional[Path] = typer.Option(
@@ -359,10 +372,6 @@ def export(
     import logging
     import warnings
 
-    from areaser.runs.checkpoint import CheckpointError
-    from areaser.serve.export import export_onnx, read_metadata
-    from areaser.serve.inputs import expand_inputs
-
     if onnx is None and pretrained is None:
         raise fail("give --onnx FILE.onnx, --pretrained DIR, or both")
     if onnx is None and (int8 or calibrate):
@@ -373,6 +382,13 @@ def export(
         raise fail(f"{onnx}: --onnx takes a path ending in .onnx")
     if calibrate and not int8:
         raise fail("--calibrate only applies with --int8")
+    if onnx is not None:  # before anything is written: one line naming the extra
+        for module in ("onnx", "onnxruntime"):
+            require(module, "export", "areaser export --onnx")
+    from areaser.runs.checkpoint import CheckpointError
+    from areaser.serve.export import export_onnx, read_metadata
+    from areaser.serve.inputs import expand_inputs
+
     if pretrained is not None:
         _export_pretrained(model, pretrained, license_)
     if onnx is None:
@@ -477,7 +493,7 @@ def _listen_summary(summary: dict, latencies: list[float], as_json: bool, stoppe
     "the probabilities (%) over the last --window seconds, smoothed over updates; '(no speech)' when the window "
     "holds too little voiced speech. At the end (or Ctrl-C, exit code 130) one summary line.",
 )
-def listen(
+def listen_cmd(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     source: str = typer.Argument(..., help="'-' for raw PCM on stdin, or an audio file (any format soundfile reads)."),
     rate: int = typer.Option(16000, "--rate", min=1000, max=384000, help="Sample rate of the PCM on stdin, Hz."),
@@ -495,10 +511,8 @@ def listen(
     vad: bool = typer.Option(True, "--vad/--no-vad", help="Gate lines by voice activity ('(no speech)')."),
     fast: bool = typer.Option(False, "--fast", help="A file: do not wait for real time (stdin is read as it comes)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (and a final {'summary': ...})."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
-    onnx: Optional[Path] = typer.Option(
-        None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."
-    ),
+    backend: str = typer.Option("torch", "--backend", help=_BACKEND_HELP),
+    onnx: Optional[Path] = _ONNX_INPUT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for inference."),
 ) -> None:
     import json
@@ -517,10 +531,10 @@ def listen(
     if source != "-" and not Path(source).exists():
         raise fail(f"{source}: file not found")
     if model.suffix == ".onnx":
-        backend, onnx = "onnx", model
+        backend = "onnx"  # Recognizer.load runs the .onnx MODEL itself
     if threads:
         torch.set_num_threads(threads)
-    rec = _recognizer(model, backend, onnx, threads)
+    rec = _recognizer("listen", model, backend, onnx, threads)
     try:
         live = Listener(rec, every_s=every, window_s=window, smoothing=smoothing, vad=vad)
     except ValueError as e:
@@ -554,14 +568,12 @@ def listen(
 
 
 @app.command("serve")
-def serve(
+def serve_cmd(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
-    onnx: Optional[Path] = typer.Option(
-        None, "--onnx", help="The .onnx file for --backend onnx (default: MODEL/model.onnx)."
-    ),
+    backend: str = typer.Option("torch", "--backend", help=_BACKEND_HELP),
+    onnx: Optional[Path] = _ONNX_INPUT,
     max_upload_mb: float = typer.Option(
         25.0, "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above)."
     ),
@@ -586,15 +598,17 @@ def serve(
     ),
 ) -> None:
     """Serve the model over HTTP: a web page at /, POST /v1/predict, WS /v1/listen, GET /v1/model, GET /healthz."""
+    for module in ("fastapi", "uvicorn"):  # before service imports fastapi: one line naming the extra
+        require(module, "serve", "areaser serve")
     from areaser.serve.service import ServiceLimits
     from areaser.serve.service import serve as serve_app
 
     if model.suffix == ".onnx":
-        backend, onnx = "onnx", model
+        backend = "onnx"  # Recognizer.load runs the .onnx MODEL itself
     limits = ServiceLimits(
         int(max_upload_mb * 2**20), max_duration_s, workers, max_streams=max_streams, max_stream_s=max_stream_s
     )
-    rec = _recognizer(model, backend, onnx, None, vad=vad, min_speech_s=min_speech)
+    rec = _recognizer("serve", model, backend, onnx, None, vad=vad, min_speech_s=min_speech)
     console.print(
         f"serving {model} ({rec.backend.name}, classes {', '.join(rec.classes)}) on http://{host}:{port}/",
         highlight=False,

@@ -10,75 +10,29 @@ import typer
 
 from areaser.cli.app import app, console, fail
 from areaser.cli.options import (
-    _ACCEL,
-    _BATCH,
-    _CONFIG,
-    _COPIES,
-    _COPIES_MANIFEST,
-    _DETERMINISTIC,
-    _DEVICES,
-    _EPOCHS,
     _LABELS,
-    _LR,
-    _MANIFEST,
-    _MODEL,
-    _NAME,
-    _NODES,
-    _OUT,
-    _PRESET,
-    _PRINT_CONFIG,
+    _OUT_SHORT,
     _PROGRESS,
-    _PROTOCOL,
-    _RESUME,
-    _SEED,
-    _SET,
-    _STRATEGY,
-    _VTLP,
-    _deterministic,
+    TrainOptions,
     _log,
     _parse_sets,
     _print_config,
     _quiet_lightning,
-    _train_config,
+    out_folder,
+    renamed,
+    train_config,
+    train_options,
 )
 
 
 @app.command("train")
+@train_options
 def train_cmd(
-    manifest: Optional[Path] = _MANIFEST,
-    protocol: Optional[str] = _PROTOCOL,
     fold: Optional[int] = typer.Option(
         None, "--fold", "-f", min=0, help="Fold index, from 0 (loso: 0 holds out Ses01)."
     ),
-    labels: Optional[str] = _LABELS,
-    preset: Optional[str] = _PRESET,
-    model: Optional[str] = _MODEL,
-    epochs: Optional[int] = _EPOCHS,
-    batch_size: Optional[int] = _BATCH,
-    lr: Optional[float] = _LR,
-    vtlp: Optional[str] = _VTLP,
-    seed: Optional[int] = _SEED,
-    config: Optional[Path] = _CONFIG,
-    set_: list[str] = _SET,
-    name: Optional[str] = _NAME,
-    out: Optional[Path] = _OUT,
-    devices: Optional[int] = _DEVICES,
-    num_nodes: Optional[int] = _NODES,
-    strategy: Optional[str] = _STRATEGY,
-    accelerator: Optional[str] = _ACCEL,
-    resume: Optional[bool] = _RESUME,
-    test_manifest: list[Path] = typer.Option(
-        [],
-        "--test-manifest",
-        metavar="CSV",
-        help="Also score the trained model on this other corpus' manifest (cross-corpus; repeatable): "
-        "RUN/cross/<corpus>/.",
-    ),
-    copies_manifest: list[Path] = _COPIES_MANIFEST,
-    copies: Optional[int] = _COPIES,
-    progress: bool = _PROGRESS,
-    deterministic: Optional[str] = _DETERMINISTIC,
-    print_config: bool = _PRINT_CONFIG,
+    *,
+    opts: TrainOptions,
 ) -> None:
     """Train one fold of a protocol; writes runs/NAME/ (config, checkpoints, metrics, report).
 
@@ -89,74 +43,21 @@ def train_cmd(
     from areaser.train.lifecycle import train
 
     _quiet_lightning()
-    cfg = _train_config(
-        manifest,
-        config,
-        preset,
-        set_,
-        protocol=protocol,
-        label_set=labels,
-        fold=fold,
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        **{"vtlp.impl": vtlp},
-        seed=seed,
-        name=name,
-        out=out,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        accelerator=accelerator,
-        progress=progress,
-        deterministic=_deterministic(deterministic),
-        test_manifest=test_manifest,
-        copies_manifest=copies_manifest,
-        copies=copies,
-    )
-    if print_config:
+    cfg = train_config(opts, fold=fold)
+    if opts.print_config:
         return _print_config(cfg)
     try:
-        train(cfg, resume=resume, log=_log)
+        train(cfg, resume=opts.resume, log=_log)
     except (ConfigError, CheckpointError) as e:  # a checkpoint that cannot be resumed from: the line offers --restart
         raise fail(str(e)) from None
 
 
 @app.command("cv")
+@train_options
 def cv_cmd(
-    manifest: Optional[Path] = _MANIFEST,
-    protocol: Optional[str] = _PROTOCOL,
     folds: Optional[str] = typer.Option(None, "--folds", help="Comma-separated fold indices to run (default: all)."),
-    labels: Optional[str] = _LABELS,
-    preset: Optional[str] = _PRESET,
-    model: Optional[str] = _MODEL,
-    epochs: Optional[int] = _EPOCHS,
-    batch_size: Optional[int] = _BATCH,
-    lr: Optional[float] = _LR,
-    vtlp: Optional[str] = _VTLP,
-    seed: Optional[int] = _SEED,
-    config: Optional[Path] = _CONFIG,
-    set_: list[str] = _SET,
-    name: Optional[str] = _NAME,
-    out: Optional[Path] = _OUT,
-    devices: Optional[int] = _DEVICES,
-    num_nodes: Optional[int] = _NODES,
-    strategy: Optional[str] = _STRATEGY,
-    accelerator: Optional[str] = _ACCEL,
-    resume: Optional[bool] = _RESUME,
-    test_manifest: list[Path] = typer.Option(
-        [],
-        "--test-manifest",
-        metavar="CSV",
-        help="Also score every fold's model on this other corpus' manifest (cross-corpus; repeatable): "
-        "a table in the cv report.",
-    ),
-    copies_manifest: list[Path] = _COPIES_MANIFEST,
-    copies: Optional[int] = _COPIES,
-    progress: bool = _PROGRESS,
-    deterministic: Optional[str] = _DETERMINISTIC,
-    print_config: bool = _PRINT_CONFIG,
+    *,
+    opts: TrainOptions,
 ) -> None:
     """Run every fold of a protocol (or --folds) and write the aggregate report (mean +- std).
 
@@ -167,32 +68,8 @@ def cv_cmd(
     from areaser.train.crossval import cross_validate
 
     _quiet_lightning()
-    cfg = _train_config(
-        manifest,
-        config,
-        preset,
-        set_,
-        protocol=protocol,
-        label_set=labels,
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        **{"vtlp.impl": vtlp},
-        seed=seed,
-        name=name,
-        out=out,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        accelerator=accelerator,
-        progress=progress,
-        deterministic=_deterministic(deterministic),
-        test_manifest=test_manifest,
-        copies_manifest=copies_manifest,
-        copies=copies,
-    )
-    if print_config:  # the config every fold shares, under the cv's name (each fold's own differs in fold, name)
+    cfg = train_config(opts)
+    if opts.print_config:  # the config every fold shares, under the cv's name (each fold's own differs in fold, name)
         from dataclasses import replace
 
         return _print_config(replace(cfg, name=cfg.name or f"{cfg.model}-{cfg.protocol}"))
@@ -201,7 +78,7 @@ def cv_cmd(
     except ValueError:
         raise fail(f"--folds expects comma-separated integers, got {folds!r}") from None
     try:
-        cross_validate(cfg, chosen, resume=resume, log=_log)
+        cross_validate(cfg, chosen, resume=opts.resume, log=_log)
     except (ConfigError, CheckpointError) as e:  # a fold's checkpoint that cannot be resumed from: offers --restart
         raise fail(str(e)) from None
 
@@ -213,21 +90,21 @@ def cv_cmd(
     "The utterances are found through the run's manifest, whose relative path is relative to the folder training "
     "ran in, not the current one. If any is missing from it or has changed (its audio's SHA-1, where split.json "
     "records it), nothing is scored, the report is left as it is, and the command fails (exit 2).\n\n"
-    "With --manifest: score it on every original utterance of another corpus instead (cross-corpus).",
+    "With --test-manifest: score it on every original utterance of another corpus instead (cross-corpus).",
 )
 def evaluate_cmd(
     run: Path = typer.Argument(
         ..., help="A run directory of `areaser train` (neural or egemaps baseline), or of `areaser cv` (every fold)."
     ),
-    manifest: list[Path] = typer.Option(
+    test_manifest: list[Path] = typer.Option(
         [],
-        "--manifest",
-        "-m",
+        "--test-manifest",
         metavar="CSV",
         help="Score the run on this other corpus' manifest instead (cross-corpus; repeatable): "
         "classes matched by name through the run's label set, report in RUN/cross/<corpus>/; "
         "the run's own report is kept.",
     ),
+    old_manifest: list[Path] = typer.Option([], "--manifest", "-m", hidden=True, help="Deprecated: --test-manifest."),
 ) -> None:
     from areaser.data.manifest import ManifestError
     from areaser.runs.checkpoint import CheckpointError
@@ -235,6 +112,7 @@ def evaluate_cmd(
     from areaser.train.crosscorpus import evaluate_on
     from areaser.train.evaluate import evaluate_run
 
+    manifest = renamed(test_manifest, old_manifest, new="--test-manifest", old="--manifest (-m)", where="in evaluate")
     _quiet_lightning()
     try:
         if not manifest:
@@ -254,7 +132,10 @@ def evaluate_cmd(
 )
 def demo_cmd(
     data: Path = typer.Option(Path("data/builtin"), "--data", help="Where the built-in corpus is (written if absent)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder of run directories; the demo run is OUT/demo."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder of run directories (default runs); the demo run is OUT/demo."
+    ),
+    out_short: Optional[Path] = _OUT_SHORT,
     n: int = typer.Option(1000, "--n", min=100, help="Utterances of the built-in corpus."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the demo's tuned value)."),
     progress: bool = _PROGRESS,
@@ -262,6 +143,7 @@ def demo_cmd(
     from areaser.builtin.demo import run_demo
     from areaser.runs.config import ConfigError
 
+    out = out_folder(out, out_short) or Path("runs")
     _quiet_lightning()
     try:
         run_demo(data, out, n_utterances=n, epochs=epochs, progress=progress, console=console)
@@ -278,20 +160,22 @@ def demo_cmd(
     "Runs go to worker processes; a run whose result exists is not run again, so an interrupted study resumes. Writes "
     "results.md (mean +- std of WA, UA, macro-F1 per setting), results.json and results.png in the study folder.",
 )
-def ablate(
+def ablate_cmd(
     study: str = typer.Argument(..., help="area-size, vtlp-copies, area-features, layout or vtlp-impl."),
-    manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest CSV (areaser scan / areaser synth)."),
+    manifest: Optional[Path] = typer.Argument(
+        None, show_default=False, help="Corpus manifest CSV (areaser scan / areaser synth); required."
+    ),
     protocol: str = typer.Option("loso", "--protocol", "-p", help="loso, lospk, kfold, random or xu2021."),
     labels: Optional[str] = _LABELS,
-    folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Run the first N folds (default: all)."),
+    first_folds: Optional[int] = typer.Option(
+        None, "--first-folds", min=1, help="Run the first N folds (default: all)."
+    ),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds; each fold runs once per seed."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the protocol's)."),
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j", min=1, help="Parallel worker processes (default: one per core)."
     ),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Study folder (default: runs/ablations/STUDY-PROTOCOL)."
-    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/ablations/STUDY-PROTOCOL)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny model, 1 epoch, 1 fold, few settings: a demo in seconds."),
     only: Optional[str] = typer.Option(
         None, "--only", help="Comma-separated settings of the study to run (default: all)."
@@ -303,6 +187,11 @@ def ablate(
         "(e.g. --set model_overrides.channels=[8,8,16,16,16] --set batch_size=64).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    # the spellings of earlier releases, hidden: --manifest/-m (now MANIFEST), --folds N (now --first-folds),
+    # -o (now --out); --folds elsewhere is a list of fold indices, -m is --model
+    old_manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", hidden=True, help="Deprecated: MANIFEST."),
+    old_folds: Optional[int] = typer.Option(None, "--folds", min=1, hidden=True, help="Deprecated: --first-folds."),
+    out_short: Optional[Path] = _OUT_SHORT,
 ) -> None:
     import shlex
 
@@ -311,6 +200,18 @@ def ablate(
     from areaser.studies.plan import AblationConfig
     from areaser.studies.results import results_table
 
+    manifest = renamed(
+        manifest,
+        old_manifest,
+        new="MANIFEST",
+        old="--manifest (-m)",
+        where="in ablate",
+        instead="give the manifest after STUDY: areaser ablate STUDY MANIFEST",
+    )
+    folds = renamed(first_folds, old_folds, new="--first-folds", old="--folds N", where="in ablate")
+    out = out_folder(out, out_short)
+    if manifest is None:
+        raise fail("missing MANIFEST: areaser ablate STUDY MANIFEST (a corpus manifest CSV)")
     try:
         st = get_study(study)
     except ValueError as e:

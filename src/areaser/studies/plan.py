@@ -149,7 +149,9 @@ def plan_runs(study: Study, cfg: AblationConfig) -> list[Run]:
             prep = prepare_fold(replace(base, extra_manifests=[], copies=None).resolved())
             n = cfg.folds or (1 if cfg.quick else prep.n_folds)
             if not 1 <= n <= prep.n_folds:
-                raise ConfigError(f"--folds {n}: protocol {cfg.protocol!r} has {prep.n_folds} fold(s) on this corpus")
+                raise ConfigError(
+                    f"--first-folds {n}: protocol {cfg.protocol!r} has {prep.n_folds} fold(s) on this corpus"
+                )
             fold_names = [
                 prepare_fold(replace(base, fold=i, extra_manifests=[], copies=None).resolved()).fold.name
                 for i in range(n)
@@ -191,9 +193,9 @@ def _signature(study: Study, cfg: AblationConfig) -> dict:
 
 def ablate_command(study: str, cfg: AblationConfig) -> str:
     """The ``areaser ablate`` command line equivalent to ``cfg``."""
-    args = ["areaser", "ablate", study, "--manifest", str(cfg.manifest), "--protocol", cfg.protocol]
+    args = ["areaser", "ablate", study, str(cfg.manifest), "--protocol", cfg.protocol]
     if cfg.folds is not None:
-        args += ["--folds", str(cfg.folds)]
+        args += ["--first-folds", str(cfg.folds)]
     if tuple(cfg.seeds) != (0,):
         args += ["--seeds", ",".join(str(s) for s in cfg.seeds)]
     if cfg.epochs is not None:
