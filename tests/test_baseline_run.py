@@ -185,3 +185,12 @@ def test_listen_follows_a_recording_with_the_baseline(baseline_run, builtin_corp
         u["label"] in json.loads((run / "report.json").read_text())["classes"] for u in updates
     )
     assert summary
+
+
+def test_a_run_folder_under_a_file_is_one_error_line(builtin_corpus, tmp_path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"file is a file, not a folder; choose another --out"):
+        train(_config(builtin_corpus, tmp_path / "file" / "runs"), log=None)
+    result = runner.invoke(app, ["train", str(builtin_corpus / "manifest.csv"), "--model", "egemaps-lr",
+                                 "--out", str(tmp_path / "file" / "runs"), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output

@@ -43,7 +43,7 @@ def test_a_baseline_takes_no_model_options_and_an_unknown_model_lists_every_choi
     with pytest.raises(
         ConfigError, match="unknown model 'vgg'; choose one of: faithful, paper, cnn, egemaps-lr, egemaps-svm"
     ):
-        _cfg(model="vgg").resolved()
+        _cfg(model="vgg").resolved().model_config()
 
 
 def test_print_config_refuses_a_bad_option_with_one_line(tmp_path) -> None:

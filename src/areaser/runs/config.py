@@ -287,8 +287,10 @@ class TrainConfig:
                     f"model_overrides {c.model_overrides} are options of a neural model; {c.model!r} is a "
                     "classical baseline (its settings are fixed: areaser.models.baselines.BASELINES)"
                 )
-        else:
-            c.model_config()  # every option typed and in range, before anything is built or written
+        elif c.model in PRESETS:  # every option typed and in range, before anything is built or written
+            c.model_config()
+        # another name is refused where a model is built (build_modules): a config only used for its folds
+        # may carry a peer's name (benchmarks/opensmile_peer.py)
         _check_choice("loss", c.loss, ("ce", "softmax-nll"))
         _check_choice("lr_schedule", c.lr_schedule, ("none", "cosine"))
         _check_choice("optimizer", c.optimizer or "adam", ("adam", "keras-adam"))

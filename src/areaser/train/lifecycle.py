@@ -200,6 +200,7 @@ def train(
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     _set_threads(c)  # first: strict pins code paths that the first computation fixes
     paths = run_paths(Path(c.out_dir) / c.name)
+    _check_folder(paths["dir"])
     rank0 = (
         int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
         and int(os.environ.get("NODE_RANK", "0")) == 0
@@ -219,6 +220,15 @@ def train(
         )
     finally:
         lock.release()
+
+
+def _check_folder(run_dir: Path) -> None:
+    """ConfigError, before anything is read or written, when the run directory cannot be a folder."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise ConfigError(f"{run_dir}: {p} is a file, not a folder; choose another --out or --name")
+            return
 
 
 def _decide(
