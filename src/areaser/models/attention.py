@@ -103,7 +103,8 @@ def _attend_linear_whole(q, k, v, height, max_h, max_w, factor, value_mean: bool
     are the area logits (the largest is ``m``'s 1 x 1 area, so ``exp`` never overflows), the
     exponentials sum to the softmax denominator and go back onto the positions through the adjoint box
     chain (:func:`~areaser.models.boxes.box_chain_adjoint`: pads), and the output is ``P^T v / den``.
-    Memory ``O(N L Lq)`` instead of ``O(N Lq areas)``: about ``max_h * max_w`` times less for the paper.
+    It holds every area's weight for every query (``O(N Lq areas)``, as materialised areas do) but gathers
+    no area keys or values: the exported graph is the fast path's algebra without its cache-sized blocks.
     """
     n, lq, _ = q.shape
     s = torch.matmul(k, q.transpose(1, 2)) * factor  # [N, L, Lq]
