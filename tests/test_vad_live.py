@@ -237,6 +237,9 @@ def test_listen_through_a_real_pipe_and_ctrl_c(model: Path, rec: Recognizer, spe
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
+        # as a terminal's Ctrl-C reaches it: a suite started in the background of a non-interactive shell
+        # (`make test &`) ignores SIGINT, and a child would inherit that and never see the signal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for i in range(0, len(pcm), 3001):  # odd-sized writes: samples split across reads
