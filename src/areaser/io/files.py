@@ -68,7 +68,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give a file name (e.g. {path / 'results.csv'})")
-    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    parent = _nearest_existing(path.parent)
     if not parent.is_dir():
         raise ValueError(f"{path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -76,6 +76,23 @@ def check_output_file(path: str | os.PathLike) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{path}: exists and is not writable")
     return path
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is, or can be made, a folder; ``ValueError`` naming the file in the way otherwise.
+
+    The folder twin of :func:`check_output_file`, for the same reason: before long work.
+    """
+    path = Path(path)
+    found = _nearest_existing(path)
+    if not found.is_dir():
+        raise ValueError(f"{path}: {found} is a file, not a folder")
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (a dangling link counts), else the current folder."""
+    return next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
 
 
 def _umask() -> int:

@@ -47,7 +47,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from areaser.data.splits import split_record
 from areaser.data.windows import SERDataModule, load_windows
-from areaser.io.files import atomic_write_json, read_json
+from areaser.io.files import atomic_write_json, check_output_folder, read_json
 from areaser.models.baselines import is_baseline
 from areaser.runs.calibration import write_calibration
 from areaser.runs.checkpoint import (
@@ -200,7 +200,10 @@ def train(
     c = (config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)).resolved()
     _set_threads(c)  # first: strict pins code paths that the first computation fixes
     paths = run_paths(Path(c.out_dir) / c.name)
-    _check_folder(paths["dir"])
+    try:  # a file in the way: one line now, not a traceback where the folder is made
+        check_output_folder(paths["dir"])
+    except ValueError as e:
+        raise ConfigError(f"{e}; choose another --out or --name") from None
     rank0 = (
         int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
         and int(os.environ.get("NODE_RANK", "0")) == 0
@@ -220,15 +223,6 @@ def train(
         )
     finally:
         lock.release()
-
-
-def _check_folder(run_dir: Path) -> None:
-    """ConfigError, before anything is read or written, when the run directory cannot be a folder."""
-    for p in (run_dir, *run_dir.parents):
-        if p.exists() or p.is_symlink():
-            if not p.is_dir():
-                raise ConfigError(f"{run_dir}: {p} is a file, not a folder; choose another --out or --name")
-            return
 
 
 def _decide(
