@@ -11,7 +11,7 @@ from areaser.data.splits import split_record
 from areaser.io.files import atomic_write_json
 from areaser.models.baselines import FEATURE_NAMES, extract_features, fit_predict, get_baseline
 from areaser.runs.checkpoint import CheckpointError
-from areaser.runs.config import ConfigError, TrainConfig
+from areaser.runs.config import TrainConfig
 from areaser.runs.fitted import FIT_FILE, _save_fit, load_fitted
 from areaser.runs.metrics import classification_metrics
 from areaser.runs.provenance import console_line
@@ -58,8 +58,7 @@ def fit_baseline_run(c: TrainConfig, paths: dict[str, Path], lock, *, resume: bo
     metrics = classification_metrics(test["y"].to_numpy(), proba.argmax(1), prep.classes, list(test["speaker"]))
     timing = f"{t_feat:.1f} s + {time.perf_counter() - t0 - t_feat:.1f} s"
     report = baseline_report(c, prep, metrics, timing)
-    if lock.acquire() and paths["config"].is_file():  # a new run: another process created it meanwhile
-        raise ConfigError(f"{run_dir} was started by another process meanwhile; run the command again")
+    lock.acquire_new(paths["config"])
     run_dir.mkdir(parents=True, exist_ok=True)
     c.save(paths["config"])
     atomic_write_json(paths["split"], split_record(prep.fold, prep.parts))

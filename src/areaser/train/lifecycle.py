@@ -128,6 +128,15 @@ class _RunLock:
         _remove_stale_temps(self.path.parent)
         return True
 
+    def acquire_new(self, config: Path) -> None:
+        """Take the lock before a run's first files are written (if not held already).
+
+        :class:`RunLockedError` when the lock is taken now and ``config`` exists: another process
+        created the run meanwhile (a new run is locked only once its folder is made).
+        """
+        if self.acquire() and config.is_file():
+            raise RunLockedError(f"{self.path.parent} was started by another process meanwhile; run the command again")
+
     def release(self) -> None:
         if self.file is not None:
             import fcntl
@@ -351,8 +360,7 @@ def _train(
 
         header = {"config": c.to_dict(), "classes": list(prep.classes), "fold": prep.fold.name}
         if rank0:
-            if lock.acquire() and paths["config"].is_file():  # a new run: another process created it meanwhile
-                raise RunLockedError(f"{paths['dir']} was started by another process meanwhile; run the command again")
+            lock.acquire_new(paths["config"])
             paths["dir"].mkdir(parents=True, exist_ok=True)
             c.save(paths["config"])
             atomic_write_json(paths["split"], split_record(prep.fold, prep.parts))
