@@ -64,6 +64,33 @@ def test_traced_blocks_match_brute_force(value_mean, budget):
         torch.testing.assert_close(a, b, **TOL)
 
 
+def test_fast_exp_is_within_three_tenths_of_a_millionth():
+    """The fused blocks' float32 exp on CPU against float64 exp over every input they can see (an area's
+    log-weight relative to the largest: the floor -43.7 minus log of up to 10,773 areas, to 0), including
+    the reduction's boundaries (multiples of ln 2 / 2); other dtypes take torch.exp itself."""
+    grid = torch.linspace(-60.0, 0.0, 600_001, dtype=torch.float64)
+    edges = (torch.arange(-173, 1, dtype=torch.float64) * math.log(2) / 2).clamp(min=-60.0)
+    x = torch.cat([grid, edges, edges + 1e-6, edges - 1e-6]).clamp(max=0.0).float()
+    got = attention_fused._exp(x).double()
+    want = x.double().exp()
+    assert ((got - want).abs() / want).max().item() < 3e-7
+    doubles = torch.linspace(-50.0, 0.0, 1001, dtype=torch.float64)
+    assert torch.equal(attention_fused._exp(doubles), doubles.exp())
+
+
+def test_float32_blocks_match_brute_force_to_float32_rounding():
+    """The traced blocks in float32 (fast exp included) against float64 enumeration of the areas."""
+    q, k, v = inputs(n=2, length=40, d=8, seed=3)
+    want = brute_force(q, k, v, 8, 3, 3, 0.9, False)
+    g = torch.randn_like(want)
+    want_grads = torch.autograd.grad((want * g).sum(), (q, k, v))
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    got = traced(q32, k32, v32, 8, 3, 3, 0.9, False, budget=300)
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    for a, b in zip(torch.autograd.grad((got * g.float()).sum(), (q32, k32, v32)), want_grads):
+        torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=2e-5)
+
+
 def test_block_layout_pads_only_tails():
     """Queries split evenly under the budget (rounded up to whole 16-lane vectors), then whole
     memories batched into a block."""

@@ -12,7 +12,7 @@ from torch.autograd.function import once_differentiable
 from areaser.models import attention_fused
 from areaser.models.areas import _box_adjoint
 from areaser.models.boxes import box_chain
-from areaser.models.threads import _run_groups
+from areaser.models.threads import _run_groups, by_batch
 
 # Position logits per block of (batch x queries) on the fast path. CPU: a block's maps stay in
 # cache (2**16 measured best of 2**14..2**18 on one thread); GPUs: blocks large enough to hide
@@ -58,11 +58,8 @@ def _dropout_masks(drop: float, seed: int, device: torch.device) -> tuple[Callab
 
 
 def _groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[slice, slice]]]:
-    """Blocks of (batch, queries) grouped by batch slice: one worker owns a group's dk / dv rows."""
-    groups: dict[int, list[tuple[slice, slice]]] = {}
-    for bs, qs in _blocks(n, lq, length, budget):
-        groups.setdefault(bs.start, []).append((bs, qs))
-    return list(groups.values())
+    """The fast path's blocks grouped by batch slice (:func:`~areaser.models.threads.by_batch`)."""
+    return by_batch(_blocks(n, lq, length, budget))
 
 
 def _fused(backend: str, q: Tensor, k: Tensor, v: Tensor) -> bool:

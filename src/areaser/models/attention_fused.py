@@ -3,10 +3,12 @@
 The eager fast path (:class:`areaser.models.attention_fast._LinearAreaAttention`) runs ~60 elementwise ops per
 block of queries in the forward pass and ~150 in the backward pass, each one a pass over memory
 and a trip through the dispatcher. Here each block is one pure function of its tensors (box means
-by running ``lerp``, the adjoint box operation as a sum of padded shifts, the dropout masks from a
-counter-based hash) that TorchInductor fuses into a few loops: C++ with OpenMP on CPU, Triton on
-CUDA. The maths is the eager path's (same shift, floor and ``delta = dO . O`` backward), so the
-results agree to float rounding; only the dropout masks are a different (equally uniform) stream.
+by running ``lerp``, the adjoint box chain of :func:`~areaser.models.boxes.box_chain_adjoint` run
+backwards with pads, the dropout masks from a counter-based hash, on CPU a polynomial ``exp``) that
+TorchInductor fuses into a few loops: on CPU single-threaded C++ whose blocks run on the worker threads
+of :mod:`areaser.models.threads`, on CUDA Triton. The maths is the eager path's (same shift, floor and
+``delta = dO . O`` backward), so the results agree to float rounding; only the dropout masks are a
+different (equally uniform) stream.
 
 Blocks have one fixed shape per call (``nb`` memories x ``nq`` queries), the tails padded with
 zero queries (and zero memories): a zero query row gives finite outputs that are dropped, and a
@@ -28,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from areaser.models.boxes import box_chain
+from areaser.models.boxes import box_chain, box_chain_adjoint
+from areaser.models.threads import _run_groups, by_batch
 
 __all__ = ["BLOCK_ELEMENTS", "MIN_LENGTH", "available", "forward", "backward"]
 
-# Position logits per fused block: large enough that a call's ~0.1 ms overhead is noise (640 x 1280 on
-# the paper's map; measured 1.66 s against 2.1 s at 2**18 and 1.98 s at 320 x 1280, 2 threads), small
-# enough for the fused loops' working set to stay in cache per thread.
-BLOCK_ELEMENTS = {"cpu": 2**20, "cuda": 2**23}
+# Position logits per fused block: on CPU a block's buffers (256 KB each at 2**16 float32) stay in a core's
+# L2 and a call's ~0.1 ms overhead is still small (fwd + bwd of the paper's case, one thread, AMD EPYC, AVX2:
+# 2.3-3.0 s at 2**16 against 3.0 s at 2**15 and 3.5 s at 2**17; two threads 1.65 s against 1.96 and 2.0 s).
+BLOCK_ELEMENTS = {"cpu": 2**16, "cuda": 2**23}
 # Shorter memories gain little from fusing and would make every small test model compile its kernels.
 MIN_LENGTH = 256
 
@@ -85,22 +88,29 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
+def _exp(x: Tensor) -> Tensor:
+    """``exp(x)`` for ``floor - log(areas) <= x <= 0``: on CPU in float32 a short polynomial, else ``torch.exp``.
+
+    TorchInductor's vectorised ``exp`` (SLEEF, 1 ULP) costs about as much as the rest of a block's
+    elementwise work on AVX2; this is ``2**n * exp(r)`` with ``n = round(x / ln 2)``, ``|r| <= ln(2) / 2``
+    (ln 2 split in two parts, Cody-Waite) and the degree-6 Taylor polynomial of ``exp(r)`` (truncation
+    below 1.2e-7), the power of two written into the exponent bits: within 3e-7 relative, about twice
+    as fast. ``n`` stays far from the float32 exponent's limits for the inputs here (>= -60).
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return x.exp()
+    n = torch.floor(x * 1.4426950408889634 + 0.5)
+    r = x - n * 0.693145751953125 - n * 1.4286068202862268e-06
+    p = 1 / 720
+    for c in (1 / 120, 1 / 24, 1 / 6, 1 / 2, 1.0, 1.0):
+        p = p * r + c
+    return p * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
 def _keep(like: Tensor, key: Tensor, threshold: int) -> Tensor:
     """Boolean keep-mask shaped like ``like``: 16 hash bits of (element index + key) below threshold."""
     idx = torch.arange(like.numel(), device=like.device, dtype=torch.int32).view(like.shape)
     return (_mix(idx + key) & 0xFFFF) < threshold
-
-
-def _adjoint(g: dict[tuple[int, int], Tensor], op: str) -> Tensor:
-    """Adjoint of :func:`~areaser.models.boxes.box_chain`: each shape's values spread back onto its areas."""
-    total = None
-    for (h, w), t in g.items():
-        c = 1.0 / (h * w) if op == "mean" else 1.0
-        for di in range(h):
-            for dj in range(w):
-                part = F.pad(t, (0, 0, dj, w - 1 - dj, di, h - 1 - di))
-                total = part * c if total is None else total + part * c
-    return total
 
 
 def _forward_block(q, k, v, keys, *, height, max_h, max_w, factor, value_op, floor, threshold, keep):
@@ -111,11 +121,11 @@ def _forward_block(q, k, v, keys, *, height, max_h, max_w, factor, value_op, flo
     s = (s - m[:, None, :]).view(nb, height, length // height, -1)
     den, weights = None, {}
     for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
-        e = mean.clamp_min(floor).exp()
+        e = _exp(mean.clamp_min(floor))
         total = e.sum(dim=(1, 2))
         den = total if den is None else den + total
         weights[shape] = e * _keep(e, keys[j], threshold) if threshold is not None else e
-    p = _adjoint(weights, value_op) / (den * keep)[:, None, None, :]
+    p = box_chain_adjoint(weights, value_op) / (den * keep)[:, None, None, :]
     out = torch.matmul(p.reshape(nb, length, -1).transpose(1, 2), v)
     return out, m, den.log()
 
@@ -133,7 +143,7 @@ def _backward_block(
     sums = dict(box_chain(gp, max_h, max_w, value_op))
     scatter, grad_logit = {}, {}
     for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
-        wgt = torch.maximum(mean, low).exp()
+        wgt = _exp(torch.maximum(mean, low))
         if threshold is not None:
             mask = _keep(wgt, keys[j], threshold)
             grad_logit[shape] = (sums[shape] * mask - delta) * wgt
@@ -141,8 +151,8 @@ def _backward_block(
         else:
             grad_logit[shape] = (sums[shape] - delta) * wgt
             scatter[shape] = wgt
-    p = _adjoint(scatter, value_op).reshape(nb, length, -1) / keep
-    ds = _adjoint(grad_logit, "mean").reshape(nb, length, -1) * factor
+    p = box_chain_adjoint(scatter, value_op).reshape(nb, length, -1) / keep
+    ds = box_chain_adjoint(grad_logit, "mean").reshape(nb, length, -1) * factor
     return torch.matmul(ds.transpose(1, 2), k), torch.matmul(ds, q), torch.matmul(p, go)
 
 
@@ -152,16 +162,24 @@ _KERNELS = 64
 
 
 @functools.lru_cache(maxsize=_KERNELS)
-def _compiled(kind: str, compiler: str, **statics):
+def _compiled(kind: str, compiler: str, device: str, **statics):
     """One compiled kernel per block function, compiler and static arguments (new shapes recompile).
 
     ``compiler`` is a ``torch.compile`` backend: ``"inductor"`` fuses; ``"eager"`` runs the same traced
     graph op by op (what the tests use to check the traced maths without minutes of C++ compiles).
     """
     fn = _forward_block if kind == "forward" else _backward_block
-    # each box shape's weights are read by up to 9 shifted terms of the adjoint: realise them once
-    # instead of recomputing exp and the mask hash per term (3x faster with dropout)
-    options = {"realize_reads_threshold": 1} if compiler == "inductor" else None
+    # Realise reused intermediates (an area shape's weights feed the denominator and two steps of the
+    # adjoint chain; its dropout mask two products) instead of recomputing them in each reader: Inductor
+    # does so by itself for a reused exp, not for the polynomial one nor the mask hash. With the opcount
+    # threshold at 16: 3.35 s fwd + bwd on one thread, against 5.7 s without it (and 6.8 s for the
+    # 36-term adjoint sum the chain replaced).
+    options = {"realize_reads_threshold": 1, "realize_opcount_threshold": 16} if compiler == "inductor" else None
+    if options is not None and device == "cpu":
+        # One thread per kernel, and C++ wrappers, which release the GIL: the blocks then run in parallel on
+        # the worker threads of areaser.models.threads (1.7x on two cores) instead of one OpenMP team
+        # meeting at a barrier after every loop of every block (1.2-1.5x).
+        options |= {"cpp.threads": 1, "cpp_wrapper": True}
     return torch.compile(
         functools.partial(fn, **statics), backend=compiler, dynamic=False, fullgraph=True, options=options
     )
@@ -171,7 +189,7 @@ def _run(kind: str, compiler: str, statics: dict, *args: Tensor):
     """A compiled block; where compiling fails, the same function uncompiled (and a warning, once)."""
     try:
         if compiler != "inductor" or args[0].device.type not in _FAILED:
-            return _compiled(kind, compiler, **statics)(*args)
+            return _compiled(kind, compiler, args[0].device.type, **statics)(*args)
     except Exception as e:  # a missing header, a broken compiler, an unsupported platform
         if compiler != "inductor":
             raise
@@ -215,19 +233,24 @@ def _block_keys(seed: int, block: int, shapes: int, device: torch.device) -> Ten
     return _mix(_mix(base)).to(device)
 
 
-def _each_block(q: Tensor, k: Tensor, max_h: int, max_w: int, height: int, dropout: float, seed: int, budget: int):
-    """Yield ``(bs, qs, keys)`` per block: batch and query slices, and the block's mask keys.
+def _block_groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[slice, slice]]]:
+    """The blocks of :func:`_layout`, grouped by batch slice (:func:`~areaser.models.threads.by_batch`).
 
-    Forward and backward walk the same blocks in the same order, so the keys (unused without
-    dropout) replay.
+    Forward and backward walk the same blocks in the same order, so a block's index (and so its
+    dropout mask keys) replays.
     """
-    n, lq, length = q.shape[0], q.shape[1], k.shape[1]
     nb, nq = _layout(n, lq, length, budget)
+    return by_batch(
+        [(slice(b, min(b + nb, n)), slice(i, min(i + nq, lq))) for b in range(0, n, nb) for i in range(0, lq, nq)]
+    )
+
+
+def _keys(seed: int, index: int, dropout: float, max_h: int, max_w: int, height: int, length: int, device):
+    """The mask keys of block ``index`` (zeros without dropout: the kernels ignore them)."""
     shapes = min(max_h, height) * min(max_w, length // height)
-    none = torch.zeros(shapes, dtype=torch.int32, device=q.device)
-    for index, (b, i) in enumerate((b, i) for b in range(0, n, nb) for i in range(0, lq, nq)):
-        keys = _block_keys(seed, index, shapes, q.device) if dropout > 0 else none
-        yield slice(b, min(b + nb, n)), slice(i, min(i + nq, lq)), keys
+    if dropout <= 0:
+        return torch.zeros(shapes, dtype=torch.int32, device=device)
+    return _block_keys(seed, index, shapes, device)
 
 
 @torch._dynamo.config.patch(recompile_limit=_KERNELS)
@@ -240,11 +263,15 @@ def forward(q, k, v, height, max_h, max_w, factor, value_mean, dropout, seed, bu
     nb, nq = _layout(n, lq, length, budget)
     out = q.new_empty((n, lq, v.shape[-1]))
     shift, log_den = q.new_empty((n, lq)), q.new_empty((n, lq))
-    for bs, qs, keys in _each_block(q, k, max_h, max_w, height, dropout, seed, budget):
+
+    def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
+        keys = _keys(seed, index, dropout, max_h, max_w, height, length, q.device)
         o, m, ld = _run("forward", compiler, statics, _pad(q[bs, qs], nb, nq), _pad(k[bs], nb, length),
                         _pad(v[bs], nb, length), keys)  # fmt: skip
         out[bs, qs], shift[bs, qs], log_den[bs, qs] = o[:rows, :cols], m[:rows, :cols], ld[:rows, :cols]
+
+    _run_groups(block, _block_groups(n, lq, length, budget), q.device)
     return out, shift, log_den
 
 
@@ -261,13 +288,17 @@ def backward(
     statics = _statics(height, max_h, max_w, factor, value_mean, dropout, q.dtype)
     nb, nq = _layout(n, lq, length, budget)
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for bs, qs, keys in _each_block(q, k, max_h, max_w, height, dropout, seed, budget):
+
+    def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
+        keys = _keys(seed, index, dropout, max_h, max_w, height, length, q.device)
         args = [_pad(t[bs, qs], nb, nq) for t in (q, grad_out, out)]
         stats = [_pad(t[bs, qs, None], nb, nq)[..., 0] for t in (shift, log_den)]
         a, b_, c = _run("backward", compiler, statics, args[0], _pad(k[bs], nb, length), _pad(v[bs], nb, length),
                         args[1], args[2], *stats, keys)  # fmt: skip
         dq[bs, qs] = a[:rows, :cols]
-        dk[bs] += b_[:rows]
+        dk[bs] += b_[:rows]  # a group's blocks share one batch slice, so one worker writes these rows
         dv[bs] += c[:rows]
+
+    _run_groups(block, _block_groups(n, lq, length, budget), q.device)
     return dq, dk, dv

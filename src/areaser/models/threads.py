@@ -42,6 +42,17 @@ def _workers(n: int) -> ThreadPoolExecutor:
         return _POOLS[n]
 
 
+def by_batch(blocks: list[tuple[slice, slice]]) -> list[list[tuple[slice, slice]]]:
+    """Blocks of (batch slice, query slice) grouped by batch slice, in order.
+
+    One worker owns a group's rows of dK and dV, so no two threads add into the same rows.
+    """
+    groups: dict[int, list[tuple[slice, slice]]] = {}
+    for bs, qs in blocks:
+        groups.setdefault(bs.start, []).append((bs, qs))
+    return list(groups.values())
+
+
 def _run_groups(fn: Callable[[int, slice, slice], None], groups: list, device: torch.device) -> None:
     """Run ``fn(index, batch, queries)`` on every block.
 
