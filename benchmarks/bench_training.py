@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -127,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
 
     peer = "cnn" if "cnn" in contenders else presets[0]
     rate = {p: args.batch / statistics.median(c.times) for p, c in contenders.items()}
-    dev_name = (
-        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
-    )
+    if device.type == "cuda":
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        from areaser.runs.determinism import machine_description
+
+        dev_name = machine_description().rsplit(", ", 1)[0]
     table = Table(
         title=f"training throughput, batch {args.batch}, {device.type} ({dev_name}, "
         f"{torch.get_num_threads()} threads), median of {args.steps} steps"

@@ -124,3 +124,19 @@ def test_deterministic_takes_only_its_four_values(builtin_corpus: Path) -> None:
     cfg = config_with(None, manifest=str(builtin_corpus / "manifest.csv"), deterministic="very")
     with pytest.raises(ConfigError, match="deterministic must be true, false, auto or strict"):
         cfg.resolved()
+
+
+@pytest.mark.skipif(
+    not Path("/proc/cpuinfo").exists() or "cpu family" not in Path("/proc/cpuinfo").read_text(),
+    reason="no x86 /proc/cpuinfo here",
+)
+def test_the_machine_description_names_the_core_generation() -> None:
+    """Virtual machines show one model name ("AMD EPYC") for cores of very different speed: family and
+    model tell Zen 1 from its successors, so timings name them."""
+    from areaser.runs.determinism import machine_description
+
+    first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    field = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in first.splitlines()))
+    text = machine_description()
+    assert f"(family {field['cpu family']}, model {field['model']})" in text
+    assert text.endswith(f", {os.cpu_count()} CPU core(s)")
