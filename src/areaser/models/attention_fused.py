@@ -88,21 +88,28 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
+# exp(r) on |r| <= ln(2) / 2 by the degree-5 polynomial of least maximum relative error (fitted by Lawson's
+# iteration on 20,001 points: 8.3e-8 in exact arithmetic), constant term first. One multiply-add fewer than the
+# degree-6 Taylor polynomial before it: fwd + bwd of the paper's case 3 % faster (5.76 s against 5.98 s, one
+# thread, Zen 1, both in one process).
+_EXP_POLY = (1.0000000798, 0.9999996767, 0.4999882595, 0.1666757097, 0.0419219968, 0.0083004135)
+
+
 def _exp(x: Tensor) -> Tensor:
     """``exp(x)`` for ``floor - log(areas) <= x <= 0``: on CPU in float32 a short polynomial, else ``torch.exp``.
 
     TorchInductor's vectorised ``exp`` (SLEEF, 1 ULP) costs about as much as the rest of a block's
     elementwise work on AVX2; this is ``2**n * exp(r)`` with ``n = round(x / ln 2)``, ``|r| <= ln(2) / 2``
-    (ln 2 split in two parts, Cody-Waite) and the degree-6 Taylor polynomial of ``exp(r)`` (truncation
-    below 1.2e-7), the power of two written into the exponent bits: within 3e-7 relative, about twice
-    as fast. ``n`` stays far from the float32 exponent's limits for the inputs here (>= -60).
+    (ln 2 split in two parts, Cody-Waite) and :data:`_EXP_POLY` for ``exp(r)``, the power of two written
+    into the exponent bits: within 2.1e-7 relative in float32, about twice as fast. ``n`` stays far from
+    the float32 exponent's limits for the inputs here (>= -60).
     """
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return x.exp()
     n = torch.floor(x * 1.4426950408889634 + 0.5)
     r = x - n * 0.693145751953125 - n * 1.4286068202862268e-06
-    p = 1 / 720
-    for c in (1 / 120, 1 / 24, 1 / 6, 1 / 2, 1.0, 1.0):
+    p = _EXP_POLY[-1]
+    for c in _EXP_POLY[-2::-1]:
         p = p * r + c
     return p * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
 
