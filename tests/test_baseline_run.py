@@ -43,6 +43,7 @@ def _test_rows(run: Path, corpus: Path) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- one lifecycle
 
 
+@pytest.mark.slow  # two fits (lr, then svm): 17 s; the neural twin runs in the default suite
 def test_a_changed_config_is_refused_and_restart_overwrites(builtin_corpus, tmp_path) -> None:
     first = train(_config(builtin_corpus, tmp_path), log=None)
     with pytest.raises(ConfigError, match=r"another config \(differs in model\).*--restart"):

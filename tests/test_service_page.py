@@ -76,6 +76,7 @@ def test_model_endpoint_names_the_training_corpus(model: Path, recognizer: Recog
         assert m["corpus"] is None and m["synthetic"] is None and m["provenance"] is None
 
 
+@pytest.mark.slow  # a served process and an exported folder: 15 s
 def test_the_served_command_and_a_pretrained_folder_name_the_training_corpus(model: Path, tmp_path: Path) -> None:
     """`areaser serve RUN` (the command, a real process) and a pretrained folder say what the model learnt from."""
     import socket

@@ -224,6 +224,7 @@ def test_a_run_directory_is_not_silently_reused_for_another_config(reference):
 # ----------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow  # two spawned training processes: 24 s on 2 cores
 def test_ddp_two_cpu_processes_match_single_process_where_they_must(reference, tmp_path):
     """``areaser train --devices 2 --strategy ddp``: 2 CPU processes (gloo), launched by Lightning.
 
