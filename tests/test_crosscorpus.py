@@ -234,6 +234,7 @@ def test_a_baseline_run_keeps_its_fit_and_scores_other_corpora(manifest, other, 
     assert (run_dir / "cross" / "othercorp" / "report.md").is_file()
 
 
+@pytest.mark.slow  # a cross-validation of every fold: 11 s; one run's cross-corpus scoring stays in the default suite
 def test_cv_scores_every_fold_on_each_test_manifest_and_aggregates(manifest, other, tmp_path):
     lines: list[str] = []
     cfg = tiny(manifest, tmp_path, name="cv", test_manifests=[str(other)])

@@ -297,6 +297,7 @@ def _rss_growth(run_dir: Path, tmp_path: Path, minutes: float) -> tuple[float, f
     return after - before, long.stat().st_size / 2**20
 
 
+@pytest.mark.slow  # 18 s; with the hour-long twin below
 def test_memory_stays_flat_on_a_ten_minute_file(run_dir: Path, tmp_path: Path) -> None:
     growth, size_mib = _rss_growth(run_dir, tmp_path, 10.0)
     # decoding it whole would take twice its 16-bit size as float32 (about 100 MiB) before resampling
