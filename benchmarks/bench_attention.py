@@ -203,10 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda":
         where = torch.cuda.get_device_name(0)
     else:
-        from areaser.runs.determinism import machine_description
+        from areaser.runs.determinism import cpu_model
 
-        cpu = machine_description().rsplit(", ", 1)[0]  # the model; the threads used come next
-        where = f"{cpu}, {args.threads or torch.get_num_threads()} threads"
+        where = f"{cpu_model()}, {args.threads or torch.get_num_threads()} threads"
     results = {"device": args.device, "where": where, "torch": torch.__version__, "batch": args.batch,
                "map": [args.height, args.width, args.dim], "max_area": list(args.max_area), "areas": n_areas,
                "cases": {}}  # fmt: skip

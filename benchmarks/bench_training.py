@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         dev_name = torch.cuda.get_device_name(device)
     else:
-        from areaser.runs.determinism import machine_description
+        from areaser.runs.determinism import cpu_model
 
-        dev_name = machine_description().rsplit(", ", 1)[0]
+        dev_name = cpu_model()
     table = Table(
         title=f"training throughput, batch {args.batch}, {device.type} ({dev_name}, "
         f"{torch.get_num_threads()} threads), median of {args.steps} steps"

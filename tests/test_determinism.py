@@ -133,10 +133,9 @@ def test_deterministic_takes_only_its_four_values(builtin_corpus: Path) -> None:
 def test_the_machine_description_names_the_core_generation() -> None:
     """Virtual machines show one model name ("AMD EPYC") for cores of very different speed: family and
     model tell Zen 1 from its successors, so timings name them."""
-    from areaser.runs.determinism import machine_description
+    from areaser.runs.determinism import cpu_model, machine_description
 
     first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     field = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in first.splitlines()))
-    text = machine_description()
-    assert f"(family {field['cpu family']}, model {field['model']})" in text
-    assert text.endswith(f", {os.cpu_count()} CPU core(s)")
+    assert cpu_model() == f"{field['model name']} (family {field['cpu family']}, model {field['model']})"
+    assert machine_description() == f"{cpu_model()}, {os.cpu_count()} CPU core(s)"

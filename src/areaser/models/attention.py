@@ -26,8 +26,8 @@ busy machine that deschedules one thread does not stall every op. In training on
 256 positions (``backend="auto"``) each block instead runs as a few loops that ``torch.compile``
 fuses (:mod:`areaser.models.attention_fused`: C++ on CPU, Triton on CUDA), 1.4-2.2x faster on CPU
 (1.8-2.4x with dropout; the least on cores with 128-bit vector units), where a compiler is found.
-Every other mode builds the area keys/values with the same box operations, then attends in blocks that are recomputed
-in the backward pass (activation checkpointing). tensor2tensor's key mode ``sum`` is a learned
+Every other mode builds the area keys/values with the same box operations, then attends in blocks
+that are recomputed in the backward pass (activation checkpointing). tensor2tensor's key mode ``sum`` is a learned
 mode (size embedding + mean + std through the MLP), so it takes the second route.
 
 Exactness. Results equal brute-force enumeration of the areas up to rounding, with one deliberate

@@ -42,6 +42,7 @@ from areaser.models.attention_fused import available
 __all__ = [
     "STRICT_ENV",
     "DeterminismError",
+    "cpu_model",
     "machine_description",
     "mkl_code_path",
     "pin_strict",
@@ -68,8 +69,8 @@ class DeterminismError(AreaserError, RuntimeError):
     """Strict determinism cannot be had in this process (it computed already with other code paths)."""
 
 
-def machine_description() -> str:
-    """``"<CPU model> (family F, model M), <n> CPU core(s)"`` from /proc/cpuinfo where Linux tells it.
+def cpu_model() -> str:
+    """``"<CPU model> (family F, model M)"`` from /proc/cpuinfo where Linux tells it, else the platform's name.
 
     Family and model name the core generation where a virtual machine shows only ``AMD EPYC``: the
     same name covers Zen 1 (family 23, model 1: 128-bit vector units, half the AVX2 throughput of
@@ -87,7 +88,12 @@ def machine_description() -> str:
     cpu = fields.get("model name", cpu)
     if "cpu family" in fields and "model" in fields:
         cpu += f" (family {fields['cpu family']}, model {fields['model']})"
-    return f"{cpu}, {os.cpu_count()} CPU core(s)"
+    return cpu
+
+
+def machine_description() -> str:
+    """``"<CPU model> (family F, model M), <n> CPU core(s)"``: :func:`cpu_model` and the core count."""
+    return f"{cpu_model()}, {os.cpu_count()} CPU core(s)"
 
 
 def _mkl():
