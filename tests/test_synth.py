@@ -37,7 +37,7 @@ def manifest(builtin_corpus: Path) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- determinism
 
 
-@pytest.mark.slow  # a second 1,000-utterance corpus with other jobs: 10 s
+@pytest.mark.slow  # a second 60-utterance corpus through two worker processes: 10 s
 def test_same_seed_same_bytes_whatever_the_jobs(builtin_corpus: Path, tmp_path: Path) -> None:
     # the fixture ran with one worker; two workers must write the very same bytes
     synthesize(tmp_path / "again", SynthConfig(n_utterances=60, seed=0), progress=False, jobs=2)
