@@ -61,11 +61,11 @@ from areaser.models.attention_fast import (
     GENERIC_BLOCK_ELEMENTS,
     _attend_block,
     _blocks,
-    _floor,
     _fused,
     _LinearAreaAttention,
 )
-from areaser.models.boxes import box_chain, box_chain_adjoint
+from areaser.models.attention_onnx import ExportMarker, attend_linear_whole
+from areaser.models.boxes import box_chain
 from areaser.models.threads import _POOLS
 
 # How the fast path runs: "eager" (torch ops), "compiled" (fused kernels, attention_fused), or "auto":
@@ -93,32 +93,6 @@ def _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, t
         k_area = area_keys(k, height, (max_h, max_w), key_mode, noisy, key_net)
     v_area = _t2t_order(dict(box_chain(gv, max_h, max_w, value_mode)), n, v.shape[-1])
     return _attend_block(q, k_area, v_area, factor, top_k, 0.0)
-
-
-def _attend_linear_whole(q, k, v, height, max_h, max_w, factor, value_mean: bool) -> Tensor:
-    """Mean keys, sum / mean values without materialising areas, in ops that tracing and export record.
-
-    The fast path's forward (:class:`~areaser.models.attention_fast._LinearAreaAttention`) for the whole
-    batch at once and out of place: position logits ``s = f k q^T - m`` ``[N, H, W, Lq]``, their box means
-    are the area logits (the largest is ``m``'s 1 x 1 area, so ``exp`` never overflows), the
-    exponentials sum to the softmax denominator and go back onto the positions through the adjoint box
-    chain (:func:`~areaser.models.boxes.box_chain_adjoint`: pads), and the output is ``P^T v / den``.
-    It holds every area's weight for every query (``O(N Lq areas)``, as materialised areas do) but gathers
-    no area keys or values: the exported graph is the fast path's algebra without its cache-sized blocks.
-    """
-    n, lq, _ = q.shape
-    s = torch.matmul(k, q.transpose(1, 2)) * factor  # [N, L, Lq]
-    s = (s - s.amax(dim=1, keepdim=True)).reshape(n, height, -1, lq)
-    floor = _floor(q.dtype)
-    den = None
-    weights = {}
-    for shape, mean in box_chain(s, max_h, max_w):
-        e = mean.clamp_min(floor).exp()  # the fast path's clamp, applied always (a no-op above the floor)
-        total = e.sum(dim=(1, 2))
-        den = total if den is None else den + total
-        weights[shape] = e
-    p = box_chain_adjoint(weights, "mean" if value_mean else "sum").reshape(n, -1, lq)
-    return torch.matmul((p / den[:, None, :]).transpose(1, 2), v)
 
 
 def area_attention(
@@ -191,7 +165,13 @@ def area_attention(
         if dropout > 0:
             raise ValueError("attention dropout cannot be exported: export in eval mode, without dropout_at_eval")
         if key_mode in ("mean", "sample") and not noisy and value_mode != "max" and top_k == 0:
-            out = _attend_linear_whole(q, k, v, height, max_h, max_w, factor, value_mode == "mean")
+            mean = value_mode == "mean"
+            if torch.onnx.is_in_onnx_export() and torch.jit.is_tracing() and not _exporting():
+                # TorchScript export: one node that attention_onnx.expand turns into blocked Loops (height may
+                # be a traced size here: the frequency rows, fixed by the model's input)
+                out = ExportMarker.apply(q, k, v, int(height), max_h, max_w, factor, mean)
+            else:
+                out = attend_linear_whole(q, k, v, height, max_h, max_w, factor, mean)
         else:
             out = _attend_whole(q, k, v, height, max_h, max_w, factor, key_mode, value_mode, top_k, noisy, key_net)
     elif key_mode in ("mean", "sample") and not noisy and value_mode != "max" and top_k == 0:

@@ -48,6 +48,7 @@ from areaser.data.segments import stream_windows
 from areaser.dsp.features import FeatureConfig, LogMel, n_frames
 from areaser.io.audio import stream_audio
 from areaser.io.files import atomic_path
+from areaser.models import attention_onnx
 from areaser.models.cnn import check_classes
 from areaser.runs.calibration import SCALED, check_temperature, run_temperature
 from areaser.runs.checkpoint import load_run, mismatch
@@ -203,6 +204,7 @@ def _export_verified(head: nn.Module, n_mels: int, frames: int, dynamic_frames: 
 def _export_once(
     head: nn.Module, n_mels: int, frames: int, dynamo: bool, dyn_frames: bool, opset: int, out: Path
 ) -> None:
+    import onnx  # the [export] extra: imported where a verb needs it
 
     dummy = torch.randn(2, n_mels, frames)
     common = dict(input_names=[INPUT], output_names=list(OUTPUTS), opset_version=opset, verbose=False)
@@ -241,6 +243,10 @@ def _export_once(
                 dynamic_axes={INPUT: axes, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
                 **common,
             )
+            proto = onnx.load(str(out))
+            if attention_onnx.expand(proto):  # area attention recorded as placeholders: now blocked Loops
+                # shapes after the placeholders were unknown to the exporter: infer them (the class axis)
+                onnx.save(onnx.shape_inference.infer_shapes(proto), str(out))
 
 
 def _max_difference(head: nn.Module, path: Path, n_mels: int, frame_counts: list[int]) -> float:
