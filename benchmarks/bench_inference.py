@@ -235,9 +235,11 @@ def main() -> None:
             corpus = tmp / "corpus"
         paths, audio_s = corpus_as_recordings(corpus, tmp / "rec", args.files)
         calib = paths[::2]
+        from areaser.runs.determinism import machine_description
+
         console.print(
             f"{len(paths)} files, {audio_s:.1f} s of 44.1 kHz stereo audio; torch {torch.__version__}, "
-            f"onnxruntime {__import__('onnxruntime').__version__}; {os.cpu_count()} cores, "
+            f"onnxruntime {__import__('onnxruntime').__version__}; {machine_description()}, "
             f"load average {os.getloadavg()[0]:.1f}",
             highlight=False,
         )
