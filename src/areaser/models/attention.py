@@ -24,7 +24,7 @@ backward pass (as flash attention does) instead of storing the weights. On CPU t
 spread over ``torch.get_num_threads()`` Python threads that each run their ops serially, so a
 busy machine that deschedules one thread does not stall every op. In training on maps of at least
 256 positions (``backend="auto"``) each block instead runs as a few loops that ``torch.compile``
-fuses (:mod:`areaser.models.attention_fused`: C++ on CPU, Triton on CUDA), 1.4-2.2x faster on CPU
+fuses (:mod:`areaser.models.attention_fused`: C++ on CPU, Triton on CUDA), 1.4-2.9x faster on CPU
 (1.8-2.4x with dropout; the least on cores with 128-bit vector units), where a compiler is found.
 Every other mode builds the area keys/values with the same box operations, then attends in blocks
 that are recomputed in the backward pass (activation checkpointing). tensor2tensor's key mode ``sum`` is a learned
@@ -130,7 +130,7 @@ def area_attention(
         block_elements: most logits held at once (bounds peak memory; default per path).
         backend: one of :data:`BACKENDS`, for the fast path (mean / sample keys, sum / mean values,
             no top-k): ``"compiled"`` fuses each block with ``torch.compile`` (10-30 s per kernel on
-            first use, then 1.4-2.4x faster on CPU), ``"eager"`` runs torch ops, ``"auto"`` compiles
+            first use, then 1.4-2.9x faster on CPU), ``"eager"`` runs torch ops, ``"auto"`` compiles
             when training on a memory of at least ``attention_fused.MIN_LENGTH`` positions on a
             machine that can.
 
