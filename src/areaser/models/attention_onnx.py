@@ -189,14 +189,24 @@ def _weights_branch(prefix: str, s: str, max_h: int, max_w: int, value_mean: boo
     return g.graph("weights", [], outputs)
 
 
+def _loop_body(g: _Graph, name: str, index: str, out: str):  # noqa: ANN202
+    """The ``Loop`` body graph of ``g``: inputs ``index`` (int64) and a condition passed through, output ``out``."""
+    from onnx import TensorProto, helper
+
+    cond = g.name("cond")
+    g.op("Identity", cond, out=cond + "_out")
+    inputs = [helper.make_tensor_value_info(index, TensorProto.INT64, []),
+              helper.make_tensor_value_info(cond, TensorProto.BOOL, [])]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(cond + "_out", TensorProto.BOOL, []),
+               helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]  # fmt: skip
+    return g.graph(name, inputs, outputs)
+
+
 def _loop_nodes(
     prefix: str, q: str, k: str, v: str, out: str, *, height, max_h, max_w, factor, value_mean, floor, block_elements
 ):
     """Nodes and constants computing area attention ``out [N, Lq, Dv]`` of ``q [N, Lq, D]``, ``k``, ``v``."""
-    from onnx import TensorProto, helper
-
-    def scalar(name: str, dtype=TensorProto.INT64):  # noqa: ANN001, ANN202
-        return helper.make_tensor_value_info(name, dtype, [])
+    from onnx import helper
 
     max_h = min(max_h, height)
     o = _Graph(prefix)
@@ -231,13 +241,7 @@ def _loop_nodes(
     p = b.op("Reshape", p, b.op("Concat", b.const([-1]), nq, axis=0))  # [L, nq]
     y = b.op("MatMul", b.op("Transpose", p, perm=[1, 0]), prefix + "vm")  # [nq, Dv]
     b.op("Div", y, b.op("Unsqueeze", den, b.const([1])), out=prefix + "y")
-    b.op("Identity", prefix + "cond", out=prefix + "cond_out")
-    inner = b.graph(
-        "blocks",
-        [scalar(prefix + "i"), scalar(prefix + "cond", TensorProto.BOOL)],
-        [scalar(prefix + "cond_out", TensorProto.BOOL),
-         helper.make_tensor_value_info(prefix + "y", TensorProto.FLOAT, None)],
-    )  # fmt: skip
+    inner = _loop_body(b, "blocks", prefix + "i", prefix + "y")
 
     # outer Loop body: memory j
     m = _Graph(prefix + "mem_")
@@ -247,13 +251,7 @@ def _loop_nodes(
     m.nodes.append(helper.make_node("Loop", [m.op("Squeeze", blocks), ""], [ys], body=inner))  # [blocks, nq, Dv]
     dv = m.op("Gather", m.op("Shape", ys), m.const([2]))
     m.op("Reshape", ys, m.op("Concat", m.const([-1]), dv, axis=0), out=prefix + "ym")
-    m.op("Identity", prefix + "mcond", out=prefix + "mcond_out")
-    outer = m.graph(
-        "memories",
-        [scalar(prefix + "j"), scalar(prefix + "mcond", TensorProto.BOOL)],
-        [scalar(prefix + "mcond_out", TensorProto.BOOL),
-         helper.make_tensor_value_info(prefix + "ym", TensorProto.FLOAT, None)],
-    )  # fmt: skip
+    outer = _loop_body(m, "memories", prefix + "j", prefix + "ym")
     full = o.name("full")
     o.nodes.append(helper.make_node("Loop", [o.op("Squeeze", n), ""], [full], body=outer))  # [N, Lq + pad, Dv]
     o.op("Slice", full, o.const([0]), lq, o.const([1]), out=out)
