@@ -296,3 +296,14 @@ def test_espeak_unknown_voice_is_one_clear_error() -> None:
 
     with pytest.raises(EspeakError, match="unknown espeak-ng voice"):
         in_fresh_engine(say)
+
+
+def test_the_emotion_profiles_cannot_be_changed_by_a_caller():
+    """Every synthesis reads PROFILES: a caller's change would alter corpora said to be byte-identical."""
+    from areaser.builtin.synth import PROFILES, EmotionProfile
+
+    with pytest.raises(TypeError):
+        PROFILES["angry"] = EmotionProfile()  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del PROFILES["sad"]  # type: ignore[attr-defined]
+    assert "angry" in PROFILES and PROFILES["neutral"] == EmotionProfile()

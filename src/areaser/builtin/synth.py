@@ -34,6 +34,8 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -90,7 +92,7 @@ class EmotionProfile:
 # Directions from the literature above: anger loud, tense, fast, high and wide F0, short pauses;
 # happiness high and very wide F0, a little faster and louder; sadness low, narrow, slow, soft,
 # lax and breathy, long pauses; fear high F0, fast, breathy, tremor; ...
-PROFILES: dict[str, EmotionProfile] = {
+_PROFILES: dict[str, EmotionProfile] = {
     "neutral": EmotionProfile(),
     "happy": EmotionProfile(
         f0_st=3.0, range_x=2.2, rate_x=1.07, level_db=3.0, tilt=0.3, breath=0.04, pause_x=0.85, jitter=0.004
@@ -120,6 +122,8 @@ PROFILES: dict[str, EmotionProfile] = {
         f0_st=1.0, range_x=1.0, rate_x=1.03, level_db=3.5, tilt=0.6, breath=0.08, pause_x=0.9, drive=0.3
     ),
 }
+# Read-only: every synthesis reads it, so a caller's change would silently alter corpora said to be the same.
+PROFILES: Mapping[str, EmotionProfile] = MappingProxyType(_PROFILES)
 SYNTH_CLASSES: tuple[str, ...] = tuple(PROFILES)
 
 # canonical label -> (IEMOCAP raw label, annotator category word, nominal valence/activation/dominance 1..5)
