@@ -82,7 +82,7 @@ class ExportMarker(torch.autograd.Function):
             f"{DOMAIN}::{OP}", q, k, v, height_i=height, max_h_i=max_h, max_w_i=max_w, factor_f=factor,
             value_mean_i=int(value_mean), floor_f=_floor(torch.float32),
         )  # fmt: skip
-        return out.setType(q.type())
+        return out.setType(q.type())  # the exporter needs a type: [N, Lq, Dv] is q's wherever Dv = D (every model here)
 
 
 # ----------------------------------------------------------------------------- graph building
