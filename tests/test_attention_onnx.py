@@ -27,14 +27,14 @@ def _export(module: torch.nn.Module, x: torch.Tensor, opset: int = 18) -> onnx.M
     return onnx.load_from_string(buf.getvalue())
 
 
-def _op_types(graph: onnx.GraphProto) -> list[str]:
-    """Op types of a graph and of every subgraph inside it (Loop bodies, If branches)."""
+def op_types(graph: onnx.GraphProto) -> list[str]:
+    """Op types of a graph and of every subgraph inside it (Loop bodies, If branches), ``domain::`` where not ONNX's."""
     found = []
     for node in graph.node:
         found.append(f"{node.domain}::{node.op_type}" if node.domain else node.op_type)
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                found += _op_types(a.g)
+                found += op_types(a.g)
     return found
 
 
@@ -48,9 +48,9 @@ def test_exported_area_attention_runs_as_blocked_loops_and_matches_brute_force(l
     kw = dict(key_mode="mean", value_mode=value_mode, layout=layout, max_area=(3, 3), project=True)
     reference = make(6, **kw).eval()  # float64
     proto = _export(make(6, **kw).float().eval(), torch.randn(2, 6, 4, 5))  # the same weights (make seeds them)
-    assert _op_types(proto.graph).count(f"{attention_onnx.DOMAIN}::{attention_onnx.OP}") == 1
+    assert op_types(proto.graph).count(f"{attention_onnx.DOMAIN}::{attention_onnx.OP}") == 1
     assert attention_onnx.expand(proto, block_elements=64) == 1
-    ops = _op_types(proto.graph)
+    ops = op_types(proto.graph)
     assert ops.count("Loop") == 2 and ops.count("If") == 1 and not any("::" in op for op in ops)
     assert all(o.domain != attention_onnx.DOMAIN for o in proto.opset_import)
     onnx.checker.check_model(proto)

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from test_attention_onnx import op_types
 from test_inference import CLASSES, TINY, make_random_run  # one helper for the three test files
 from typer.testing import CliRunner
 
@@ -72,22 +73,13 @@ def test_onnx_matches_pytorch_on_the_builtin_corpus(random_export: tuple[Path, P
     assert np.abs(onnx_p - torch_p).max() < 1e-4
 
 
-def _graph_ops(graph: onnx.GraphProto) -> list[str]:
-    """Op types of a graph and its subgraphs (Loop bodies, If branches), with their domain where not ONNX's."""
-    found = []
-    for node in graph.node:
-        found.append(f"{node.domain}::{node.op_type}" if node.domain else node.op_type)
-        found += [op for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for op in _graph_ops(a.g)]
-    return found
-
-
 def test_the_paper_models_area_attention_exports_as_blocked_loops(corpus_paths: list[Path], tmp_path: Path) -> None:
     """The `paper` preset's 2-D area attention becomes plain ONNX ops (Loops over query blocks, no custom
     domain): the graph matches PyTorch on real windows, keeps its class axis, and int8 calibration runs on it."""
     run = make_random_run(tmp_path / "paper", model="paper")
     path = _quiet(export_onnx, run, tmp_path / "paper.onnx")
     proto = onnx.load(str(path))
-    ops = _graph_ops(proto.graph)
+    ops = op_types(proto.graph)
     assert ops.count("Loop") == 2 and "If" in ops and not any("::" in op for op in ops)
     assert [d.dim_value for d in proto.graph.output[1].type.tensor_type.shape.dim][1:] == [len(CLASSES)]
     windows = _windows(corpus_paths[:3])
