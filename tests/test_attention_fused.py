@@ -127,20 +127,44 @@ def test_mask_hash_is_lowbias32():
     assert [int(h) % 2**32 for h in attention_fused._mix(signed)] == [lowbias32(w) for w in words]
 
 
+def test_a_mask_takes_as_many_bits_as_its_threshold_needs():
+    """16 random bits per mask less the threshold's trailing zeros: 0.5 is one bit, 0.25 two, 0.1 fifteen."""
+    assert attention_fused._mask_bits(32768) == 1  # keep 1/2: one bit below 1
+    assert attention_fused._mask_bits(49152) == 2  # keep 3/4: two bits below 3
+    assert attention_fused._mask_bits(round(0.9 * 65536)) == 15  # 58982 = 2 * 29491
+    assert attention_fused._mask_bits(1) == 16
+
+
 @pytest.mark.parametrize("drop", [0.5, 0.1])
 def test_masks_keep_the_asked_fraction_independently(drop):
-    """Keep rate within 5 standard errors of 1 - drop; neighbours and two keys are independent."""
-    like = torch.empty(4, 64, 64, 64)
+    """Every shape's keep rate within 5 standard errors of 1 - drop; neighbours, two shapes at one anchor
+    (one word's fields, or two words), and two keys are independent."""
     threshold = round((1 - drop) * 65536)
-    a = attention_fused._keep(like, torch.tensor(12345, dtype=torch.int32), threshold).flatten()
-    b = attention_fused._keep(like, torch.tensor(-99, dtype=torch.int32), threshold).flatten()
-    n, p = a.numel(), 1 - drop
-    se = math.sqrt(p * (1 - p) / n)
-    assert abs(a.double().mean().item() - p) < 5 * se
-    both = (a[1:] & a[:-1]).double().mean().item()  # adjacent elements
-    assert abs(both - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n)
-    across = (a & b).double().mean().item()  # the same element under two keys
-    assert abs(across - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n)
+    grid = torch.empty(4, 64, 64, 64)
+    per = 32 // attention_fused._mask_bits(threshold)
+    shapes = 9
+    words = -(-shapes // per)
+
+    def masks(seed):
+        keys = attention_fused._block_keys(seed, 0, words, torch.device("cpu"))
+        hashed = attention_fused._hash_words(grid, keys)
+        return [attention_fused._keep(hashed, j, grid[:, : 64 - j % 3, : 64 - j // 3], threshold) for j in range(9)]
+
+    a, b = masks(12345), masks(99)
+    p = threshold / 65536
+    for m in a:
+        m = m.flatten()
+        assert abs(m.double().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / m.numel())
+
+    def joint(x, y):  # both kept, against p * p
+        n = x.numel()
+        return abs((x & y).double().mean().item() - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n)
+
+    first = a[0].flatten()
+    assert joint(first[1:], first[:-1])  # adjacent areas of one shape
+    assert joint(a[0][:, :62, :62].flatten(), a[1][:, :62, :62].flatten())  # one anchor, the same word
+    assert joint(a[0][:, :62, :62].flatten(), a[8][:, :62, :62].flatten())  # one anchor, another word at 0.1
+    assert joint(first, b[0].flatten())  # two keys
 
 
 def test_auto_compiles_only_training_on_long_memories():

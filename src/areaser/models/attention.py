@@ -23,9 +23,10 @@ works on blocks of (batch x queries) so memory stays bounded, and recomputes eac
 backward pass (as flash attention does) instead of storing the weights. On CPU the blocks are
 spread over ``torch.get_num_threads()`` Python threads that each run their ops serially, so a
 busy machine that deschedules one thread does not stall every op. In training on maps of at least
-256 positions (``backend="auto"``) each block instead runs as a few loops that ``torch.compile``
-fuses (:mod:`areaser.models.attention_fused`: C++ on CPU, Triton on CUDA), 1.4-2.9x faster on CPU
-(1.8-2.4x with dropout; the least on cores with 128-bit vector units), where a compiler is found.
+256 positions (``backend="auto"``) each block instead runs fused (:mod:`areaser.models.attention_fused`:
+on CPU in float32 with areas up to 3 x 3 a hand-written C++ kernel, :mod:`areaser.models.attention_native`;
+otherwise loops that ``torch.compile`` fuses, C++ on CPU and Triton on CUDA), where a compiler is found:
+docs/benchmarks.md measures how much faster.
 Every other mode builds the area keys/values with the same box operations, then attends in blocks
 that are recomputed in the backward pass (activation checkpointing). tensor2tensor's key mode ``sum`` is a learned
 mode (size embedding + mean + std through the MLP), so it takes the second route.

@@ -8,7 +8,9 @@ backwards with pads, the dropout masks from a counter-based hash, on CPU a polyn
 TorchInductor fuses into a few loops: on CPU single-threaded C++ whose blocks run on the worker threads
 of :mod:`areaser.models.threads`, on CUDA Triton. The maths is the eager path's (same shift, floor and
 ``delta = dO . O`` backward), so the results agree to float rounding; only the dropout masks are a
-different (equally uniform) stream.
+different (equally uniform) stream. On CPU in float32 with areas up to 3 x 3 (the paper's case) the
+blocks run instead as one hand-written C++ kernel (:mod:`areaser.models.attention_native`: the same
+maths and the same masks, about twice as fast, built in seconds), TorchInductor's being the fallback.
 
 Blocks have one fixed shape per call (``nb`` memories x ``nq`` queries), the tails padded with
 zero queries (and zero memories): a zero query row gives finite outputs that are dropped, and a
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from areaser.models import attention_native
 from areaser.models.boxes import box_chain, box_chain_adjoint
 from areaser.models.threads import _run_groups, by_batch
 
@@ -114,10 +117,29 @@ def _exp(x: Tensor) -> Tensor:
     return p * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
 
 
-def _keep(like: Tensor, key: Tensor, threshold: int) -> Tensor:
-    """Boolean keep-mask shaped like ``like``: 16 hash bits of (element index + key) below threshold."""
-    idx = torch.arange(like.numel(), device=like.device, dtype=torch.int32).view(like.shape)
-    return (_mix(idx + key) & 0xFFFF) < threshold
+def _mask_bits(threshold: int) -> int:
+    """Random bits one keep-mask needs: 16 less the threshold's trailing zero bits (1 for dropout 0.5)."""
+    return 16 - ((threshold & -threshold).bit_length() - 1)
+
+
+def _hash_words(grid: Tensor, keys: Tensor) -> list[Tensor]:
+    """One hashed int32 word per cell of ``grid [nb, H, W, nq]`` and per key: the random bits of every shape's masks."""
+    idx = torch.arange(grid.numel(), device=grid.device, dtype=torch.int32).view(grid.shape)
+    return [_mix(idx + keys[i]) for i in range(keys.shape[0])]
+
+
+def _keep(words: list[Tensor], j: int, like: Tensor, threshold: int) -> Tensor:
+    """Boolean keep-mask of shape ``j``'s areas (shaped like ``like``), from the words of their anchor cells.
+
+    An area reads the words of its anchor (top-left) cell and shape ``j`` its own field of
+    :func:`_mask_bits` bits there: every (shape, area) pair owns a distinct (word, field), so its mask
+    is independent of every other's; each field is uniform, so ``field < threshold >> (16 - bits)``
+    keeps exactly ``threshold / 65536``.
+    """
+    bits = _mask_bits(threshold)
+    per = 32 // bits
+    word = words[j // per][:, : like.shape[1], : like.shape[2]]
+    return ((word >> (j % per * bits)) & ((1 << bits) - 1)) < (threshold >> (16 - bits))
 
 
 def _forward_block(q, k, v, keys, *, height, max_h, max_w, factor, value_op, floor, threshold, keep):
@@ -126,12 +148,13 @@ def _forward_block(q, k, v, keys, *, height, max_h, max_w, factor, value_op, flo
     s = torch.matmul(k, q.transpose(1, 2)) * factor  # [nb, L, nq]
     m = s.amax(dim=1)
     s = (s - m[:, None, :]).view(nb, height, length // height, -1)
+    words = _hash_words(s, keys) if threshold is not None else None
     den, weights = None, {}
     for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
         e = _exp(mean.clamp_min(floor))
         total = e.sum(dim=(1, 2))
         den = total if den is None else den + total
-        weights[shape] = e * _keep(e, keys[j], threshold) if threshold is not None else e
+        weights[shape] = e * _keep(words, j, e, threshold) if words is not None else e
     p = box_chain_adjoint(weights, value_op) / (den * keep)[:, None, None, :]
     out = torch.matmul(p.reshape(nb, length, -1).transpose(1, 2), v)
     return out, m, den.log()
@@ -148,11 +171,12 @@ def _backward_block(
     gp = torch.matmul(v, go.transpose(1, 2)).view_as(s) / keep  # dL/dP per position
     delta = (go * out).sum(-1)[:, None, None, :]
     sums = dict(box_chain(gp, max_h, max_w, value_op))
+    words = _hash_words(s, keys) if threshold is not None else None
     scatter, grad_logit = {}, {}
     for j, (shape, mean) in enumerate(box_chain(s, max_h, max_w, "mean")):
         wgt = _exp(torch.maximum(mean, low))
-        if threshold is not None:
-            mask = _keep(wgt, keys[j], threshold)
+        if words is not None:
+            mask = _keep(words, j, wgt, threshold)
             grad_logit[shape] = (sums[shape] * mask - delta) * wgt
             scatter[shape] = wgt * mask
         else:
@@ -193,7 +217,15 @@ def _compiled(kind: str, compiler: str, device: str, **statics):
 
 
 def _run(kind: str, compiler: str, statics: dict, *args: Tensor):
-    """A compiled block; where compiling fails, the same function uncompiled (and a warning, once)."""
+    """A compiled block; where compiling fails, the same function uncompiled (and a warning, once).
+
+    On CPU, in float32, with areas up to 3 x 3, ``"inductor"`` runs the hand-written kernel of
+    :mod:`~areaser.models.attention_native` instead (the same maths and masks, 2x faster), falling back
+    to TorchInductor where that kernel cannot be built.
+    """
+    if compiler == "inductor" and _native(args[0], args[1], statics):
+        native = attention_native.forward_block if kind == "forward" else attention_native.backward_block
+        return native(*args, **statics)
     try:
         if compiler != "inductor" or args[0].device.type not in _FAILED:
             return _compiled(kind, compiler, args[0].device.type, **statics)(*args)
@@ -206,6 +238,20 @@ def _run(kind: str, compiler: str, statics: dict, *args: Tensor):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     fn = _forward_block if kind == "forward" else _backward_block
     return fn(*args, **statics)
+
+
+def _native(q: Tensor, k: Tensor, statics: dict) -> bool:
+    """Whether the native kernel runs this block (built once per process; a failed build warns once)."""
+    if not attention_native.supports(q, statics["height"], k.shape[1], statics["max_h"], statics["max_w"]):
+        return False
+    if "native" in _FAILED:
+        return False
+    can, why = attention_native.available()
+    if not can:
+        _FAILED["native"] = why
+        message = f"area attention: the native CPU kernel is not available ({why}); using TorchInductor's kernels"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return can
 
 
 # ----------------------------------------------------------------------------- driver
@@ -234,7 +280,7 @@ def _statics(height, max_h, max_w, factor, value_mean, dropout, dtype):
 
 
 def _block_keys(seed: int, block: int, shapes: int, device: torch.device) -> Tensor:
-    """Per-shape 32-bit mask keys of one block, from the call's seed (so backward replays them)."""
+    """The 32-bit hash keys of one block, from the call's seed (so backward replays them)."""
     words = [(seed * 1_000_003 + block * 64 + j) % 2**32 for j in range(shapes)]
     base = torch.tensor([w - 2**32 if w >= 2**31 else w for w in words], dtype=torch.int32)
     return _mix(_mix(base)).to(device)
@@ -252,12 +298,12 @@ def _block_groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[
     )
 
 
-def _keys(seed: int, index: int, dropout: float, max_h: int, max_w: int, height: int, length: int, device):
-    """The mask keys of block ``index`` (zeros without dropout: the kernels ignore them)."""
+def _keys(seed: int, index: int, threshold: int | None, max_h: int, max_w: int, height: int, length: int, device):
+    """The hash keys of block ``index``, one per word of mask bits (a zero without dropout: the kernels ignore it)."""
+    if threshold is None:
+        return torch.zeros(1, dtype=torch.int32, device=device)
     shapes = min(max_h, height) * min(max_w, length // height)
-    if dropout <= 0:
-        return torch.zeros(shapes, dtype=torch.int32, device=device)
-    return _block_keys(seed, index, shapes, device)
+    return _block_keys(seed, index, -(-shapes // (32 // _mask_bits(threshold))), device)
 
 
 @torch._dynamo.config.patch(recompile_limit=_KERNELS)
@@ -273,7 +319,7 @@ def forward(q, k, v, height, max_h, max_w, factor, value_mean, dropout, seed, bu
 
     def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _keys(seed, index, dropout, max_h, max_w, height, length, q.device)
+        keys = _keys(seed, index, statics["threshold"], max_h, max_w, height, length, q.device)
         o, m, ld = _run("forward", compiler, statics, _pad(q[bs, qs], nb, nq), _pad(k[bs], nb, length),
                         _pad(v[bs], nb, length), keys)  # fmt: skip
         out[bs, qs], shift[bs, qs], log_den[bs, qs] = o[:rows, :cols], m[:rows, :cols], ld[:rows, :cols]
@@ -298,7 +344,7 @@ def backward(
 
     def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _keys(seed, index, dropout, max_h, max_w, height, length, q.device)
+        keys = _keys(seed, index, statics["threshold"], max_h, max_w, height, length, q.device)
         args = [_pad(t[bs, qs], nb, nq) for t in (q, grad_out, out)]
         stats = [_pad(t[bs, qs, None], nb, nq)[..., 0] for t in (shift, log_den)]
         a, b_, c = _run("backward", compiler, statics, args[0], _pad(k[bs], nb, length), _pad(v[bs], nb, length),
