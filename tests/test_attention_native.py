@@ -64,8 +64,7 @@ def test_training_in_float32_runs_the_kernel_and_matches_enumeration(kernel):
     g = torch.randn_like(want)
     want_grads = torch.autograd.grad((want * g).sum(), (q, k, v))
     q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
-    statics = attention_fused._statics(8, 3, 3, 0.9, False, 0.0, torch.float32)
-    assert attention_fused._native(q32, k32, statics)
+    assert attention_fused._native(q32, k32, 8, 3, 3)
     got = _LinearAreaAttention.apply(q32, k32, v32, 8, 3, 3, 0.9, False, 0.0, 0, 300, "inductor")
     torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
     for a, b in zip(torch.autograd.grad((got * g.float()).sum(), (q32, k32, v32)), want_grads):

@@ -87,7 +87,7 @@ inline void scatter(float* y, int stride_row, int nq, int hh_, int ww_, V (&g)[S
 
 template <int SH, int SW, bool FIXED>
 inline void fwd_anchor(const Params& d, const float* s, float* p, int hh_, int ww_, V m, V floor, V& den,
-                       uint32_t base) {
+                       float factor, uint32_t base) {
   const int hh = FIXED ? SH : hh_, ww = FIXED ? SW : ww_;
   V box[SH][SW];
   VI keep[64];
@@ -96,7 +96,7 @@ inline void fwd_anchor(const Params& d, const float* s, float* p, int hh_, int w
   for (int h = 0; h < hh; ++h)
     for (int w = 0; w < ww; ++w) {
       const float inv = 1.0f / float((h + 1) * (w + 1));
-      const V e = vexp(vmax(box[h][w] * inv - m, floor));
+      const V e = vexp(vmax(box[h][w] * (factor * inv) - m, floor));
       den += e;
       box[h][w] = (V)((VI)(d.value_mean ? e * inv : e) & keep[w * d.sh + h]);
     }
@@ -105,7 +105,7 @@ inline void fwd_anchor(const Params& d, const float* s, float* p, int hh_, int w
 
 template <int SH, int SW, bool FIXED>
 inline void bwd_anchor(const Params& d, const float* s, const float* gp, float* pv, float* ds, int hh_, int ww_,
-                       V off, V low, V delta, float cval, float cgrad, uint32_t base) {
+                       V off, V low, V delta, float factor, float gscale, float cval, uint32_t base) {
   const int hh = FIXED ? SH : hh_, ww = FIXED ? SW : ww_;
   V box[SH][SW], gbox[SH][SW];
   VI keep[64];
@@ -116,9 +116,9 @@ inline void bwd_anchor(const Params& d, const float* s, const float* gp, float* 
     for (int w = 0; w < ww; ++w) {
       const float inv = 1.0f / float((h + 1) * (w + 1));
       const VI k = keep[w * d.sh + h];
-      const V wgt = vexp(vmax(box[h][w] * inv - off, low));
-      const V g = d.value_mean ? gbox[h][w] * inv : gbox[h][w];
-      gbox[h][w] = ((V)((VI)g & k) - delta) * wgt * (cgrad * inv);
+      const V wgt = vexp(vmax(box[h][w] * (factor * inv) - off, low));
+      const V g = gbox[h][w] * (d.value_mean ? gscale * inv : gscale);
+      gbox[h][w] = ((V)((VI)g & k) - delta) * wgt * (factor * inv);
       box[h][w] = (V)((VI)wgt & k) * (d.value_mean ? cval * inv : cval);
     }
   scatter<SH, SW, FIXED>(pv, d.W, d.nq, hh, ww, box);
@@ -137,7 +137,8 @@ inline void anchors(const Params& d, F&& f) {
 }
 
 template <int SH, int SW>
-void forward(const Params& d, int nb, const float* s, float* p, float* shift, float* log_den, float floor_, float keep) {
+void forward(const Params& d, int nb, const float* s, float* p, float* shift, float* log_den, float factor,
+             float floor_, float keep) {
   const int L = d.H * d.W, nq = d.nq;
   for (int b = 0; b < nb; ++b)
     for (int c = 0; c < nq; c += N) {
@@ -145,13 +146,14 @@ void forward(const Params& d, int nb, const float* s, float* p, float* shift, fl
       float* pb = p + (size_t)b * L * nq + c;
       V m = V{} - INFINITY, den = V{};
       for (int cell = 0; cell < L; ++cell) {
-        m = vmax(m, load(sb + (size_t)cell * nq));
+        m = vmax(m, load(sb + (size_t)cell * nq) * factor);  // the largest scaled logit
         store(pb + (size_t)cell * nq, V{});
       }
       const V floor = V{} + floor_;
       anchors<SH, SW>(d, [&]<bool FIXED>(int cell, int hh, int ww) {
         const uint32_t base = (uint32_t)(((size_t)b * L + cell) * d.nq_index + c);
-        fwd_anchor<SH, SW, FIXED>(d, sb + (size_t)cell * nq, pb + (size_t)cell * nq, hh, ww, m, floor, den, base);
+        fwd_anchor<SH, SW, FIXED>(d, sb + (size_t)cell * nq, pb + (size_t)cell * nq, hh, ww, m, floor, den, factor,
+                                  base);
       });
       const V scale = 1.0f / (den * keep);
       for (int cell = 0; cell < L; ++cell) store(pb + (size_t)cell * nq, load(pb + (size_t)cell * nq) * scale);
@@ -164,7 +166,7 @@ void forward(const Params& d, int nb, const float* s, float* p, float* shift, fl
 
 template <int SH, int SW>
 void backward(const Params& d, int nb, const float* s, const float* gp, const float* off, const float* low,
-              const float* delta, float* pv, float* ds, float cval, float cgrad) {
+              const float* delta, float* pv, float* ds, float factor, float gscale, float cval) {
   const int L = d.H * d.W, nq = d.nq;
   for (int b = 0; b < nb; ++b)
     for (int c = 0; c < nq; c += N) {
@@ -177,7 +179,8 @@ void backward(const Params& d, int nb, const float* s, const float* gp, const fl
       anchors<SH, SW>(d, [&]<bool FIXED>(int cell, int hh, int ww) {
         const uint32_t base = (uint32_t)(((size_t)b * L + cell) * d.nq_index + c);
         const size_t at = o + (size_t)cell * nq;
-        bwd_anchor<SH, SW, FIXED>(d, s + at, gp + at, pv + at, ds + at, hh, ww, voff, vlow, vdelta, cval, cgrad, base);
+        bwd_anchor<SH, SW, FIXED>(d, s + at, gp + at, pv + at, ds + at, hh, ww, voff, vlow, vdelta, factor, gscale,
+                                  cval, base);
       });
     }
 }
@@ -202,10 +205,11 @@ bool make_params(Params& d, int H, int W, int nq, int nq_index, int mh, int mw, 
 extern "C" {
 // 0: done; 1: unsupported arguments (the caller falls back)
 int area_forward(const float* s, float* p, float* shift, float* log_den, const int32_t* keys, int nb, int H, int W,
-                 int nq, int nq_index, int mh, int mw, int value_mean, float floor, int threshold, float keep) {
+                 int nq, int nq_index, int mh, int mw, int value_mean, float factor, float floor, int threshold,
+                 float keep) {
   Params d;
   if (!make_params(d, H, W, nq, nq_index, mh, mw, value_mean, threshold, keys)) return 1;
-#define X(A, B) if (d.sh == A && d.sw == B) return forward<A, B>(d, nb, s, p, shift, log_den, floor, keep), 0;
+#define X(A, B) if (d.sh == A && d.sw == B) return forward<A, B>(d, nb, s, p, shift, log_den, factor, floor, keep), 0;
   AREA_SIZES(X)
 #undef X
   return 1;
@@ -213,10 +217,10 @@ int area_forward(const float* s, float* p, float* shift, float* log_den, const i
 
 int area_backward(const float* s, const float* gp, const float* off, const float* low, const float* delta,
                   float* pv, float* ds, const int32_t* keys, int nb, int H, int W, int nq, int nq_index, int mh, int mw,
-                  int value_mean, int threshold, float cval, float cgrad) {
+                  int value_mean, int threshold, float factor, float gscale, float cval) {
   Params d;
   if (!make_params(d, H, W, nq, nq_index, mh, mw, value_mean, threshold, keys)) return 1;
-#define X(A, B) if (d.sh == A && d.sw == B) return backward<A, B>(d, nb, s, gp, off, low, delta, pv, ds, cval, cgrad), 0;
+#define X(A, B) if (d.sh == A && d.sw == B) return backward<A, B>(d, nb, s, gp, off, low, delta, pv, ds, factor, gscale, cval), 0;
   AREA_SIZES(X)
 #undef X
   return 1;

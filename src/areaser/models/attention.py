@@ -178,9 +178,12 @@ def area_attention(
     elif key_mode in ("mean", "sample") and not noisy and value_mode != "max" and top_k == 0:
         seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout > 0 else 0
         fused = _fused(backend, q, k, v)
-        budget = block_elements or (attention_fused.BLOCK_ELEMENTS if fused else FAST_BLOCK_ELEMENTS).get(
-            q.device.type, FAST_BLOCK_ELEMENTS["cuda"]
-        )
+        if block_elements:
+            budget = block_elements
+        elif fused:
+            budget = attention_fused.block_elements(q, k, height, max_h, max_w)
+        else:
+            budget = FAST_BLOCK_ELEMENTS.get(q.device.type, FAST_BLOCK_ELEMENTS["cuda"])
         out = _LinearAreaAttention.apply(
             q, k, v, height, max_h, max_w, factor, value_mode == "mean", dropout, seed, budget,
             "inductor" if fused else None,

@@ -36,7 +36,7 @@ from areaser.models import attention_native
 from areaser.models.boxes import box_chain, box_chain_adjoint
 from areaser.models.threads import _run_groups, by_batch
 
-__all__ = ["BLOCK_ELEMENTS", "MIN_LENGTH", "available", "forward", "backward"]
+__all__ = ["BLOCK_ELEMENTS", "MIN_LENGTH", "available", "block_elements", "forward", "backward"]
 
 # Position logits per fused block: on CPU a block's buffers (256 KB each at 2**16 float32) stay in a core's
 # L2 and a call's ~0.1 ms overhead is still small (fwd + bwd of the paper's case, one thread, AMD EPYC, AVX2:
@@ -223,7 +223,7 @@ def _run(kind: str, compiler: str, statics: dict, *args: Tensor):
     :mod:`~areaser.models.attention_native` instead (the same maths and masks, 2x faster), falling back
     to TorchInductor where that kernel cannot be built.
     """
-    if compiler == "inductor" and _native(args[0], args[1], statics):
+    if compiler == "inductor" and _native(args[0], args[1], statics["height"], statics["max_h"], statics["max_w"]):
         native = attention_native.forward_block if kind == "forward" else attention_native.backward_block
         return native(*args, **statics)
     try:
@@ -240,9 +240,9 @@ def _run(kind: str, compiler: str, statics: dict, *args: Tensor):
     return fn(*args, **statics)
 
 
-def _native(q: Tensor, k: Tensor, statics: dict) -> bool:
-    """Whether the native kernel runs this block (built once per process; a failed build warns once)."""
-    if not attention_native.supports(q, statics["height"], k.shape[1], statics["max_h"], statics["max_w"]):
+def _native(q: Tensor, k: Tensor, height: int, max_h: int, max_w: int) -> bool:
+    """Whether the native kernel runs these blocks (built once per process; a failed build warns once)."""
+    if not attention_native.supports(q, height, k.shape[1], max_h, max_w):
         return False
     if "native" in _FAILED:
         return False
@@ -255,6 +255,13 @@ def _native(q: Tensor, k: Tensor, statics: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- driver
+
+
+def block_elements(q: Tensor, k: Tensor, height: int, max_h: int, max_w: int) -> int:
+    """Position logits per block: the native kernel's budget where it runs, else :data:`BLOCK_ELEMENTS`."""
+    if _native(q, k, height, max_h, max_w):
+        return attention_native.BLOCK_ELEMENTS
+    return BLOCK_ELEMENTS.get(q.device.type, BLOCK_ELEMENTS["cuda"])
 
 
 def _layout(n: int, lq: int, length: int, budget: int) -> tuple[int, int]:
