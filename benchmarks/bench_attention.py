@@ -9,9 +9,10 @@ projections (q = k = v = the map), no dropout unless ``--dropout`` (on the area 
 ``dropout_p`` on its position weights).
 
 * ``ours``: :func:`areaser.models.attention.area_attention` as training runs it (``backend="auto"``: the
-  fused kernels of :mod:`areaser.models.attention_fused` where a C++ compiler is found), logits scaled by
-  1/sqrt(80) like the package's and sdpa's. Its warm-up call compiles (``first s``); a later
-  process loads the kernels from TorchInductor's disk cache.
+  fused blocks of :mod:`areaser.models.attention_fused` where a C++ compiler is found; on CPU the
+  native kernel of :mod:`areaser.models.attention_native`, on CUDA TorchInductor's Triton kernels),
+  logits scaled by 1/sqrt(80) like the package's and sdpa's. Its warm-up call (``first s``) builds
+  or loads the kernels (a later process loads them from the disk cache).
 * ``ours-eager``: the same with ``backend="eager"`` (torch ops only).
 * ``package``: ``area_attention.AreaAttention`` from PyPI (a PyTorch port of tensor2tensor's
   area attention that materialises every area), the peer. One repetition: it is slow on CPU.
