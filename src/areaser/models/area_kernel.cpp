@@ -47,15 +47,18 @@ struct Params {
   int word_of[64], shift_of[64];
 };
 
-// Keep-masks (all ones, or 0 / -1 per lane) of every shape at one anchor.
-inline void anchor_masks(const Params& d, uint32_t base, VI* keep) {
-  VU word[64];
-  const VU lane = VU{0, 1, 2, 3, 4, 5, 6, 7};
-  for (int k = 0; k < d.nwords; ++k) word[k] = mix(lane + (base + (uint32_t)d.keys[k]));
-  for (int j = 0; j < d.sh * d.sw; ++j)
-    keep[j] = d.nwords ? (VI)(((word[d.word_of[j]] >> d.shift_of[j]) & (uint32_t)d.mask) < (uint32_t)d.thr)
-                       : VI{} - 1;
-}
+// The hash words of one anchor's masks (as many as d.nwords), and the keep-mask (0 / -1 per lane) of shape j.
+struct Masks {
+  VU word[8];
+  Masks(const Params& d, uint32_t base) {
+    const VU lane = VU{0, 1, 2, 3, 4, 5, 6, 7};
+    for (int k = 0; k < d.nwords; ++k) word[k] = mix(lane + (base + (uint32_t)d.keys[k]));
+  }
+  VI keep(const Params& d, int j) const {
+    if (!d.nwords) return VI{} - 1;
+    return (VI)(((word[d.word_of[j]] >> d.shift_of[j]) & (uint32_t)d.mask) < (uint32_t)d.thr);
+  }
+};
 
 // Box sums of x over every shape at the anchor: box[h][w] sums rows 0..h and columns 0..w.
 template <int SH, int SW, bool FIXED>
@@ -90,15 +93,14 @@ inline void fwd_anchor(const Params& d, const float* s, float* p, int hh_, int w
                        float factor, uint32_t base) {
   const int hh = FIXED ? SH : hh_, ww = FIXED ? SW : ww_;
   V box[SH][SW];
-  VI keep[64];
   boxes<SH, SW, FIXED>(s, d.W, d.nq, hh, ww, box);
-  anchor_masks(d, base, keep);
+  const Masks masks(d, base);
   for (int h = 0; h < hh; ++h)
     for (int w = 0; w < ww; ++w) {
       const float inv = 1.0f / float((h + 1) * (w + 1));
       const V e = vexp(vmax(box[h][w] * (factor * inv) - m, floor));
       den += e;
-      box[h][w] = (V)((VI)(d.value_mean ? e * inv : e) & keep[w * d.sh + h]);
+      box[h][w] = (V)((VI)(d.value_mean ? e * inv : e) & masks.keep(d, w * d.sh + h));
     }
   scatter<SH, SW, FIXED>(p, d.W, d.nq, hh, ww, box);
 }
@@ -108,14 +110,13 @@ inline void bwd_anchor(const Params& d, const float* s, const float* gp, float* 
                        V off, V low, V delta, float factor, float gscale, float cval, uint32_t base) {
   const int hh = FIXED ? SH : hh_, ww = FIXED ? SW : ww_;
   V box[SH][SW], gbox[SH][SW];
-  VI keep[64];
   boxes<SH, SW, FIXED>(s, d.W, d.nq, hh, ww, box);
   boxes<SH, SW, FIXED>(gp, d.W, d.nq, hh, ww, gbox);
-  anchor_masks(d, base, keep);
+  const Masks masks(d, base);
   for (int h = 0; h < hh; ++h)
     for (int w = 0; w < ww; ++w) {
       const float inv = 1.0f / float((h + 1) * (w + 1));
-      const VI k = keep[w * d.sh + h];
+      const VI k = masks.keep(d, w * d.sh + h);
       const V wgt = vexp(vmax(box[h][w] * (factor * inv) - off, low));
       const V g = gbox[h][w] * (d.value_mean ? gscale * inv : gscale);
       gbox[h][w] = ((V)((VI)g & k) - delta) * wgt * (factor * inv);
@@ -190,7 +191,7 @@ bool make_params(Params& d, int H, int W, int nq, int nq_index, int mh, int mw, 
   d = Params{};
   d.H = H; d.W = W; d.nq = nq; d.nq_index = nq_index; d.sh = mh < H ? mh : H; d.sw = mw < W ? mw : W; d.value_mean = value_mean;
   d.keys = keys;
-  if (nq % N || d.sh * d.sw > 64) return false;
+  if (nq % N || d.sh * d.sw > 64) return false;  // 64 shapes: at most 8 words of 8 fields
   if (threshold >= 0) {
     const int tz = __builtin_ctz(threshold), bits = 16 - tz, per = 32 / bits;
     d.mask = (1 << bits) - 1; d.thr = threshold >> tz; d.nwords = (d.sh * d.sw + per - 1) / per;
