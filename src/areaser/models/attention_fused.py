@@ -286,11 +286,16 @@ def _statics(height, max_h, max_w, factor, value_mean, dropout, dtype):
                 floor=floor, threshold=threshold, keep=keep)  # fmt: skip
 
 
-def _block_keys(seed: int, block: int, shapes: int, device: torch.device) -> Tensor:
-    """The 32-bit hash keys of one block, from the call's seed (so backward replays them)."""
-    words = [(seed * 1_000_003 + block * 64 + j) % 2**32 for j in range(shapes)]
-    base = torch.tensor([w - 2**32 if w >= 2**31 else w for w in words], dtype=torch.int32)
-    return _mix(_mix(base)).to(device)
+def _block_keys(seed: int, blocks: int | range, words: int, device: torch.device) -> Tensor:
+    """The 32-bit hash keys of one block ``[words]``, or of a range of blocks ``[blocks, words]``.
+
+    ``mix(mix(seed * 1000003 + block * 64 + word))`` wrapped to 32 bits: from the call's seed, so the
+    backward replays them.
+    """
+    index = torch.tensor(blocks if isinstance(blocks, range) else [blocks], dtype=torch.int64)
+    raw = (seed * 1_000_003 % 2**32 + index[:, None] * 64 + torch.arange(words)) % 2**32  # seeds reach 2**62
+    keys = _mix(_mix(torch.where(raw >= 2**31, raw - 2**32, raw).to(torch.int32))).to(device)
+    return keys if isinstance(blocks, range) else keys[0]
 
 
 def _block_groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[slice, slice]]]:
@@ -305,10 +310,15 @@ def _block_groups(n: int, lq: int, length: int, budget: int) -> list[list[tuple[
     )
 
 
-def _keys(seed: int, index: int, threshold: int | None, max_h: int, max_w: int, height: int, length: int, device):
-    """The hash keys of block ``index``, one per word of mask bits (a zero without dropout: the kernels ignore it)."""
+def _keys(seed: int, index: int | range, threshold: int | None, max_h: int, max_w: int, height: int, length: int,
+          device):  # fmt: skip
+    """The hash keys of block ``index`` (or of each block of a range), one per word of mask bits.
+
+    Without dropout a single zero, which the kernels ignore.
+    """
+    rows = (len(index),) if isinstance(index, range) else ()
     if threshold is None:
-        return torch.zeros(1, dtype=torch.int32, device=device)
+        return torch.zeros((*rows, 1), dtype=torch.int32, device=device)
     shapes = min(max_h, height) * min(max_w, length // height)
     return _block_keys(seed, index, -(-shapes // (32 // _mask_bits(threshold))), device)
 
@@ -323,15 +333,18 @@ def forward(q, k, v, height, max_h, max_w, factor, value_mean, dropout, seed, bu
     nb, nq = _layout(n, lq, length, budget)
     out = q.new_empty((n, lq, v.shape[-1]))
     shift, log_den = q.new_empty((n, lq)), q.new_empty((n, lq))
+    groups = _block_groups(n, lq, length, budget)
+    # every block's keys in one go: ~25 small ops per block otherwise (0.15 ms each, under the GIL)
+    all_keys = _keys(seed, range(sum(map(len, groups))), statics["threshold"], max_h, max_w, height, length, q.device)
 
     def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _keys(seed, index, statics["threshold"], max_h, max_w, height, length, q.device)
+        keys = all_keys[index]
         o, m, ld = _run("forward", compiler, statics, _pad(q[bs, qs], nb, nq), _pad(k[bs], nb, length),
                         _pad(v[bs], nb, length), keys)  # fmt: skip
         out[bs, qs], shift[bs, qs], log_den[bs, qs] = o[:rows, :cols], m[:rows, :cols], ld[:rows, :cols]
 
-    _run_groups(block, _block_groups(n, lq, length, budget), q.device)
+    _run_groups(block, groups, q.device)
     return out, shift, log_den
 
 
@@ -348,10 +361,12 @@ def backward(
     statics = _statics(height, max_h, max_w, factor, value_mean, dropout, q.dtype)
     nb, nq = _layout(n, lq, length, budget)
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    groups = _block_groups(n, lq, length, budget)
+    all_keys = _keys(seed, range(sum(map(len, groups))), statics["threshold"], max_h, max_w, height, length, q.device)
 
     def block(index: int, bs: slice, qs: slice) -> None:
         rows, cols = bs.stop - bs.start, qs.stop - qs.start
-        keys = _keys(seed, index, statics["threshold"], max_h, max_w, height, length, q.device)
+        keys = all_keys[index]
         args = [_pad(t[bs, qs], nb, nq) for t in (q, grad_out, out)]
         stats = [_pad(t[bs, qs, None], nb, nq)[..., 0] for t in (shift, log_den)]
         a, b_, c = _run("backward", compiler, statics, args[0], _pad(k[bs], nb, length), _pad(v[bs], nb, length),
@@ -360,5 +375,5 @@ def backward(
         dk[bs] += b_[:rows]  # a group's blocks share one batch slice, so one worker writes these rows
         dv[bs] += c[:rows]
 
-    _run_groups(block, _block_groups(n, lq, length, budget), q.device)
+    _run_groups(block, groups, q.device)
     return dq, dk, dv
