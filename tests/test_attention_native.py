@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from test_attention_fused import brute_force, inputs
+from test_attention_fused import brute_force, inputs, train_with_failing_compiler
 
 from areaser.models import attention_fused, attention_native
 from areaser.models.attention_fast import _LinearAreaAttention
@@ -115,28 +115,8 @@ def test_the_build_is_cached_under_the_cache_dir(kernel, tmp_path):
 def test_a_failing_build_warns_once_and_trains_with_the_same_maths(tmp_path):
     """A compiler that always fails (CXX=/bin/false): available() says why, training warns once and runs
     the traced blocks (TorchInductor fails too, then they run uncompiled): the same numbers as eager."""
-    script = """
-        import warnings, torch
-        from areaser.models import attention_native
-        from areaser.models.attention_fast import _LinearAreaAttention
-        torch.set_num_threads(1)
-        print(attention_native.available()[1])
-        gen = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(2, 12, 3, generator=gen, requires_grad=True) for _ in range(3))
-        args = (3, 2, 2, 0.7, False, 0.3, 4, 50)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            got = _LinearAreaAttention.apply(q, k, v, *args, "inductor")
-            g1 = torch.autograd.grad(got.sum(), (q, k, v))
-        want = _LinearAreaAttention.apply(q, k, v, *args, "eager")
-        g2 = torch.autograd.grad(want.sum(), (q, k, v))
-        assert torch.allclose(got, want, atol=1e-6) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
-        print(sum("native CPU kernel is not available" in str(w.message) for w in caught))
-    """
-    env = {"CXX": "/bin/false", "AREASER_CACHE_DIR": str(tmp_path), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ti")}
-    done = run_isolated(script, env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    reason, warned = done.stdout.strip().splitlines()[-2:]
+    lines = train_with_failing_compiler(tmp_path, "float32", 1e-6)
+    reason, warnings = lines[0], lines[2:]
     assert reason.startswith("compiling area_kernel.cpp failed")
-    assert warned == "1"
-    assert not list((tmp_path / "kernels").iterdir())  # the failed build left nothing behind
+    assert sum("area attention: the native CPU kernel is not available" in w for w in warnings) == 1
+    assert not list((tmp_path / "areaser" / "kernels").iterdir())  # the failed build left nothing behind
