@@ -320,7 +320,8 @@ class Recognizer:
         if model.suffix == ".onnx" or backend == "onnx":
             onnx = model if model.suffix == ".onnx" else Path(onnx_path or model / "model.onnx")
             if not onnx.is_file():
-                raise ValueError(f"{onnx}: no ONNX model here; write it with `areaser export {model} --onnx {onnx}`")
+                run = "RUN_DIR" if model.suffix == ".onnx" else model  # the file itself was named: its run is unknown
+                raise ValueError(f"{onnx}: no ONNX model here; write it with `areaser export {run} --onnx {onnx}`")
             be = OnnxBackend(onnx, threads)
             seg = be.meta["segments"]
             config = InferenceConfig(
