@@ -22,7 +22,7 @@ files: 1); :func:`read_metadata` returns it, so a ``.onnx`` file alone is a comp
 graph's ``probabilities`` stay the model's own softmax; the recognizer applies ``T`` to the
 utterance decision (``softmax(log(p) / T)``; the label never changes), whatever the backend.
 
-``--int8`` quantises with ONNX Runtime, statically: int8 weights per channel, uint8 activations
+``--int8`` quantises with ONNX Runtime, statically: int8 weights per channel, int8 activations
 whose ranges are calibrated on log-Mel windows of real recordings (by default utterances of the
 run's own manifest).
 """
@@ -433,8 +433,8 @@ def quantize_int8(
 ) -> Path:
     """Quantise an exported model to int8; ``dst`` may equal ``src``.
 
-    ``static`` (default, needs ``calibration`` audio): QDQ with uint8 activations and per-channel
-    int8 weights, the layout ONNX Runtime runs as QLinearConv / integer MatMul on x86, for the
+    ``static`` (default, needs ``calibration`` audio): QDQ with int8 activations and per-channel
+    int8 weights (S8S8), which ONNX Runtime runs as QLinearConv / integer MatMul on x86, for the
     layers with learned weights (convolutions, dense and projection layers; see
     :func:`_weight_nodes`); ranges (MinMax) from the log-Mel of up to ``max_windows`` windows of
     the calibration files.
@@ -479,7 +479,9 @@ def quantize_int8(
                 _Reader(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QUInt8,
+                # uint8 activations (U8S8) saturate the 16-bit pair sums of AVX2 without VNNI: on a Zen 3
+                # core, 86 % top-1 agreement with float32 against 99.6 % for S8S8 (bench_inference)
+                activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(_WEIGHT_OPS),
                 nodes_to_quantize=_weight_nodes(onnx.load(str(pre))),
