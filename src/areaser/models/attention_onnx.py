@@ -34,7 +34,10 @@ DOMAIN, OP = "areaser", "AreaAttention"
 # Position logits per Loop iteration: queries per block = BLOCK_ELEMENTS // memory length, a multiple of 8.
 # The paper's 64 x 20 map (1,280 positions), one thread, Intel Xeon (AVX-512, 2 MB L2): 16, 32, 64 and 128
 # queries per block took 23.5, 21.4, 23.2 and 27.6 ms per memory (benchmarks/bench_inference.py measures the
-# whole model).
+# whole model). AMD Zen 3 (AVX2, 512 KB L2): 8, 16, 24, 32, 48 and 64 queries took 49.2, 37.6, 34.4, 33.4, 32.4
+# and 33.2 ms. Box sums as fixed-kernel convolutions (Conv 1 -> 9 shapes, the adjoint as ConvTranspose 9 -> 1,
+# so ~12 ops per block instead of ~76) took 40 ms there against 32 ms for these slices and pads: ONNX Runtime
+# runs one-channel convolutions at about a third of its MatMul rate (as a Conv 9 -> 1, the adjoint: 80 ms).
 BLOCK_ELEMENTS = 40_960
 _OPSET = 18
 _BIG = 2**62  # "to the end" in Slice
