@@ -267,7 +267,7 @@ def test_serve_onnx_model(spelling: str, tiny_run: Path, tmp_path: Path) -> None
     r = cli("serve", model, *rest)
     assert r.exit_code == 2
     assert r.stderr.splitlines()[-1].startswith(f"error: {missing}: no ONNX model here")
-    assert f"export {missing} " not in r.stderr  # never advice to export the missing file onto itself
+    assert f"export {missing} " not in r.stderr  # never advises exporting the missing file onto itself
     renamed_ok(r, spelling, _onnx_note("serve"))
 
 
