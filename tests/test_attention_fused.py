@@ -8,6 +8,10 @@ TorchInductor would fuse, run op by op: seconds, not the minutes of C++ compiles
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -204,17 +208,17 @@ def test_inductor_kernels_match_the_traced_graph():
             torch.testing.assert_close(a, b, **TOL)
 
 
+def run_isolated(script: str, env: dict) -> subprocess.CompletedProcess:
+    """``script`` (dedented) in a fresh Python process with ``env`` added to this one's environment."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)  # fmt: skip
+
+
 def train_with_failing_compiler(tmp_path, dtype: str, atol: float) -> list[str]:
     """Fused training calls in a process whose C++ compiler always fails (``CXX=/bin/false``), checked
     against the eager path to ``atol``; prints what the native kernel and attention_fused say, then each
     warning's first words, one per line."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import warnings, torch
         from areaser.models import attention_fused, attention_native
         from areaser.models.attention_fast import _LinearAreaAttention
@@ -234,10 +238,9 @@ def train_with_failing_compiler(tmp_path, dtype: str, atol: float) -> list[str]:
         for w in caught:
             print(str(w.message)[:60])
         """
-    )
-    env = {**os.environ, "CXX": "/bin/false", "AREASER_CACHE_DIR": str(tmp_path / "areaser"),
+    env = {"CXX": "/bin/false", "AREASER_CACHE_DIR": str(tmp_path / "areaser"),
            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = run_isolated(script, env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from test_attention_fused import brute_force, inputs, train_with_failing_compiler
+from test_attention_fused import brute_force, inputs, run_isolated, train_with_failing_compiler
 
 from areaser.models import attention_fused, attention_native
 from areaser.models.attention_fast import _LinearAreaAttention
@@ -93,11 +89,6 @@ def test_the_kernel_covers_float32_cpu_and_areas_up_to_three_cells_a_side():
     assert not attention_native.supports(x32, 4, 16, 4, 4)
     assert not attention_native.supports(x64, 64, 1280, 3, 3)
     assert attention_native.supports(x32, 3, 9, 9, 2)  # sides cut by the grid: 3 x 2
-
-
-def run_isolated(script: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)  # fmt: skip
 
 
 def test_the_build_is_cached_under_the_cache_dir(kernel, tmp_path):
